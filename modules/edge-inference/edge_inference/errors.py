@@ -1,0 +1,53 @@
+"""The module's one exception tree.
+
+    EdgeInferenceError            base of everything the module raises on purpose
+    ├── SettingsError             a boot setting (environment variable) is invalid: exit non-zero at start
+    ├── ModelError                the model file is missing, unreadable or has inputs/outputs we cannot serve
+    ├── ProviderError             no acceptable execution provider (e.g. REQUIRE_GPU=true on a CPU-only host)
+    └── FrameError                one frame cannot be processed; stays per-frame (result with `error`, file
+                                  moved to failed/), never stops the module. `code` is the stable error code
+                                  written into the result schema (`error.code`).
+
+Anything else escaping a stage is a bug: the stage dies, the module exits non-zero and IoT Edge restarts it.
+"""
+
+from __future__ import annotations
+
+
+class EdgeInferenceError(Exception):
+    """Base of the module's own errors."""
+
+
+class SettingsError(EdgeInferenceError):
+    """A boot setting is invalid."""
+
+
+class ModelError(EdgeInferenceError):
+    """The model cannot be loaded or served."""
+
+
+class ProviderError(EdgeInferenceError):
+    """No acceptable execution provider is active."""
+
+
+class FrameError(EdgeInferenceError):
+    """One frame cannot be processed. `code` goes into the result's `error.code`."""
+
+    # Stable codes (documented in README "Failed frames").
+    EMPTY = "empty_file"
+    TOO_LARGE = "file_too_large"
+    TOO_MANY_PIXELS = "too_many_pixels"
+    NOT_AN_IMAGE = "not_an_image"
+    CORRUPT = "corrupt_image"
+    UNSUPPORTED = "unsupported_image"
+    READ_FAILED = "read_failed"
+    NOT_A_FILE = "not_a_regular_file"
+    INFERENCE_FAILED = "inference_failed"
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    def as_dict(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message}
