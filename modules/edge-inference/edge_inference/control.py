@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from edge_inference.entities import FrameResult
+
 
 @dataclass(frozen=True)
 class OutgoingMessage:
@@ -59,4 +61,22 @@ class ModuleControl(Protocol):
     def enqueue_path(self, rel_path: str, source: str) -> bool:
         """Queue one file of the input share by relative POSIX path (ASE fileEvents). False when unknown,
         already done or already queued. Raises ValueError for paths that escape the share."""
+        ...
+
+
+class Predictor(Protocol):
+    """What the HTTP API asks of the pipeline: the same batcher and model as the share frames."""
+
+    def predict(self, data: bytes, *, confidence: float | None = None, timeout: float = 30.0) -> FrameResult:
+        """Run one in-memory image through the pipeline with the live twin settings (`confidence` overrides
+        the threshold for this request only). Raises FrameError for bytes that are not a usable image
+        (the result's error code tells which) and UnavailableError when not ready or overloaded."""
+        ...
+
+    def readiness(self) -> tuple[bool, str]:
+        """(ready, reason): model loaded and warmed, watcher running, GPU present if required."""
+        ...
+
+    def active_provider(self) -> str:
+        """The ONNX Runtime execution provider in use, e.g. CUDAExecutionProvider."""
         ...

@@ -4,6 +4,8 @@
     ├── SettingsError             a boot setting (environment variable) is invalid: exit non-zero at start
     ├── ModelError                the model file is missing, unreadable or has inputs/outputs we cannot serve
     ├── ProviderError             no acceptable execution provider (e.g. REQUIRE_GPU=true on a CPU-only host)
+    ├── UnavailableError          the module cannot take the request now (not ready, overloaded, paused);
+    │                             `retry_after` seconds is a hint (HTTP 503 + Retry-After)
     └── FrameError                one frame cannot be processed; stays per-frame (result with `error`, file
                                   moved to failed/), never stops the module. `code` is the stable error code
                                   written into the result schema (`error.code`).
@@ -51,3 +53,11 @@ class FrameError(EdgeInferenceError):
 
     def as_dict(self) -> dict[str, str]:
         return {"code": self.code, "message": self.message}
+
+
+class UnavailableError(EdgeInferenceError):
+    """The module cannot take this request now (not ready, overloaded, shutting down)."""
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

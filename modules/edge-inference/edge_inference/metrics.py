@@ -1,0 +1,77 @@
+"""Prometheus metrics: every series the module exports, defined in one place.
+
+Names follow the Prometheus style (`edge_inference_<what>_<unit>`). The objects live in a registry owned
+by the running module (`MetricsRegistry`), so tests can build several modules in one process without
+clashing on the default global registry.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+# Latency buckets from 0.5 ms to 10 s: inference on a T4 is 1-5 ms, decoding 1080p JPEG 5-20 ms.
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+STAGES = ("queue", "read", "decode", "inference", "postprocess", "write", "send", "total")
+
+
+class MetricsRegistry:
+    """The module's metric families; one instance per running module."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.frames = Counter(
+            "edge_inference_frames", "Frames processed, by outcome (ok, failed)", ["outcome"], registry=r
+        )
+        self.failures = Counter("edge_inference_frame_errors", "Failed frames, by error code", ["code"], registry=r)
+        self.detections = Counter("edge_inference_detections", "Detections reported, by label", ["label"], registry=r)
+        self.stage_seconds = Histogram(
+            "edge_inference_stage_seconds",
+            "Per-frame time spent in each stage",
+            ["stage"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "edge_inference_batch_size",
+            "Frames per inference batch",
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "edge_inference_queue_depth", "Items waiting in each bounded queue", ["queue"], registry=r
+        )
+        self.outbox_depth = Gauge("edge_inference_outbox_messages", "Messages waiting in the outbox", registry=r)
+        self.outbox_age = Gauge(
+            "edge_inference_outbox_oldest_age_seconds", "Age of the oldest message in the outbox", registry=r
+        )
+        self.outbox_dropped = Counter(
+            "edge_inference_outbox_dropped", "Messages dropped at the outbox bound", ["reason"], registry=r
+        )
+        self.messages_sent = Counter(
+            "edge_inference_messages_sent", "Messages delivered to edgeHub, by output", ["output"], registry=r
+        )
+        self.twin_updates = Counter(
+            "edge_inference_twin_updates",
+            "Twin desired properties, by result (applied, rejected)",
+            ["result"],
+            registry=r,
+        )
+        self.paused = Gauge("edge_inference_paused", "1 while intake is paused", ["reason"], registry=r)
+        self.provider = Info("edge_inference_execution_provider", "Active ONNX Runtime provider", registry=r)
+        self.model = Info("edge_inference_model", "Model name, version and sha256", registry=r)
+        self.http_requests = Counter(
+            "edge_inference_http_requests",
+            "REST API requests, by endpoint and status",
+            ["endpoint", "status"],
+            registry=r,
+        )
+        self.free_bytes = Gauge(
+            "edge_inference_free_bytes", "Free space on the output share and state volume", ["volume"], registry=r
+        )
+        self.alarms = Gauge("edge_inference_alarm_active", "1 while a health alarm is raised", ["alarm"], registry=r)
+        for stage in STAGES:
+            self.stage_seconds.labels(stage=stage)
+        for outcome in ("ok", "failed"):
+            self.frames.labels(outcome=outcome)
