@@ -306,7 +306,7 @@ def iot_edge_environment(env: Mapping[str, str] | None = None) -> bool:
         "IOTEDGE_MODULEID",
         "IOTEDGE_MODULEGENERATIONID",
         "IOTEDGE_IOTHUBHOSTNAME",
-        "IOTEDGE_AUTHSCHEME",
+        "IOTEDGE_GATEWAYHOSTNAME",
         "IOTEDGE_APIVERSION",
     )
     if all(env.get(v) for v in edge_vars):
