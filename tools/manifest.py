@@ -63,7 +63,7 @@ from edge_inference.live_settings import TWIN_PROPERTIES  # noqa: E402
 from edge_inference.settings import ENV_VARS  # noqa: E402
 
 try:  # the outputs the code sends; one place names them
-    from edge_inference.telemetry import OUTPUTS as _CODE_OUTPUTS  # noqa: E402
+    from edge_inference.telemetry import OUTPUTS as _CODE_OUTPUTS
 
     OUTPUTS: tuple[str, ...] = tuple(_CODE_OUTPUTS)
 except ImportError:  # pragma: no cover - only while the telemetry module is being written
@@ -328,7 +328,7 @@ def create_options(settings: Mapping[str, Any], place: str, problems: list[Probl
 
 def _port_numbers(host_config: Mapping[str, Any], options: Mapping[str, Any]) -> Iterator[tuple[str, str, str]]:
     """(place suffix, container port spec, host port or '') for every port named in createOptions."""
-    for spec in (options.get("ExposedPorts") or {}).keys():
+    for spec in options.get("ExposedPorts") or {}:
         yield f"ExposedPorts.{spec}", spec, ""
     for spec, bindings in (host_config.get("PortBindings") or {}).items():
         for i, binding in enumerate(bindings or [{}]):
