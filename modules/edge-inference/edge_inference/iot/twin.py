@@ -1,0 +1,181 @@
+"""Validation of module twin desired properties, and their IoT Plug and Play acknowledgements.
+
+`validate_desired(desired, current)` looks at the whole patch (or the whole desired document, which the SDK
+delivers after every reconnect: applying it again is harmless), builds the new `TwinSettings` from the valid
+properties, keeps the value in force for each invalid one, and returns one acknowledgement per property in
+the patch:
+
+    {"value": <value in force>, "ac": 200 | 400, "av": <desired $version>, "ad": "<why>"}
+
+Rules (DESIGN.md "Module twin"):
+- `confidenceThreshold`, `iouThreshold`: a number 0..1 (JSON true/false, strings, null, NaN are refused);
+- `maxDetections`: an integer 1..1000 (a float with no fraction, e.g. 100.0, counts as an integer);
+- `classes`, `alertClasses`: a list of at most 1000 non-empty strings of at most 128 characters
+  (duplicates removed, order kept);
+- `saveAnnotated`, `paused`: true or false;
+- `telemetry`: an object with any of `mode` (perFrame | summary | off), `summaryIntervalSeconds` (1..86400),
+  `includeEmpty` (bool), merged with the values in force; an unknown or invalid field refuses the object;
+- `$version` / `$metadata` and other `$` keys are ignored; any other unknown key gets `ac: 400`
+  ("unknown property") without blocking the rest (at most MAX_UNKNOWN_ACKS of them are acknowledged, so a
+  huge document cannot blow up the reported properties).
+A property absent from the patch keeps its value. Nothing here raises on any JSON value.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import Any, cast
+
+from edge_inference.live_settings import TWIN_PROPERTIES, TelemetryMode, TelemetrySettings, TwinSettings
+
+MAX_LIST_ITEMS = 1000
+MAX_NAME_CHARS = 128
+MAX_UNKNOWN_ACKS = 20
+TELEMETRY_MODES = ("perFrame", "summary", "off")
+_TELEMETRY_FIELDS = {"mode", "summaryIntervalSeconds", "includeEmpty"}
+
+
+class _Invalid(Exception):
+    """A desired value that is refused; the message becomes the ack's `ad`."""
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return repr(value)[:40]
+
+
+def _number(value: Any, lo: float, hi: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _Invalid(f"expected a number from {lo:g} to {hi:g}, got {_describe(value)}")
+    number = float(value)
+    if not math.isfinite(number) or not lo <= number <= hi:
+        raise _Invalid(f"expected a number from {lo:g} to {hi:g}, got {value!r}"[:200])
+    return number
+
+
+def _integer(value: Any, lo: int, hi: int) -> int:
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Invalid(f"expected an integer from {lo} to {hi}, got {_describe(value)}")
+    if not lo <= value <= hi:
+        raise _Invalid(f"expected an integer from {lo} to {hi}, got {value}"[:200])
+    return value
+
+
+def _boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _Invalid(f"expected true or false, got {_describe(value)}")
+    return value
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise _Invalid(f"expected a list of class names, got {_describe(value)}")
+    if len(value) > MAX_LIST_ITEMS:
+        raise _Invalid(f"expected at most {MAX_LIST_ITEMS} class names, got {len(value)}")
+    names: list[str] = []
+    for item in value:
+        if not isinstance(item, str) or not item.strip():
+            raise _Invalid(f"class names must be non-empty strings, got {_describe(item)}")
+        if len(item) > MAX_NAME_CHARS:
+            raise _Invalid(f"class names must be at most {MAX_NAME_CHARS} characters")
+        if item not in names:
+            names.append(item)
+    return tuple(names)
+
+
+def _telemetry(value: Any, current: TelemetrySettings) -> TelemetrySettings:
+    if not isinstance(value, dict):
+        raise _Invalid(f"expected an object {{mode, summaryIntervalSeconds, includeEmpty}}, got {_describe(value)}")
+    fields = {k: v for k, v in value.items() if not str(k).startswith("$")}
+    unknown = sorted(str(k) for k in fields if k not in _TELEMETRY_FIELDS)
+    if unknown:
+        raise _Invalid(f"unknown field telemetry.{unknown[0][:64]}")
+    new = current
+    if "mode" in fields:
+        mode = fields["mode"]
+        if mode not in TELEMETRY_MODES or not isinstance(mode, str):
+            raise _Invalid(f"telemetry.mode: expected one of {', '.join(TELEMETRY_MODES)}, got {_describe(mode)}")
+        new = replace(new, mode=cast(TelemetryMode, mode))
+    if "summaryIntervalSeconds" in fields:
+        try:
+            seconds = _number(fields["summaryIntervalSeconds"], 1, 86400)
+        except _Invalid as e:
+            raise _Invalid(f"telemetry.summaryIntervalSeconds: {e}") from None
+        new = replace(new, summary_interval_seconds=seconds)
+    if "includeEmpty" in fields:
+        try:
+            include = _boolean(fields["includeEmpty"])
+        except _Invalid as e:
+            raise _Invalid(f"telemetry.includeEmpty: {e}") from None
+        new = replace(new, include_empty=include)
+    return new
+
+
+def _convert(name: str, value: Any, current: TwinSettings) -> Any:
+    """The TwinSettings field value for a desired property, or _Invalid."""
+    if name in ("confidenceThreshold", "iouThreshold"):
+        return _number(value, 0.0, 1.0)
+    if name == "maxDetections":
+        return _integer(value, 1, 1000)
+    if name in ("classes", "alertClasses"):
+        return _names(value)
+    if name in ("saveAnnotated", "paused"):
+        return _boolean(value)
+    if name == "telemetry":
+        return _telemetry(value, current.telemetry)
+    raise _Invalid("unknown property")  # pragma: no cover - callers check TWIN_PROPERTIES first
+
+
+def desired_version(desired: Any) -> int | None:
+    version = desired.get("$version") if isinstance(desired, dict) else None
+    return version if isinstance(version, int) and not isinstance(version, bool) else None
+
+
+def validate_desired(desired: dict[str, Any], current: TwinSettings) -> tuple[TwinSettings, dict[str, dict[str, Any]]]:
+    """Validate a whole desired patch against the settings in force.
+
+    Returns the new settings (valid properties applied, invalid ones kept at their current value) and the
+    acknowledgement per property for the reported properties. Never raises."""
+    if not isinstance(desired, dict):
+        return current, {}
+    version = desired_version(desired)
+    changes: dict[str, Any] = {}
+    acks: dict[str, dict[str, Any]] = {}
+    unknown = 0
+    for key, value in desired.items():
+        if not isinstance(key, str) or key.startswith("$"):
+            continue
+        field_name = TWIN_PROPERTIES.get(key)
+        if field_name is None:
+            unknown += 1
+            if unknown <= MAX_UNKNOWN_ACKS:
+                acks[key[:128]] = {"value": None, "ac": 400, "av": version, "ad": "unknown property"}
+            continue
+        try:
+            changes[field_name] = _convert(key, value, current)
+        except _Invalid as e:
+            acks[key] = {"ac": 400, "av": version, "ad": f"refused: {e}"}
+    new = replace(current, **changes) if changes else current
+    in_force = new.as_twin()
+    for key in TWIN_PROPERTIES:
+        if key in acks:
+            acks[key] = {"value": in_force[key], **acks[key]}
+        elif key in desired:
+            acks[key] = {"value": in_force[key], "ac": 200, "av": version, "ad": "applied"}
+    return new, acks
+
+
+def rejected_count(acks: dict[str, dict[str, Any]]) -> int:
+    return sum(1 for ack in acks.values() if ack.get("ac") != 200)

@@ -1,0 +1,269 @@
+"""Telemetry: message form, size limit, perFrame/summary/off modes, alerts, health alarms, the local sink."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+from azure.iot.device import Message
+
+from edge_inference.control import OutgoingMessage
+from edge_inference.live_settings import LiveSettings, TelemetrySettings, TwinSettings
+from edge_inference.metrics import MetricsRegistry
+from edge_inference.telemetry import (
+    IOT_HUB_MESSAGE_LIMIT,
+    OUTPUTS,
+    LocalTelemetrySink,
+    TelemetryPublisher,
+    build_detection_message,
+    encode_body,
+    message_size,
+)
+from tests.iot_fakes import ListSink, make_result
+
+
+class FakeWall:
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def publisher(
+    telemetry: TelemetrySettings | None = None, alert_classes: tuple[str, ...] = ()
+) -> tuple[TelemetryPublisher, ListSink, LiveSettings, FakeWall]:
+    live = LiveSettings(TwinSettings(telemetry=telemetry or TelemetrySettings(), alert_classes=alert_classes))
+    sink = ListSink()
+    wall = FakeWall()
+    return TelemetryPublisher(sink, live, MetricsRegistry(), wall_clock=wall), sink, live, wall
+
+
+def sdk_size(message: OutgoingMessage) -> int:
+    """What the SDK measures before it refuses a message over 256 KB."""
+    m = Message(
+        encode_body(message.body),
+        message_id=message.message_id,
+        content_encoding="utf-8",
+        content_type="application/json",
+    )
+    m.custom_properties = dict(message.properties)
+    m.output_name = message.output
+    return int(m.get_size())
+
+
+@pytest.mark.timeout(10)
+def test_outputs_are_the_two_routed_names() -> None:
+    assert OUTPUTS == ("detections", "alerts")
+
+
+@pytest.mark.timeout(10)
+def test_detection_message_body_is_the_result_schema_with_routing_properties() -> None:
+    # given a frame with three detections
+    result = make_result("a1" * 16, [("scratch", 0.93), ("dent", 0.61), ("scratch", 0.7)])
+    # when it becomes a message
+    message = build_detection_message(result)
+    # then the body is the result schema, the id the frame id, and properties route without the body
+    assert message.output == "detections"
+    assert message.message_id == result.frame_id
+    assert message.body == result.as_dict()
+    assert message.properties == {
+        "messageType": "detection",
+        "detectionCount": "3",
+        "hasDetections": "true",
+        "maxConfidence": "0.93",
+        "labels": "dent,scratch",
+        "severity": "info",
+    }
+    assert all(isinstance(v, str) for v in message.properties.values())
+
+
+@pytest.mark.timeout(10)
+def test_empty_and_failed_frames() -> None:
+    empty = build_detection_message(make_result())
+    assert empty.properties["hasDetections"] == "false"
+    assert empty.properties["detectionCount"] == "0"
+    assert empty.properties["maxConfidence"] == "0"
+    assert empty.properties["labels"] == ""
+    failed = build_detection_message(make_result(error={"code": "corrupt_image", "message": "bad"}))
+    assert failed.body["error"] == {"code": "corrupt_image", "message": "bad"}
+    assert failed.properties["severity"] == "warning"
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("label", ["scratch", "éé-缺陷-😀" * 10])
+def test_long_detection_lists_are_cut_under_the_iot_hub_limit(label: str) -> None:
+    # given a frame with far more detections than 256 KB can hold (ASCII and non-ASCII labels)
+    result = make_result(detections=[(f"{label}{i % 50}", 0.99 - i * 1e-5) for i in range(6000)])
+    # when it becomes a message
+    message = build_detection_message(result)
+    # then it fits both the wire measure and the SDK's own check, says it was cut, and keeps the real count
+    assert message_size(message) <= IOT_HUB_MESSAGE_LIMIT
+    assert sdk_size(message) <= IOT_HUB_MESSAGE_LIMIT
+    assert len(encode_body(message.body)) + len(json.dumps(message.properties)) < IOT_HUB_MESSAGE_LIMIT
+    assert message.body["truncated"] is True
+    assert message.body["count"] == 6000
+    assert message.properties["detectionCount"] == "6000"
+    assert 0 < len(message.body["detections"]) < 6000
+    assert message.body["detections"] == result.as_dict()["detections"][: len(message.body["detections"])]
+    assert len(message.properties["labels"]) <= 1024
+
+
+@pytest.mark.timeout(10)
+def test_per_frame_mode_sends_every_frame_and_skips_empty_ones_when_asked() -> None:
+    pub, sink, live, _ = publisher()
+    pub.on_result(make_result("1" * 32))
+    pub.on_result(make_result("2" * 32, [("dent", 0.8)]))
+    assert [m.message_id for m in sink.messages] == ["1" * 32, "2" * 32]
+    # when includeEmpty is switched off live
+    live.update(telemetry=TelemetrySettings(include_empty=False))
+    sink.messages.clear()
+    pub.on_result(make_result("3" * 32))
+    pub.on_result(make_result("4" * 32, [("dent", 0.8)]))
+    pub.on_result(make_result("5" * 32, error={"code": "corrupt_image", "message": "x"}))
+    # then the empty frame is skipped; a failed frame is still reported
+    assert [m.message_id for m in sink.messages] == ["4" * 32, "5" * 32]
+
+
+@pytest.mark.timeout(10)
+def test_off_mode_sends_nothing_but_alerts_still_go_out() -> None:
+    pub, sink, _, _ = publisher(TelemetrySettings(mode="off"), alert_classes=("crack",))
+    pub.on_result(make_result("1" * 32, [("dent", 0.8)]))
+    pub.on_result(make_result("2" * 32, [("dent", 0.8), ("crack", 0.66), ("crack", 0.9)]))
+    assert len(sink.messages) == 1
+    alert = sink.messages[0]
+    assert alert.output == "alerts"
+    assert alert.message_id == "2" * 32 + "-alert"
+    assert alert.body["alert"] == {"classes": ["crack"]}
+    assert alert.body["count"] == 3
+    assert alert.properties["messageType"] == "alert"
+    assert alert.properties["labels"] == "crack"
+    assert alert.properties["detectionCount"] == "2"
+    assert alert.properties["maxConfidence"] == "0.9"
+    assert alert.properties["severity"] == "warning"
+
+
+@pytest.mark.timeout(10)
+def test_per_frame_with_alert_sends_both() -> None:
+    pub, sink, _, _ = publisher(alert_classes=("crack",))
+    pub.on_result(make_result("1" * 32, [("crack", 0.8)]))
+    assert [(m.output, m.message_id) for m in sink.messages] == [
+        ("detections", "1" * 32),
+        ("alerts", "1" * 32 + "-alert"),
+    ]
+
+
+@pytest.mark.timeout(10)
+def test_summary_mode_aggregates_per_wall_clock_interval() -> None:
+    # given summary mode with a 60 s interval
+    pub, sink, _, wall = publisher(TelemetrySettings(mode="summary", summary_interval_seconds=60))
+    wall.now = 1_800_000_010.0  # 10 s into a window starting at a multiple of 60
+    pub.on_result(make_result("1" * 32, [("dent", 0.5)], processed_at="2027-01-15T08:00:10.000Z"))
+    pub.on_result(make_result("2" * 32, [("dent", 0.9), ("crack", 0.7)], processed_at="2027-01-15T08:00:11.000Z"))
+    pub.on_result(
+        make_result("3" * 32, error={"code": "corrupt_image", "message": "x"}, processed_at="2027-01-15T08:00:12.000Z")
+    )
+    pub.tick()
+    assert sink.messages == []  # the interval is not over
+    # when the interval ends
+    wall.now = 1_800_000_061.0
+    pub.tick()
+    # then one summary with the aggregate and a deterministic id from the interval
+    assert len(sink.messages) == 1
+    summary = sink.messages[0]
+    assert summary.output == "detections"
+    assert summary.message_id == "summary-2027-01-15T08:00:00.000Z-60s"
+    body = summary.body
+    assert body["frames"] == 3 and body["failed"] == 1
+    assert body["detections"] == {"crack": 1, "dent": 2}
+    assert body["count"] == 3
+    assert body["maxConfidence"] == 0.9
+    assert body["firstProcessedAt"] == "2027-01-15T08:00:10.000Z"
+    assert body["lastProcessedAt"] == "2027-01-15T08:00:12.000Z"
+    assert body["summary"] == {
+        "start": "2027-01-15T08:00:00.000Z",
+        "end": "2027-01-15T08:01:00.000Z",
+        "intervalSeconds": 60.0,
+    }
+    assert summary.properties["messageType"] == "summary"
+    assert summary.properties["labels"] == "crack,dent"
+    assert summary.properties["severity"] == "warning"
+    pub.tick()
+    assert len(sink.messages) == 1  # nothing pending, nothing sent
+
+
+@pytest.mark.timeout(10)
+def test_summary_flushed_on_close_and_on_mode_change() -> None:
+    pub, sink, live, _ = publisher(TelemetrySettings(mode="summary", summary_interval_seconds=3600))
+    pub.on_result(make_result("1" * 32, [("dent", 0.5)]))
+    live.update(telemetry=TelemetrySettings(mode="perFrame"))
+    pub.on_result(make_result("2" * 32))
+    assert [m.properties["messageType"] for m in sink.messages] == ["summary", "detection"]
+    live.update(telemetry=TelemetrySettings(mode="summary", summary_interval_seconds=3600))
+    pub.on_result(make_result("3" * 32))
+    pub.close()
+    assert [m.properties["messageType"] for m in sink.messages] == ["summary", "detection", "summary"]
+    assert sink.messages[-1].body["frames"] == 1
+
+
+@pytest.mark.timeout(10)
+def test_health_alarm_sent_on_raise_and_clear_only() -> None:
+    pub, sink, _, _ = publisher()
+    pub.alarm("outputShareLow", "120 MB free", "critical", True, {"freeMb": 120})
+    pub.alarm("outputShareLow", "110 MB free", "critical", True, {"freeMb": 110})  # still active: no message
+    assert len(sink.messages) == 1
+    raised = sink.messages[0]
+    assert raised.output == "alerts"
+    assert raised.properties["messageType"] == "health"
+    assert raised.properties["severity"] == "critical"
+    assert raised.properties["alarm"] == "outputShareLow"
+    assert raised.properties["active"] == "true"
+    assert raised.body["alarm"] == "outputShareLow" and raised.body["active"] is True
+    active = pub.active_alarms()
+    assert active["outputShareLow"]["details"] == {"freeMb": 110}
+    assert active["outputShareLow"]["message"] == "110 MB free"
+    pub.alarm("outputShareLow", "space is back", "info", False)
+    pub.alarm("outputShareLow", "space is back", "info", False)  # already clear: no message
+    assert len(sink.messages) == 2
+    cleared = sink.messages[1]
+    assert cleared.properties["active"] == "false"
+    assert cleared.properties["severity"] == "info"
+    assert cleared.message_id != raised.message_id
+    assert pub.active_alarms() == {}
+    assert pub.metrics.alarms.labels(alarm="outputShareLow")._value.get() == 0
+
+
+@pytest.mark.timeout(10)
+def test_a_failing_sink_never_stops_the_pipeline() -> None:
+    class Broken(ListSink):
+        def publish(self, message: OutgoingMessage) -> None:
+            raise OSError("disk full")
+
+    live = LiveSettings(TwinSettings())
+    pub = TelemetryPublisher(Broken(), live, MetricsRegistry())
+    pub.on_result(make_result(detections=[("dent", 0.9)]))  # does not raise
+    pub.alarm("gpuLost", "gone", "critical", True)
+
+
+@pytest.mark.timeout(10)
+def test_local_sink_prints_and_appends_json_lines(tmp_path: Path) -> None:
+    stream = io.StringIO()
+    sink = LocalTelemetrySink(tmp_path, stream=stream)
+    message = build_detection_message(make_result(detections=[("dent", 0.9)]))
+    sink.publish(message)
+    sink.publish(message)
+    sink.close()
+    lines = (tmp_path / "telemetry.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 2
+    assert stream.getvalue().splitlines() == lines
+    record = json.loads(lines[0])
+    assert record == {
+        "output": "detections",
+        "messageId": message.message_id,
+        "properties": message.properties,
+        "body": message.body,
+    }
+    with pytest.raises(RuntimeError):
+        sink.publish(message)
