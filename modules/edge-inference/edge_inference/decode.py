@@ -1,0 +1,111 @@
+"""Reading a frame's bytes once and decoding them into a BGR uint8 image, with every bad input named.
+
+Checks happen cheapest first: the file is a regular file, not empty, not over MAX_FILE_MB; the header
+(read by Pillow without decoding pixels) is an image of at most MAX_IMAGE_PIXELS (a decompression bomb
+is refused before a byte of it is decoded); then OpenCV (libjpeg-turbo) decodes it, applying the EXIF
+orientation. Grayscale becomes 3-channel, alpha is dropped, 16-bit is scaled to 8-bit. A JPEG without
+its end-of-image marker is a truncated upload and is refused rather than half-decoded.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from edge_inference.errors import FrameError
+
+Image.MAX_IMAGE_PIXELS = None  # our own limit applies (MAX_IMAGE_PIXELS), with our own error
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+_FORMATS = {"JPEG", "PNG", "BMP", "TIFF", "WEBP", "MPO"}
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    format: str
+    width: int
+    height: int
+
+
+def read_file(path: Path, max_bytes: int) -> bytes:
+    """Read a frame file once, refusing non-regular files, empty files and files over the limit."""
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        raise FrameError(FrameError.READ_FAILED, f"{path.name}: file disappeared before it was read") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise FrameError(FrameError.NOT_A_FILE, f"{path.name}: not a regular file (mode {stat.filemode(st.st_mode)})")
+    if st.st_size == 0:
+        raise FrameError(FrameError.EMPTY, f"{path.name}: the file is empty (0 bytes)")
+    if st.st_size > max_bytes:
+        raise FrameError(
+            FrameError.TOO_LARGE,
+            f"{path.name}: {st.st_size} bytes is over the limit of {max_bytes} bytes (MAX_FILE_MB)",
+        )
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        raise FrameError(FrameError.READ_FAILED, f"{path.name}: cannot open: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as fh:
+        data = fh.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise FrameError(FrameError.TOO_LARGE, f"{path.name}: grew over the limit of {max_bytes} bytes while read")
+    if not data:
+        raise FrameError(FrameError.EMPTY, f"{path.name}: the file is empty (0 bytes)")
+    return data
+
+
+def read_header(data: bytes) -> ImageHeader:
+    """The format and size from the header alone (no pixel is decoded)."""
+    if not data:
+        raise FrameError(FrameError.EMPTY, "the image is empty (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as img:
+                fmt, (width, height) = str(img.format), img.size
+    except UnidentifiedImageError:
+        raise FrameError(
+            FrameError.NOT_AN_IMAGE, "not an image: no known image header (JPEG, PNG, BMP, TIFF, WebP)"
+        ) from None
+    except Exception as exc:  # Pillow raises many types on broken headers
+        raise FrameError(FrameError.CORRUPT, f"corrupt image header: {exc}") from None
+    if fmt not in _FORMATS:
+        raise FrameError(FrameError.UNSUPPORTED, f"unsupported image format {fmt}")
+    return ImageHeader(fmt, width, height)
+
+
+def decode(data: bytes, max_pixels: int) -> np.ndarray:
+    """Decode to a BGR uint8 image (EXIF orientation applied)."""
+    header = read_header(data)
+    pixels = header.width * header.height
+    if pixels > max_pixels:
+        raise FrameError(
+            FrameError.TOO_MANY_PIXELS,
+            f"{header.width}x{header.height} = {pixels} pixels is over the limit of {max_pixels} (MAX_IMAGE_PIXELS)",
+        )
+    if header.format in ("JPEG", "MPO") and not _jpeg_complete(data):
+        raise FrameError(FrameError.CORRUPT, "truncated JPEG: the end-of-image marker is missing")
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    image = cv2.imdecode(buffer, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+    if image is None or image.size == 0:
+        raise FrameError(FrameError.CORRUPT, f"corrupt {header.format} image: the decoder could not read it")
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        lo, hi = float(image.min()), float(image.max())
+        image = ((image - lo) * (255.0 / (hi - lo or 1.0))).astype(np.uint8)
+    return np.asarray(image, dtype=np.uint8)
+
+
+def _jpeg_complete(data: bytes) -> bool:
+    """A JPEG ends with FFD9 (some cameras append padding or a trailer: look near the end)."""
+    tail = data[-4096:]
+    return b"\xff\xd9" in tail

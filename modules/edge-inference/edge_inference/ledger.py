@@ -1,0 +1,100 @@
+"""The ledger: which frame versions are claimed and done, in SQLite under STATE_DIR.
+
+A frame version is (relative path, size, mtime_ns); its `frame_id` is derived from them. The result file
+on the output share is the mark of a finished frame; the ledger is the fast index of it, so a lost ledger
+row only means a frame is processed again and its result file rewritten in place (never a duplicate).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS frames (
+    frame_id   TEXT PRIMARY KEY,
+    rel_path   TEXT NOT NULL,
+    size       INTEGER NOT NULL,
+    mtime_ns   INTEGER NOT NULL,
+    state      TEXT NOT NULL CHECK (state IN ('claimed', 'done', 'failed')),
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS frames_rel_path ON frames (rel_path);
+"""
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    frame_id: str
+    rel_path: str
+    size: int
+    mtime_ns: int
+    state: str
+    updated_at: float
+
+
+class Ledger:
+    """Thread-safe SQLite ledger (one connection, one lock; WAL so readers never block the writer)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def state(self, frame_id: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT state FROM frames WHERE frame_id = ?", (frame_id,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def is_finished(self, frame_id: str) -> bool:
+        return self.state(frame_id) in ("done", "failed")
+
+    def record(self, frame_id: str, rel_path: str, size: int, mtime_ns: int, state: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO frames (frame_id, rel_path, size, mtime_ns, state, updated_at) VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (frame_id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+                (frame_id, rel_path, size, mtime_ns, state, time.time()),
+            )
+
+    def finished_matching(self, pattern: str) -> list[LedgerEntry]:
+        """Finished frames whose relative path equals `pattern` or matches it as a glob."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT frame_id, rel_path, size, mtime_ns, state, updated_at FROM frames"
+                " WHERE state IN ('done', 'failed') ORDER BY rel_path"
+            ).fetchall()
+        return [LedgerEntry(*row) for row in rows if row[1] == pattern or fnmatch.fnmatchcase(str(row[1]), pattern)]
+
+    def forget(self, frame_ids: list[str]) -> None:
+        with self._tx() as db:
+            db.executemany("DELETE FROM frames WHERE frame_id = ?", [(f,) for f in frame_ids])
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute("SELECT state, COUNT(*) FROM frames GROUP BY state").fetchall()
+        return {str(state): int(n) for state, n in rows}
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

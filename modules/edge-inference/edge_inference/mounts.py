@@ -1,0 +1,65 @@
+"""Which file system a path lives on, read from /proc/self/mountinfo.
+
+inotify only sees changes made through this kernel: writes by other SMB/NFS clients (the line PC) never
+raise an event, so network and FUSE mounts must be polled. This module answers that one question.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+# File-system types on which inotify cannot see other machines' writes.
+NETWORK_FS_TYPES = frozenset({"cifs", "smb3", "smbfs", "nfs", "nfs4", "9p", "afs", "ceph", "glusterfs", "lustre"})
+
+
+def _unescape(field: str) -> str:
+    """mountinfo escapes space, tab, newline and backslash as octal (\\040 ...)."""
+    out, i = [], 0
+    while i < len(field):
+        if field[i] == "\\" and i + 3 < len(field) + 0 and field[i + 1 : i + 4].isdigit():
+            out.append(chr(int(field[i + 1 : i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def parse_mountinfo(text: str) -> list[tuple[str, str]]:
+    """[(mount point, fs type)] from the text of /proc/self/mountinfo."""
+    mounts: list[tuple[str, str]] = []
+    for line in text.splitlines():
+        left, sep, right = line.partition(" - ")
+        if not sep:
+            continue
+        fields = left.split()
+        after = right.split()
+        if len(fields) < 5 or not after:
+            continue
+        mounts.append((_unescape(fields[4]), after[0]))
+    return mounts
+
+
+def filesystem_type(path: Path, mountinfo: str | None = None) -> str:
+    """The fs type of the mount holding `path` (the longest mount point that prefixes it)."""
+    if mountinfo is None:
+        try:
+            mountinfo = Path("/proc/self/mountinfo").read_text()
+        except OSError:
+            log.warning("cannot read /proc/self/mountinfo; assuming a local file system")
+            return "unknown"
+    target = os.path.realpath(path)
+    best, best_type = "", "unknown"
+    for mount_point, fs_type in parse_mountinfo(mountinfo):
+        prefix = mount_point.rstrip("/") + "/"
+        if (target == mount_point or target.startswith(prefix) or mount_point == "/") and len(mount_point) >= len(best):
+            best, best_type = mount_point, fs_type
+    return best_type
+
+
+def needs_polling(fs_type: str) -> bool:
+    return fs_type in NETWORK_FS_TYPES or fs_type.startswith("fuse")

@@ -1,0 +1,679 @@
+"""The frame pipeline: intake -> decode pool -> batcher/inference -> dispatcher.
+
+    watcher --offer--> intake (claim, ledger) --FrameJob--> frames queue (QUEUE_SIZE)
+      --> decode/preprocess threads --PreparedFrame--> prepared queue (2 x batch)
+      --> inference thread (batches up to BATCH_SIZE or BATCH_MAX_WAIT_MS) --> done queue (4 x batch)
+      --> dispatcher thread: postprocess (live twin values) -> result file (atomic; marks the frame done)
+          -> ledger -> telemetry -> metrics -> input disposition
+
+Overflow policies, each where the queue is: the frames queue is never put into when full - intake answers
+DEFER and the frame waits on the share; the prepared and done queues block their producer (back-pressure
+up the chain), with the stop event checked between short waits. /predict requests enter at the prepared
+queue, so they share the batcher and the one model session with share frames.
+
+Per-frame errors stay per-frame (an error result, the file to failed/). An exception escaping a stage is a
+bug: `fatal` is set, and the app stops the module with a non-zero exit so IoT Edge restarts it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import queue
+import shutil
+import stat
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from edge_inference import decode as decoding
+from edge_inference import postprocess
+from edge_inference.claims import ClaimArea, copy_atomic, safe_join
+from edge_inference.entities import FrameJob, FrameResult, ModelInfo, PreparedFrame, utc_now_iso
+from edge_inference.errors import FrameError, UnavailableError
+from edge_inference.ledger import Ledger
+from edge_inference.live_settings import LiveSettings, TwinSettings
+from edge_inference.metrics import MetricsRegistry
+from edge_inference.model import OnnxModel
+from edge_inference.preprocess import prepare
+from edge_inference.results import OutputFullError, ResultWriter
+from edge_inference.settings import Settings
+from edge_inference.watcher import Offer, is_frame_name
+
+log = logging.getLogger(__name__)
+
+_WAIT = 0.1  # seconds: the longest any worker waits before checking its stop event
+_FATAL_BATCH_FAILURES = 3  # consecutive failed inference batches before the stage is declared dead
+
+
+class ResultListener(Protocol):
+    """Telemetry: told about every finished share frame (the dispatcher thread calls it)."""
+
+    def on_result(self, result: FrameResult) -> None: ...
+
+
+@dataclass
+class _Failed:
+    """A frame that failed before inference; travels down the same queues to the dispatcher."""
+
+    job: FrameJob
+    error: FrameError
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class _Request:
+    """An in-memory frame from /predict: the dispatcher completes its future instead of writing files."""
+
+    future: Future[FrameResult]
+    confidence: float | None
+
+
+@dataclass
+class _Done:
+    item: PreparedFrame | _Failed
+    output: np.ndarray | None = None
+
+
+class Pipeline:
+    """The running pipeline; also the `ModuleControl` and `Predictor` the front ends talk to."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        model: OnnxModel,
+        live: LiveSettings,
+        ledger: Ledger,
+        claims: ClaimArea,
+        writer: ResultWriter,
+        metrics: MetricsRegistry,
+        telemetry: ResultListener | None = None,
+        on_frame_outcome: Callable[[bool], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.model = model
+        self.live = live
+        self.ledger = ledger
+        self.claims = claims
+        self.writer = writer
+        self.metrics = metrics
+        self.telemetry = telemetry
+        self.on_frame_outcome = on_frame_outcome
+        self.max_batch = 1 if model.layout == "rows" else max(1, min(settings.batch_size, model.max_batch))
+        self.frames: queue.Queue[FrameJob] = queue.Queue(maxsize=settings.queue_size)
+        self.prepared: queue.Queue[PreparedFrame | _Failed] = queue.Queue(maxsize=2 * self.max_batch + 2)
+        self.done: queue.Queue[_Done] = queue.Queue(maxsize=4 * self.max_batch + 4)
+        self._requests: dict[int, _Request] = {}
+        self._lock = threading.Lock()
+        self._in_flight: dict[str, str] = {}  # rel_path -> frame_id
+        self._blocked: dict[str, str] = {}  # reason -> message; intake pauses while non-empty
+        self._stop = threading.Event()
+        self._stop_intake = threading.Event()
+        self._claims_dirty = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._http_in_flight = 0
+        self.fatal: BaseException | None = None
+        self.fatal_event = threading.Event()
+        self.watcher_alive: Callable[[], bool] = lambda: True
+        self.note_path: Callable[[str], bool] | None = None  # the watcher's note(), set by the app
+        self.counters = {"ok": 0, "failed": 0, "detections": 0, "http": 0}
+        self.started_at = time.time()
+        self.last_result_at: str | None = None
+        self.ready = False
+        self._class_ids = {name: i for i, name in enumerate(model.class_names)}
+        if live.current().paused:
+            self._blocked["paused"] = "paused by the module twin"
+
+    # -- lifecycle ------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        self.claims.prepare()
+        workers = self.settings.effective_decode_workers
+        specs: list[tuple[str, Callable[[], None]]] = [(f"decode-{i}", self._decode_loop) for i in range(workers)]
+        specs += [("inference", self._inference_loop), ("dispatch", self._dispatch_loop)]
+        specs += [("housekeeping", self._housekeeping_loop)]
+        for name, target in specs:
+            thread = threading.Thread(target=self._guard, args=(name, target), name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        self.reconcile_claims()
+        self.ready = True
+        log.info("pipeline started: %d decode workers, batch up to %d", workers, self.max_batch)
+
+    def _guard(self, name: str, loop: Callable[[], None]) -> None:
+        try:
+            loop()
+        except BaseException as exc:
+            log.exception("pipeline stage %s died", name)
+            self.fatal = exc
+            self.fatal_event.set()
+
+    def stop(self, deadline: float) -> bool:
+        """Drain within `deadline` (time.monotonic()): finish what was taken, take nothing new.
+
+        Returns True when everything in flight finished; frames still claimed are recovered at restart."""
+        self._stop_intake.set()
+        drained = False
+        while time.monotonic() < deadline and not self.fatal_event.is_set():
+            with self._lock:
+                busy = bool(self._in_flight) or bool(self._requests)
+            if not busy and self.frames.empty() and self.prepared.empty() and self.done.empty():
+                drained = True
+                break
+            time.sleep(0.02)
+        self.ready = False
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(max(0.1, deadline - time.monotonic()))
+        with self._lock:
+            requests = list(self._requests.values())
+            self._requests.clear()
+        for request in requests:
+            if not request.future.done():
+                request.future.set_exception(UnavailableError("the module is shutting down", 5.0))
+        if not drained:
+            log.warning(
+                "shutdown deadline reached with %d frames in flight; they resume at restart", len(self._in_flight)
+            )
+        return drained
+
+    # -- intake ---------------------------------------------------------------------------------------------
+    def set_intake_blocked(self, reason: str, active: bool, message: str = "") -> None:
+        with self._lock:
+            was = reason in self._blocked
+            if active:
+                self._blocked[reason] = message or reason
+            else:
+                self._blocked.pop(reason, None)
+        if was != active:
+            self.metrics.paused.labels(reason=reason).set(1 if active else 0)
+            log.warning("intake %s: %s", "paused" if active else "resumed", message or reason)
+            if not active:
+                self._claims_dirty.set()
+
+    @property
+    def intake_blocked(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._blocked)
+
+    def offer(self, rel_path: str, st: os.stat_result, source: str) -> Offer:
+        """The watcher's callback for a complete frame on the share."""
+        if self._stop_intake.is_set() or self._blocked:
+            return Offer.DEFER
+        if not stat.S_ISREG(st.st_mode):
+            self._refuse_special(rel_path, st)
+            return Offer.DROP
+        job = FrameJob(rel_path, Path(), st.st_size, st.st_mtime_ns, _source(source), time.monotonic())
+        frame_id = job.frame_id
+        with self._lock:
+            if rel_path in self._in_flight:
+                return Offer.DROP
+            if not self.claims.moves_files and self.ledger.is_finished(frame_id):
+                return Offer.DROP
+            if self.frames.full():
+                return Offer.DEFER
+            path = self.claims.claim(rel_path)
+            if path is None:
+                return Offer.DROP  # gone: another replica took it, or the writer removed it
+            self.ledger.record(frame_id, rel_path, st.st_size, st.st_mtime_ns, "claimed")
+            self._in_flight[rel_path] = frame_id
+            self.frames.put_nowait(FrameJob(rel_path, path, st.st_size, st.st_mtime_ns, job.source, job.enqueued_at))
+        self._update_depths()
+        return Offer.TAKEN
+
+    def _refuse_special(self, rel_path: str, st: os.stat_result) -> None:
+        """A FIFO, device node, socket or symlink on the share: never opened or followed, reported once."""
+        job = FrameJob(rel_path, Path(), st.st_size, st.st_mtime_ns, "scan", time.monotonic())
+        if self.ledger.is_finished(job.frame_id):
+            return
+        kind = stat.filemode(st.st_mode)
+        error = FrameError(FrameError.NOT_A_FILE, f"{rel_path}: not a regular file ({kind}); left in place, not read")
+        log.warning("%s", error.message)
+        result = self._result(job, None, error=error)
+        try:
+            self.writer.write_result(result)
+            self.writer.write_error(rel_path, error.as_dict())
+        except OSError as exc:
+            log.error("cannot record the refusal of %s: %s", rel_path, exc)
+            return
+        self.ledger.record(job.frame_id, rel_path, st.st_size, st.st_mtime_ns, "failed")
+        self._count(result)
+
+    def reconcile_claims(self) -> int:
+        """Finish or re-queue frames left in our claim area (a crash, a full share, a silent replica)."""
+        self._claims_dirty.clear()
+        if self._stop_intake.is_set():
+            return 0
+        self.claims.adopt_stale()
+        queued = 0
+        for rel_path, path in self.claims.claimed():
+            try:
+                st = os.stat(path, follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            job = FrameJob(rel_path, path, st.st_size, st.st_mtime_ns, "recovered", time.monotonic())
+            with self._lock:
+                if rel_path in self._in_flight:
+                    continue
+                state = self.ledger.state(job.frame_id)
+                if state in ("done", "failed"):
+                    finish = True
+                elif self._blocked or self.frames.full():
+                    self._claims_dirty.set()
+                    continue
+                else:
+                    finish = False
+                    self._in_flight[rel_path] = job.frame_id
+                    self.frames.put_nowait(job)
+                    queued += 1
+            if finish:
+                self._dispose(rel_path, path, state == "done")
+        if queued:
+            log.info("resumed %d claimed frames left unfinished", queued)
+        return queued
+
+    # -- stages ---------------------------------------------------------------------------------------------
+    def _put(self, q: queue.Queue[Any], item: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                q.put(item, timeout=_WAIT)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _decode_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                job = self.frames.get(timeout=_WAIT)
+            except queue.Empty:
+                continue
+            self._put(self.prepared, self._prepare(job))
+
+    def _prepare(self, job: FrameJob, keep_image: bool | None = None) -> PreparedFrame | _Failed:
+        t0 = time.monotonic()
+        timings = {"queue": (t0 - job.enqueued_at) * 1000}
+        try:
+            data = job.data if job.data is not None else decoding.read_file(job.path, self.settings.max_file_bytes)
+            t1 = time.monotonic()
+            image = decoding.decode(data, self.settings.max_image_pixels)
+            tensor, box = prepare(image, self.model.input_hw, self.model.input.dtype)
+            t2 = time.monotonic()
+        except FrameError as exc:
+            timings["decode"] = (time.monotonic() - t0) * 1000
+            return _Failed(job, exc, timings)
+        timings["read"] = (t1 - t0) * 1000
+        timings["decode"] = (t2 - t1) * 1000
+        keep = self.live.current().save_annotated if keep_image is None else keep_image
+        return PreparedFrame(job, tensor, box, hashlib.sha256(data).hexdigest(), timings, image if keep else None)
+
+    def _inference_loop(self) -> None:
+        consecutive_failures = 0
+        max_wait = self.settings.batch_max_wait_ms / 1000
+        while not self._stop.is_set():
+            try:
+                first = self.prepared.get(timeout=_WAIT)
+            except queue.Empty:
+                continue
+            batch: list[PreparedFrame] = []
+            pending: list[PreparedFrame | _Failed] = [first]
+            deadline = time.monotonic() + max_wait
+            while True:
+                item = pending.pop()
+                if isinstance(item, _Failed):
+                    self._put(self.done, _Done(item))
+                else:
+                    batch.append(item)
+                if len(batch) >= self.max_batch:
+                    break
+                remaining = deadline - time.monotonic()
+                try:
+                    pending.append(
+                        self.prepared.get(timeout=remaining) if remaining > 0 else self.prepared.get_nowait()
+                    )
+                except queue.Empty:
+                    break
+            if not batch:
+                continue
+            t0 = time.monotonic()
+            try:
+                tensor = batch[0].tensor if len(batch) == 1 else np.concatenate([p.tensor for p in batch])
+                outputs = self.model.run(tensor)
+            except Exception as exc:
+                consecutive_failures += 1
+                log.error("inference failed for a batch of %d: %s", len(batch), exc)
+                for p in batch:
+                    error = FrameError(FrameError.INFERENCE_FAILED, f"inference failed: {exc}")
+                    self._put(self.done, _Done(_Failed(p.job, error, p.timings_ms)))
+                if consecutive_failures >= _FATAL_BATCH_FAILURES:
+                    raise RuntimeError(f"{consecutive_failures} inference batches failed in a row: {exc}") from exc
+                continue
+            consecutive_failures = 0
+            elapsed = (time.monotonic() - t0) * 1000
+            self.metrics.batch_size.observe(len(batch))
+            first_output = outputs[0]
+            for i, p in enumerate(batch):
+                p.timings_ms["inference"] = elapsed
+                out = first_output if self.model.layout == "rows" else first_output[i]
+                self._put(self.done, _Done(p, out))
+
+    def _dispatch_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                done = self.done.get(timeout=_WAIT)
+            except queue.Empty:
+                continue
+            self._dispatch(done)
+            self._update_depths()
+
+    def _dispatch(self, done: _Done) -> None:
+        item = done.item
+        job = item.job
+        live = self.live.current()
+        request = self._requests.pop(id(job), None) if job.source == "http" else None
+        t0 = time.monotonic()
+        if isinstance(item, _Failed):
+            result = self._result(job, None, error=item.error, timings=item.timings_ms, live=live)
+        else:
+            confidence = request.confidence if request and request.confidence is not None else live.confidence_threshold
+            options = postprocess.DecodeOptions(
+                confidence=confidence,
+                iou=live.iou_threshold,
+                max_detections=live.max_detections,
+                agnostic=self.settings.agnostic_nms,
+                keep_class_ids=self._keep_ids(live),
+            )
+            assert done.output is not None
+            detections = postprocess.decode(
+                self.model.layout, done.output, item.letterbox, options, self.model.class_names
+            )
+            item.timings_ms["postprocess"] = (time.monotonic() - t0) * 1000
+            result = self._result(job, item, detections=tuple(detections), timings=item.timings_ms, live=live)
+            if request is not None and request.confidence is not None:
+                result = _with_confidence(result, request.confidence)
+        if request is not None:
+            self.counters["http"] += 1
+            self._observe(result)
+            request.future.set_result(result)
+            return
+        self._finish_share_frame(job, item, result, live)
+
+    def _finish_share_frame(
+        self, job: FrameJob, item: PreparedFrame | _Failed, result: FrameResult, live: TwinSettings
+    ) -> None:
+        t0 = time.monotonic()
+        try:
+            if isinstance(item, PreparedFrame) and item.image is not None and live.save_annotated:
+                self.writer.write_annotated(job.rel_path, item.image, result.detections)
+            if result.error is not None:
+                self.writer.write_error(job.rel_path, result.error, {"frameId": job.frame_id})
+            self.writer.write_result(result)  # the mark of a finished frame
+        except (OutputFullError, OSError) as exc:
+            self._output_failed(job, exc)
+            return
+        write_ms = (time.monotonic() - t0) * 1000
+        self.ledger.record(job.frame_id, job.rel_path, job.size, job.mtime_ns, "done" if result.ok else "failed")
+        t1 = time.monotonic()
+        if self.telemetry is not None:
+            try:
+                self.telemetry.on_result(result)
+            except Exception:  # one failing sink never stops the others
+                log.exception("telemetry failed for %s", job.rel_path)
+        send_ms = (time.monotonic() - t1) * 1000
+        self._dispose(job.rel_path, job.path, result.ok)
+        with self._lock:
+            self._in_flight.pop(job.rel_path, None)
+        self.metrics.stage_seconds.labels(stage="write").observe(write_ms / 1000)
+        self.metrics.stage_seconds.labels(stage="send").observe(send_ms / 1000)
+        self._observe(result)
+        self._count(result)
+        if self.on_frame_outcome is not None:
+            self.on_frame_outcome(result.ok)
+        log.debug(
+            "%s: %d detections in %.1f ms", job.rel_path, len(result.detections), result.timings_ms.get("total", 0)
+        )
+
+    def _output_failed(self, job: FrameJob, exc: BaseException) -> None:
+        """The result could not be written: keep the frame claimed, pause intake, retry when space returns."""
+        full = isinstance(exc, OutputFullError)
+        log.error("cannot write the result of %s: %s", job.rel_path, exc)
+        with self._lock:
+            self._in_flight.pop(job.rel_path, None)
+        if not self.claims.moves_files:
+            self.ledger.record(job.frame_id, job.rel_path, job.size, job.mtime_ns, "claimed")
+        self.set_intake_blocked("outputFull" if full else "outputError", True, f"output share: {exc}")
+        self._claims_dirty.set()
+
+    def _dispose(self, rel_path: str, path: Path, ok: bool) -> None:
+        try:
+            self.claims.dispose(rel_path, path, ok)
+        except OSError as exc:
+            log.error("cannot %s %s: %s (retried later)", self.settings.input_disposition, rel_path, exc)
+            self._claims_dirty.set()
+
+    def _housekeeping_loop(self) -> None:
+        last_beat = last_adopt = 0.0
+        while not self._stop.wait(1.0):
+            now = time.monotonic()
+            if now - last_beat > 10:
+                self.claims.heartbeat()
+                last_beat = now
+            for reason in ("outputFull", "outputError"):
+                if reason in self._blocked and self._output_writable():
+                    self.set_intake_blocked(reason, False)
+            if now - last_adopt > max(5.0, self.settings.claim_stale_seconds / 4):
+                last_adopt = now
+                if self.claims.adopt_stale():
+                    self._claims_dirty.set()
+            if self._claims_dirty.is_set() and not self._blocked:
+                self.reconcile_claims()
+            tick = getattr(self.telemetry, "tick", None)
+            if callable(tick):
+                try:
+                    tick()
+                except Exception:
+                    log.exception("telemetry tick failed")
+
+    def _output_writable(self) -> bool:
+        try:
+            usage = shutil.disk_usage(self.settings.output_dir)
+        except OSError:
+            return False
+        return usage.free >= max(self.settings.min_free_mb * 1024 * 1024, 1024 * 1024)
+
+    # -- results --------------------------------------------------------------------------------------------
+    def _keep_ids(self, live: TwinSettings) -> frozenset[int] | None:
+        if not live.classes:
+            return None
+        return frozenset(self._class_ids[name] for name in live.classes if name in self._class_ids)
+
+    def model_info(self) -> ModelInfo:
+        return ModelInfo(self.model.name, self.model.version, self.model.provider, self.model.sha256)
+
+    def _result(
+        self,
+        job: FrameJob,
+        prepared: PreparedFrame | None,
+        *,
+        detections: tuple[Any, ...] = (),
+        error: FrameError | None = None,
+        timings: dict[str, float] | None = None,
+        live: TwinSettings | None = None,
+    ) -> FrameResult:
+        live = live or self.live.current()
+        timings = dict(timings or {})
+        timings["total"] = (time.monotonic() - job.enqueued_at) * 1000
+        return FrameResult(
+            rel_path=job.rel_path,
+            frame_id=job.frame_id,
+            width=prepared.letterbox.width if prepared else None,
+            height=prepared.letterbox.height if prepared else None,
+            sha256=prepared.sha256 if prepared else None,
+            model=self.model_info(),
+            confidence_threshold=live.confidence_threshold,
+            iou_threshold=live.iou_threshold,
+            detections=detections,
+            timings_ms=timings,
+            processed_at=utc_now_iso(),
+            error=error.as_dict() if error else None,
+        )
+
+    def _observe(self, result: FrameResult) -> None:
+        for stage, ms in result.timings_ms.items():
+            if stage not in ("write", "send"):
+                self.metrics.stage_seconds.labels(stage=stage).observe(ms / 1000)
+
+    def _count(self, result: FrameResult) -> None:
+        outcome = "ok" if result.ok else "failed"
+        self.counters[outcome] += 1
+        self.counters["detections"] += len(result.detections)
+        self.last_result_at = result.processed_at
+        self.metrics.frames.labels(outcome=outcome).inc()
+        if result.error is not None:
+            self.metrics.failures.labels(code=result.error["code"]).inc()
+        for det in result.detections:
+            self.metrics.detections.labels(label=det.label).inc()
+
+    def _update_depths(self) -> None:
+        self.metrics.queue_depth.labels(queue="frames").set(self.frames.qsize())
+        self.metrics.queue_depth.labels(queue="prepared").set(self.prepared.qsize())
+        self.metrics.queue_depth.labels(queue="done").set(self.done.qsize())
+
+    # -- Predictor (HTTP) -----------------------------------------------------------------------------------
+    def predict(self, data: bytes, *, confidence: float | None = None, timeout: float = 30.0) -> FrameResult:
+        if not self.ready or self._stop_intake.is_set():
+            raise UnavailableError("the module is not ready", 5.0)
+        job = FrameJob(f"http/{uuid.uuid4().hex}", Path(), len(data), time.time_ns(), "http", time.monotonic(), data)
+        item = self._prepare(job, keep_image=False)
+        if isinstance(item, _Failed):
+            raise item.error
+        future: Future[FrameResult] = Future()
+        with self._lock:
+            self._requests[id(job)] = _Request(future, confidence)
+        try:
+            self.prepared.put(item, timeout=min(timeout, 5.0))
+        except queue.Full:
+            with self._lock:
+                self._requests.pop(id(job), None)
+            raise UnavailableError("the inference queue is full", 1.0) from None
+        try:
+            return future.result(timeout)
+        except FutureTimeout:
+            with self._lock:
+                self._requests.pop(id(job), None)
+            raise UnavailableError(f"no result within {timeout:.0f} s", 1.0) from None
+
+    def readiness(self) -> tuple[bool, str]:
+        if self.fatal_event.is_set():
+            return False, f"a pipeline stage died: {self.fatal}"
+        if not self.ready:
+            return False, "the pipeline is not running"
+        if not self.watcher_alive():
+            return False, "the input watcher is not running"
+        if self.settings.require_gpu and not self.model.on_gpu:
+            return False, f"REQUIRE_GPU=true and the active provider is {self.model.provider}"
+        return True, "ready"
+
+    def active_provider(self) -> str:
+        return str(self.model.provider)
+
+    # -- ModuleControl (direct methods) ---------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            in_flight = len(self._in_flight)
+        return {
+            "ready": self.readiness()[0],
+            "paused": "paused" in self._blocked,
+            "intakeBlocked": self.intake_blocked,
+            "provider": self.model.provider,
+            "model": {"name": self.model.name, "version": self.model.version, "sha256": self.model.sha256},
+            "settings": self.live.current().as_twin(),
+            "frames": dict(self.counters),
+            "inFlight": in_flight,
+            "queues": {"frames": self.frames.qsize(), "prepared": self.prepared.qsize(), "done": self.done.qsize()},
+            "ledger": self.ledger.counts(),
+            "lastResultAt": self.last_result_at,
+            "uptimeSeconds": round(time.time() - self.started_at, 1),
+        }
+
+    def pause(self) -> None:
+        self.set_intake_blocked("paused", True, "paused by direct method or twin")
+
+    def resume(self) -> None:
+        self.set_intake_blocked("paused", False)
+
+    def reprocess(self, pattern: str) -> int:
+        pattern = pattern.strip().lstrip("/") if isinstance(pattern, str) else ""
+        if not pattern or ".." in pattern.split("/") or "\0" in pattern:
+            raise ValueError(f"invalid path or glob {pattern!r}")
+        entries = self.ledger.finished_matching(pattern)
+        queued = 0
+        for entry in entries:
+            target = safe_join(self.settings.input_dir, entry.rel_path)
+            if self.settings.input_disposition == "archive":
+                archived = safe_join(
+                    self.settings.output_dir / ("processed" if entry.state == "done" else "failed"), entry.rel_path
+                )
+                if not archived.is_file():
+                    continue
+                self.ledger.forget([entry.frame_id])
+                copy_atomic(archived, target)
+            elif self.settings.input_disposition == "keep":
+                if not target.is_file():
+                    continue
+                self.ledger.forget([entry.frame_id])
+            else:
+                continue  # deleted originals cannot be processed again
+            if self.note_path is not None:
+                self.note_path(str(target))
+            queued += 1
+        return queued
+
+    def enqueue_path(self, rel_path: str, source: str) -> bool:
+        path = safe_join(self.settings.input_dir, rel_path)  # raises ValueError when it escapes
+        if not is_frame_name(path.name) or self.note_path is None:
+            return False
+        with self._lock:
+            if rel_path in self._in_flight:
+                return False
+        if not path.exists():
+            return False
+        return self.note_path(str(path))
+
+    def self_test(self) -> dict[str, Any]:
+        from edge_inference.selftest import run_self_test
+
+        return run_self_test(self)
+
+
+def _source(source: str) -> Any:
+    return source if source in ("events", "poll", "scan", "fileEvent", "reprocess", "recovered") else "events"
+
+
+def _with_confidence(result: FrameResult, confidence: float) -> FrameResult:
+    from dataclasses import replace
+
+    return replace(result, confidence_threshold=confidence)
+
+
+def remove_stale_temp_files(root: Path) -> int:
+    """Temp files a kill -9 left behind in the output share (ours are `.<name>.<pid>...tmp|part`)."""
+    removed = 0
+    if not root.is_dir():
+        return 0
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            if name.startswith(".") and (name.endswith(".tmp") or name.endswith(".part")):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(dirpath, name))
+                    removed += 1
+    return removed

@@ -1,0 +1,104 @@
+"""Writing per-frame outputs to the output share: results/, annotated/, failed/.
+
+Every file appears atomically (temp name in the same folder, fsync, rename), so readers on the share and a
+crash at any moment see either the old file or the complete new one, never half of one. The result file
+is the mark of a finished frame. A full share raises `OutputFullError` after removing its temp file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from edge_inference.claims import safe_join
+from edge_inference.entities import Detection, FrameResult
+from edge_inference.errors import EdgeInferenceError
+
+
+class OutputFullError(EdgeInferenceError):
+    """The output share has no space left (ENOSPC/EDQUOT): nothing was left half-written."""
+
+
+def write_atomic(path: Path, data: bytes, *, fsync: bool = True) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading_id()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            if fsync:
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise OutputFullError(f"output share full while writing {path.name}") from exc
+        raise
+
+
+def threading_id() -> int:
+    return threading.get_ident() % 100000
+
+
+_PALETTE = [(56, 56, 255), (151, 157, 255), (31, 112, 255), (29, 178, 255), (49, 210, 207), (10, 249, 72)]
+
+
+def draw_detections(image: np.ndarray, detections: tuple[Detection, ...]) -> np.ndarray:
+    canvas = image.copy()
+    thickness = max(1, round(sum(canvas.shape[:2]) / 600))
+    for det in detections:
+        color = _PALETTE[det.class_id % len(_PALETTE)]
+        x1, y1, x2, y2 = (round(v) for v in det.box)
+        cv2.rectangle(canvas, (x1, y1), (x2, y2), color, thickness, cv2.LINE_AA)
+        text = f"{det.label} {det.confidence:.2f}"
+        scale = thickness / 3
+        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+        top = max(y1 - th - 4, 0)
+        cv2.rectangle(canvas, (x1, top), (x1 + tw + 2, top + th + 4), color, -1)
+        cv2.putText(canvas, text, (x1 + 1, top + th + 1), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thickness)
+    return canvas
+
+
+class ResultWriter:
+    """The output share's layout: results/<rel>.json, annotated/<rel>.jpg, failed/<rel>.error.json."""
+
+    def __init__(self, output_dir: Path, *, fsync: bool = True) -> None:
+        self.output_dir = output_dir
+        self.fsync = fsync
+
+    def result_path(self, rel_path: str) -> Path:
+        return safe_join(self.output_dir / "results", rel_path + ".json")
+
+    def write_result(self, result: FrameResult) -> Path:
+        path = self.result_path(result.rel_path)
+        body = json.dumps(result.as_dict(), ensure_ascii=False, separators=(",", ":")).encode()
+        write_atomic(path, body, fsync=self.fsync)
+        return path
+
+    def write_annotated(self, rel_path: str, image: np.ndarray, detections: tuple[Detection, ...]) -> Path:
+        path = safe_join(self.output_dir / "annotated", _with_jpg(rel_path))
+        ok, buf = cv2.imencode(".jpg", draw_detections(image, detections), [cv2.IMWRITE_JPEG_QUALITY, 85])
+        if not ok:
+            raise EdgeInferenceError(f"cannot encode the annotated frame for {rel_path}")
+        write_atomic(path, buf.tobytes(), fsync=self.fsync)
+        return path
+
+    def write_error(self, rel_path: str, error: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
+        path = safe_join(self.output_dir / "failed", rel_path + ".error.json")
+        body = {"path": rel_path, "error": error, **(extra or {})}
+        write_atomic(path, json.dumps(body, ensure_ascii=False, indent=1).encode(), fsync=self.fsync)
+        return path
+
+
+def _with_jpg(rel_path: str) -> str:
+    root, ext = os.path.splitext(rel_path)
+    return rel_path if ext.lower() in (".jpg", ".jpeg") else root + ".jpg"
