@@ -7,7 +7,16 @@ clashing on the default global registry.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import (
+    GC_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+)
 
 # Latency buckets from 0.5 ms to 10 s: inference on a T4 is 1-5 ms, decoding 1080p JPEG 5-20 ms.
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -71,6 +80,38 @@ class MetricsRegistry:
             "edge_inference_free_bytes", "Free space on the output share and state volume", ["volume"], registry=r
         )
         self.alarms = Gauge("edge_inference_alarm_active", "1 while a health alarm is raised", ["alarm"], registry=r)
+        # REST API (http_api.py): latency per endpoint and requests being served now.
+        self.http_seconds = Histogram(
+            "edge_inference_http_request_seconds",
+            "REST API request latency, by endpoint",
+            ["endpoint"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.http_in_flight = Gauge(
+            "edge_inference_http_predict_in_flight", "/predict requests being served now", registry=r
+        )
+        # GPU watch (health.GpuMonitor, NVML), labelled by the CUDA device index.
+        self.gpu_temperature = Gauge(
+            "edge_inference_gpu_temperature_celsius", "GPU core temperature", ["device"], registry=r
+        )
+        self.gpu_utilization = Gauge(
+            "edge_inference_gpu_utilization_ratio",
+            "GPU busy fraction over NVML's last sample period",
+            ["device"],
+            registry=r,
+        )
+        self.gpu_memory_used = Gauge(
+            "edge_inference_gpu_memory_used_bytes", "GPU memory in use (all processes)", ["device"], registry=r
+        )
+        self.gpu_memory_total = Gauge(
+            "edge_inference_gpu_memory_total_bytes", "GPU memory installed", ["device"], registry=r
+        )
+        # Process health of this module (CPU, memory, file descriptors, GC, Python version), as a default
+        # client-library registry would export them; they read /proc only when scraped.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        r.register(GC_COLLECTOR)
         for stage in STAGES:
             self.stage_seconds.labels(stage=stage)
         for outcome in ("ok", "failed"):

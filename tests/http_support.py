@@ -1,0 +1,91 @@
+"""Shared by the HTTP tests: test images, a thinly faked `Predictor` that really decodes, a thread-leak check."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+import uuid
+
+import cv2
+import numpy as np
+
+from edge_inference.entities import Detection, FrameResult, ModelInfo, utc_now_iso
+from edge_inference.errors import FrameError, UnavailableError
+
+BOX = (40, 30, 120, 90)  # x1, y1, x2, y2 of the bright rectangle in every test image
+
+
+def make_image(width: int = 160, height: int = 120) -> np.ndarray:
+    image = np.full((height, width, 3), 40, np.uint8)
+    x1, y1, x2, y2 = BOX
+    image[y1:y2, x1:x2] = 230
+    return image
+
+
+def encode(image: np.ndarray, ext: str) -> bytes:
+    ok, buf = cv2.imencode(ext, image)
+    assert ok
+    return buf.tobytes()
+
+
+JPEG = encode(make_image(), ".jpg")
+PNG = encode(make_image(), ".png")
+
+
+class DecodingPredictor:
+    """A `Predictor` that decodes for real and finds the bright rectangle; switches for readiness and a gate."""
+
+    def __init__(self) -> None:
+        self.ready = True
+        self.gate: threading.Event | None = None
+        self.entered = threading.Semaphore(0)
+        self.confidences: list[float | None] = []
+
+    def predict(self, data: bytes, *, confidence: float | None = None, timeout: float = 30.0) -> FrameResult:
+        if not self.ready:
+            raise UnavailableError("model is still loading", retry_after=2.5)
+        self.entered.release()
+        if self.gate is not None:
+            assert self.gate.wait(timeout), "test gate never opened"
+        self.confidences.append(confidence)
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        if image is None:
+            raise FrameError(FrameError.NOT_AN_IMAGE, "the bytes are not an image OpenCV can decode")
+        height, width = image.shape[:2]
+        ys, xs = np.nonzero(image[:, :, 1] > 128)
+        detections = ()
+        if len(xs):
+            box = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
+            detections = (Detection("bright", 0, 0.99, box),)
+        return FrameResult(
+            rel_path=f"http/{uuid.uuid4()}",
+            frame_id=uuid.uuid4().hex,
+            width=width,
+            height=height,
+            sha256=hashlib.sha256(data).hexdigest(),
+            model=ModelInfo("test-decoder", "1", "CPUExecutionProvider"),
+            confidence_threshold=0.5 if confidence is None else confidence,
+            iou_threshold=0.45,
+            detections=detections,
+            timings_ms={"decode": 1.0, "total": 1.0},
+            processed_at=utc_now_iso(),
+        )
+
+    def readiness(self) -> tuple[bool, str]:
+        return (True, "ready") if self.ready else (False, "model not loaded yet")
+
+    def active_provider(self) -> str:
+        return "CPUExecutionProvider"
+
+
+def assert_no_new_threads(before: set[threading.Thread], grace: float = 3.0) -> None:
+    """Fail when threads started since `before` are still alive after `grace` seconds."""
+    deadline = time.monotonic() + grace
+    leaked: list[threading.Thread] = []
+    while time.monotonic() < deadline:
+        leaked = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+        if not leaked:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"threads leaked: {leaked}")
