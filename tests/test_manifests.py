@@ -1,0 +1,618 @@
+"""Deployment manifests, module images and their contract with the code.
+
+Given the templates, .env.example and module.json, `tools/manifest.py config` and `validate` pass for both
+targets; a manifest broken against any one rule is refused with a message naming the rule and the JSON
+place; the templates name exactly the env vars, twin properties, outputs and inputs the code uses; the
+Dockerfiles are well formed (structure, hadolint) and the requirements they install resolve.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge_inference.live_settings import TWIN_PROPERTIES, TwinSettings
+from edge_inference.settings import ENV_VARS
+from tools import manifest as mf
+
+ROOT = Path(__file__).resolve().parent.parent
+MODULE_DIR = ROOT / "modules" / "edge-inference"
+DOCKERFILES = sorted(MODULE_DIR.glob("Dockerfile.*"))
+MODULE = "edge-inference"
+AGENT = "modulesContent.$edgeAgent.properties.desired"
+MOD = f"{AGENT}.modules.{MODULE}"
+HUB = "modulesContent.$edgeHub.properties.desired"
+
+try:  # the outputs the code sends, where the code names them
+    from edge_inference.telemetry import OUTPUTS as CODE_OUTPUTS
+except ImportError:  # pragma: no cover
+    CODE_OUTPUTS = ("detections", "alerts")
+CODE_INPUTS = ("fileEvents",)
+
+
+@pytest.fixture(scope="module")
+def values() -> dict[str, str]:
+    return mf.read_env_file(mf.ENV_EXAMPLE)
+
+
+@pytest.fixture(scope="module")
+def built(values: dict[str, str]) -> dict[str, dict[str, Any]]:
+    return {target: mf.build_manifest(target, values) for target in mf.TARGETS}
+
+
+def _template(target: str) -> dict[str, Any]:
+    return json.loads(mf.TARGETS[target].read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+
+
+# ------------------------------------------------------------------------------------------ config + validate
+
+
+@pytest.mark.timeout(60)
+def test_config_then_validate_pass_for_both_targets(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    env = tmp_path / ".env"
+    env.write_text("CONTAINER_REGISTRY_PASSWORD=s3cret-Value-42\n", encoding="utf-8")
+
+    assert mf.main(["config", "--env", str(env), "--out", str(tmp_path / "config")]) == 0
+    files = sorted((tmp_path / "config").glob("deployment.*.json"))
+    assert [f.name for f in files] == ["deployment.ase.json", "deployment.docker.json"]
+    assert mf.main(["validate", *map(str, files)]) == 0
+
+    out = capsys.readouterr().out
+    assert "s3cret-Value-42" not in out  # the password is written, never printed
+    assert "taken from .env.example" in out  # the fallback is announced
+    for f in files:
+        assert stat.S_IMODE(f.stat().st_mode) == 0o600
+        creds = json.loads(f.read_text())[mf.AGENT.split(".")[0]]["$edgeAgent"]["properties.desired"]["runtime"]
+        assert creds["settings"]["registryCredentials"]["registry"]["password"] == "s3cret-Value-42"
+
+
+def test_manifest_image_and_gpu_per_target(built: dict[str, dict[str, Any]]) -> None:
+    for target, manifest in built.items():
+        module = manifest["modulesContent"]["$edgeAgent"]["properties.desired"]["modules"][MODULE]
+        assert module["settings"]["image"] == "myregistry.azurecr.io/edge-inference:0.1.0-amd64.gpu"
+        options = _options(manifest)
+        if target == "docker":
+            assert options["HostConfig"]["DeviceRequests"] == [{"Driver": "", "Count": -1, "Capabilities": [["gpu"]]}]
+            assert "/app/input:ro" in options["HostConfig"]["Binds"][0]
+        else:
+            assert options["k8s-experimental"]["resources"]["limits"]["nvidia.com/gpu"] == 1
+            assert options["k8s-experimental"]["strategy"] == {"type": "Recreate"}
+        routes = manifest["modulesContent"]["$edgeHub"]["properties.desired"]["routes"]
+        assert routes["alertsToUpstream"]["priority"] == 0
+        assert routes["alertsToUpstream"]["timeToLiveSecs"] > routes["detectionsToUpstream"]["timeToLiveSecs"]
+
+
+def test_platform_override_and_empty_env_values_are_left_out(values: dict[str, str]) -> None:
+    manifest = mf.build_manifest("docker", values, platform="arm64v8")
+    module = manifest["modulesContent"]["$edgeAgent"]["properties.desired"]["modules"][MODULE]
+    assert module["settings"]["image"].endswith(":0.1.0-arm64v8")
+    assert "MODEL_PATH" not in module["env"]  # empty in .env.example: the module's default applies
+    assert module["env"]["CONFIDENCE_THRESHOLD"] == {"value": "0.5"}
+
+
+def test_config_fails_on_a_placeholder_left_unexpanded(values: dict[str, str]) -> None:
+    missing = {k: v for k, v in values.items() if k != "ASE_INPUT_SHARE"}
+    with pytest.raises(mf.ManifestError) as caught:
+        mf.build_manifest("ase", missing)
+    assert str(caught.value).startswith("template/unexpanded: ")
+    assert "${ASE_INPUT_SHARE}" in str(caught.value)
+    assert "HostConfig.Mounts[0].Source" in str(caught.value)
+
+
+def test_config_fails_on_an_empty_value_outside_env(values: dict[str, str]) -> None:
+    with pytest.raises(mf.ManifestError, match=r"template/empty-value: .*registryCredentials\.registry\.address"):
+        mf.build_manifest("docker", {**values, "CONTAINER_REGISTRY_SERVER": ""})
+
+
+def test_config_command_exits_non_zero_and_names_the_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = tmp_path / ".env"
+    env.write_text("CONTAINER_REGISTRY_SERVER=\nCONTAINER_REGISTRY_PASSWORD=hunter2-secret\n", encoding="utf-8")
+    assert mf.main(["config", "--env", str(env), "--out", str(tmp_path / "out")]) == 1
+    out = capsys.readouterr().out
+    assert "template/empty-value" in out
+    assert "hunter2-secret" not in out
+
+
+def test_long_create_options_are_split_and_too_long_ones_refused() -> None:
+    settings = {"image": "x", "createOptions": {"Env": ["A=" + "x" * 1200]}}
+    split = mf.split_create_options(settings, "p")
+    assert sorted(k for k in split if k.startswith("createOptions")) == [
+        "createOptions",
+        "createOptions01",
+        "createOptions02",
+    ]
+    assert all(len(split[k]) <= 512 for k in split if k.startswith("createOptions"))
+    problems: list[mf.Problem] = []
+    assert mf.create_options(split, "p", problems) == settings["createOptions"]
+    assert problems == []
+    with pytest.raises(mf.ManifestError, match=r"createoptions/size: p\.createOptions: "):
+        mf.split_create_options({"image": "x", "createOptions": {"Env": ["A=" + "x" * 5000]}}, "p")
+
+
+# ------------------------------------------------------------------------------------------ one broken rule each
+
+
+def _options(manifest: dict[str, Any], module: str = MODULE) -> dict[str, Any]:
+    desired = manifest["modulesContent"]["$edgeAgent"]["properties.desired"]
+    group = "modules" if module in desired["modules"] else "systemModules"
+    settings = desired[group][module]["settings"]
+    problems: list[mf.Problem] = []
+    return mf.create_options(settings, "", problems)
+
+
+def _edit_options(manifest: dict[str, Any], change: Callable[[dict[str, Any]], None], module: str = MODULE) -> None:
+    desired = manifest["modulesContent"]["$edgeAgent"]["properties.desired"]
+    group = "modules" if module in desired["modules"] else "systemModules"
+    settings = desired[group][module]["settings"]
+    options = _options(manifest, module)
+    change(options)
+    base = {k: v for k, v in settings.items() if not k.lower().startswith("createoptions")}
+    desired[group][module]["settings"] = mf.split_create_options({**base, "createOptions": options}, "")
+
+
+def _module(m: dict[str, Any]) -> dict[str, Any]:
+    return m["modulesContent"]["$edgeAgent"]["properties.desired"]["modules"][MODULE]  # type: ignore[no-any-return]
+
+
+def _routes(m: dict[str, Any]) -> dict[str, Any]:
+    return m["modulesContent"]["$edgeHub"]["properties.desired"]["routes"]  # type: ignore[no-any-return]
+
+
+def _hub_env(m: dict[str, Any]) -> dict[str, Any]:
+    return m["modulesContent"]["$edgeAgent"]["properties.desired"]["systemModules"]["edgeHub"]["env"]  # type: ignore[no-any-return]
+
+
+def _unsplit(m: dict[str, Any]) -> None:
+    settings = _module(m)["settings"]
+    text = "".join(settings.pop(k) for k in sorted(k for k in list(settings) if k.startswith("createOptions")))
+    settings["createOptions"] = text + " " * 600
+
+
+def _bad_split(m: dict[str, Any]) -> None:
+    _module(m)["settings"]["createOptions05"] = "{}"
+
+
+def _extra_module(name: str) -> Callable[[dict[str, Any]], None]:
+    def change(m: dict[str, Any]) -> None:
+        m["modulesContent"]["$edgeAgent"]["properties.desired"]["modules"][name] = {
+            "type": "docker",
+            "status": "running",
+            "restartPolicy": "always",
+            "settings": {"image": "example/other:1.0"},
+        }
+
+    return change
+
+
+def _set_env(name: str, value: str) -> Callable[[dict[str, Any]], None]:
+    def change(m: dict[str, Any]) -> None:
+        _module(m)["env"][name] = {"value": value}
+
+    return change
+
+
+def _options_change(change: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
+    return lambda m: _edit_options(m, change)
+
+
+def _add_binds(o: dict[str, Any]) -> None:
+    o["HostConfig"]["Binds"] = ["/data/input:/app/input:ro"]
+
+
+def _add_device_requests(o: dict[str, Any]) -> None:
+    o["HostConfig"]["DeviceRequests"] = [{"Driver": "", "Count": -1, "Capabilities": [["gpu"]]}]
+
+
+def _mount(index: int, **changes: Any) -> Callable[[dict[str, Any]], None]:
+    return lambda o: o["HostConfig"]["Mounts"][index].update(changes)
+
+
+def _add_port(spec: str, host_port: str | None) -> Callable[[dict[str, Any]], None]:
+    binding = [{"HostPort": host_port}] if host_port is not None else [{}]
+    return lambda o: o["HostConfig"]["PortBindings"].update({spec: binding})
+
+
+def _drop_k8s(path: tuple[str, ...]) -> Callable[[dict[str, Any]], None]:
+    def change(o: dict[str, Any]) -> None:
+        node = o["k8s-experimental"]
+        for key in path[:-1]:
+            node = node[key]
+        del node[path[-1]]
+
+    return change
+
+
+def _proxy_without_no_proxy(m: dict[str, Any]) -> None:
+    env = _hub_env(m)
+    env["https_proxy"] = {"value": "http://proxy.example:3128"}
+    env.pop("no_proxy", None)
+
+
+def _drop_route(name: str) -> Callable[[dict[str, Any]], None]:
+    return lambda m: _routes(m).pop(name)
+
+
+def _add_route(route: str) -> Callable[[dict[str, Any]], None]:
+    return lambda m: _routes(m).update({"extra": route})
+
+
+def _set(path: tuple[str, ...], value: Any) -> Callable[[dict[str, Any]], None]:
+    def change(m: dict[str, Any]) -> None:
+        node = m
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+
+    return change
+
+
+def _remove_module(m: dict[str, Any]) -> None:
+    del m["modulesContent"]["$edgeAgent"]["properties.desired"]["modules"][MODULE]
+
+
+def _drop_mount_read_only(o: dict[str, Any]) -> None:
+    if "Binds" in o["HostConfig"]:
+        o["HostConfig"]["Binds"][0] = o["HostConfig"]["Binds"][0].removesuffix(":ro")
+    else:
+        o["HostConfig"]["Mounts"][0]["ReadOnly"] = False
+
+
+def _tcp_udp(m: dict[str, Any]) -> None:
+    _edit_options(
+        m,
+        lambda o: o["HostConfig"]["PortBindings"].update(
+            {"7000/tcp": [{"HostPort": "7000"}], "7000/udp": [{"HostPort": "7000"}]}
+        ),
+    )
+
+
+# the TCP+UDP case needs both protocols on one port
+
+
+# (targets, rule, change, place the message must name)
+COMMON_CASES: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
+    (
+        "schema/deployment-2.0",
+        _set(("modulesContent", "$edgeAgent", "properties.desired", "modules", MODULE, "restartPolicy"), "sometimes"),
+        f"{MOD}.restartPolicy",
+    ),
+    (
+        "schema/edgeagent-1.1",
+        _set(("modulesContent", "$edgeAgent", "properties.desired", "schemaVersion"), "1.0"),
+        f"{AGENT}.schemaVersion",
+    ),
+    (
+        "schema/edgehub-1.1",
+        _set(("modulesContent", "$edgeHub", "properties.desired", "schemaVersion"), "1.0"),
+        f"{HUB}.schemaVersion",
+    ),
+    ("template/unexpanded", _set_env("LOG_LEVEL", "${LOG_LEVEL}"), f"{MOD}.env.LOG_LEVEL.value"),
+    ("createoptions/size", _unsplit, f"{MOD}.settings.createOptions"),
+    ("createoptions/split", _bad_split, f"{MOD}.settings.createOptions"),
+    (
+        "createoptions/json",
+        _set(
+            ("modulesContent", "$edgeAgent", "properties.desired", "modules", MODULE, "settings", "createOptions01"),
+            "}{",
+        ),
+        f"{MOD}.settings.createOptions",
+    ),
+    ("module/missing", _remove_module, f"{AGENT}.modules"),
+    ("module/env-unknown", _set_env("CONFIDENCE", "0.7"), f"{MOD}.env.CONFIDENCE"),
+    (
+        "module/twin-unknown",
+        _set(("modulesContent", MODULE, "properties.desired", "threshold"), 0.7),
+        f"modulesContent.{MODULE}.properties.desired.threshold",
+    ),
+    ("module/port-unbound", _set_env("HTTP_PORT", "5001"), f"{MOD}.settings.createOptions.HostConfig.PortBindings"),
+    ("module/input-read-only", _options_change(_drop_mount_read_only), f"{MOD}.settings.createOptions.HostConfig"),
+    ("module/input-disposition", _set_env("INPUT_DISPOSITION", "archive"), f"{MOD}.env.INPUT_DISPOSITION"),
+    (
+        "routes/unknown-output",
+        _add_route("FROM /messages/modules/edge-inference/outputs/results INTO $upstream"),
+        f"{HUB}.routes.extra",
+    ),
+    (
+        "routes/unknown-input",
+        _add_route("FROM /* WHERE topic = 't' INTO BrokeredEndpoint(\"/modules/edge-inference/inputs/input1\")"),
+        f"{HUB}.routes.extra",
+    ),
+    (
+        "routes/unknown-module",
+        _add_route("FROM /messages/modules/camera/outputs/* INTO $upstream"),
+        f"{HUB}.routes.extra",
+    ),
+    ("routes/unrouted-output", _drop_route("alertsToUpstream"), f"{HUB}.routes"),
+]
+DOCKER_CASES: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
+    (
+        "docker/gpu-device-request",
+        _options_change(lambda o: o["HostConfig"].pop("DeviceRequests")),
+        f"{MOD}.settings.createOptions.HostConfig.DeviceRequests",
+    ),
+]
+ASE_CASES: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
+    ("ase/no-binds", _options_change(_add_binds), f"{MOD}.settings.createOptions.HostConfig.Binds"),
+    (
+        "ase/no-device-requests",
+        _options_change(_add_device_requests),
+        f"{MOD}.settings.createOptions.HostConfig.DeviceRequests",
+    ),
+    ("ase/mount-type", _options_change(_mount(1, Type="tmpfs")), f"{MOD}.settings.createOptions.HostConfig.Mounts[1]"),
+    (
+        "ase/volume-source",
+        _options_change(_mount(1, Source="/home/hcsshares/output")),
+        f"{MOD}.settings.createOptions.HostConfig.Mounts[1].Source",
+    ),
+    (
+        "ase/bind-directory",
+        _options_change(_mount(2, Type="bind", Source="/var/lib/edge/labels.txt")),
+        f"{MOD}.settings.createOptions.HostConfig.Mounts[2].Source",
+    ),
+    ("ase/module-name", _extra_module("Camera_Feed"), f"{AGENT}.modules.Camera_Feed"),
+    (
+        "ase/env-name",
+        lambda m: _hub_env(m).update({"Logging:LogLevel": {"value": "debug"}}),
+        f"{AGENT}.systemModules.edgeHub.env.Logging:LogLevel",
+    ),
+    ("ase/no-proxy", _proxy_without_no_proxy, f"{AGENT}.systemModules.edgeHub.env"),
+    (
+        "ase/reserved-port",
+        _options_change(_add_port("35000/tcp", "35000")),
+        f"{MOD}.settings.createOptions.HostConfig.PortBindings.35000/tcp[0]",
+    ),
+    (
+        "ase/tcp-udp-same-port",
+        _tcp_udp,
+        f"{MOD}.settings.createOptions.HostConfig.PortBindings",
+    ),
+    (
+        "ase/host-port",
+        _options_change(_add_port("7001/tcp", None)),
+        f"{MOD}.settings.createOptions.HostConfig.PortBindings.7001/tcp[0]",
+    ),
+    (
+        "ase/gpu-resource",
+        _options_change(_drop_k8s(("resources", "limits", "nvidia.com/gpu"))),
+        f"{MOD}.settings.createOptions.k8s-experimental.resources.limits",
+    ),
+    (
+        "ase/resource-limits",
+        _options_change(_drop_k8s(("resources", "limits", "memory"))),
+        f"{MOD}.settings.createOptions.k8s-experimental.resources.limits",
+    ),
+    (
+        "ase/strategy-recreate",
+        _options_change(_drop_k8s(("strategy",))),
+        f"{MOD}.settings.createOptions.k8s-experimental.strategy",
+    ),
+]
+CASES = [("docker", *c) for c in COMMON_CASES + DOCKER_CASES] + [("ase", *c) for c in COMMON_CASES + ASE_CASES]
+
+
+@pytest.mark.parametrize(("target", "rule", "change", "place"), CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES])
+def test_a_manifest_breaking_one_rule_is_refused_naming_rule_and_place(
+    built: dict[str, dict[str, Any]], target: str, rule: str, change: Callable[[dict[str, Any]], None], place: str
+) -> None:
+    assert mf.validate_manifest(built[target], target) == []  # given a valid manifest
+    broken = copy.deepcopy(built[target])
+    change(broken)  # when one rule is broken
+    messages = [str(p) for p in mf.validate_manifest(broken, target)]
+    assert any(m.startswith(f"{rule}: {place}: ") for m in messages), messages  # then that rule names that place
+
+
+def test_every_rule_has_a_broken_case_for_every_target_it_applies_to() -> None:
+    source = Path(mf.__file__).read_text(encoding="utf-8")
+    rules = set(re.findall(r'Problem\(\s*"([a-z0-9-]+/[a-z0-9-]+)"', source))
+    rules -= {"config/platform", "config/target", "template/empty-value"}  # config-time, tested above
+    covered = {rule for _, rule, _, _ in CASES} | {"createoptions/size"}
+    assert rules <= covered, sorted(rules - covered)
+
+
+def test_validate_command_prints_rule_and_place_and_exits_non_zero(
+    built: dict[str, dict[str, Any]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = copy.deepcopy(built["ase"])
+    _edit_options(broken, _add_binds)
+    path = tmp_path / "deployment.ase.json"
+    path.write_text(json.dumps(broken), encoding="utf-8")
+    assert mf.main(["validate", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert (
+        "ase/no-binds: modulesContent.$edgeAgent.properties.desired.modules.edge-inference.settings.createOptions."
+        "HostConfig.Binds: Binds are not supported on Azure Stack Edge Kubernetes; use Mounts of type volume"
+    ) in out
+
+
+# ------------------------------------------------------------------------------------------ contract with the code
+
+
+def _template_module(target: str) -> dict[str, Any]:
+    return _template(target)["modulesContent"]["$edgeAgent"]["properties.desired"]["modules"][MODULE]  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("target", sorted(mf.TARGETS))
+def test_templates_name_exactly_what_the_code_reads_and_sends(target: str) -> None:
+    template = _template(target)
+    # env vars: exactly settings.ENV_VARS, each from its .env placeholder
+    env = _template_module(target)["env"]
+    assert list(env) == [v.name for v in ENV_VARS]
+    assert all(env[v.name] == {"value": f"${{{v.name}}}"} for v in ENV_VARS)
+    # twin: exactly TWIN_PROPERTIES, with the code's defaults
+    desired = template["modulesContent"][MODULE]["properties.desired"]
+    assert set(desired) == set(TWIN_PROPERTIES)
+    assert desired == TwinSettings().as_twin()
+    # outputs and inputs named by the routes
+    routes = [
+        r["route"] if isinstance(r, dict) else r
+        for r in template["modulesContent"]["$edgeHub"]["properties.desired"]["routes"].values()
+    ]
+    outputs = {m for r in routes for m in re.findall(rf"/messages/modules/{MODULE}/outputs/(\w+)", r)}
+    inputs = {m for r in routes for m in re.findall(rf"/modules/{MODULE}/inputs/(\w+)", r)}
+    assert outputs == set(CODE_OUTPUTS)
+    assert inputs == set(CODE_INPUTS)
+    assert set(mf.OUTPUTS) == set(CODE_OUTPUTS) and set(mf.INPUTS) == set(CODE_INPUTS)
+
+
+def test_env_example_is_generated_from_env_vars_and_up_to_date() -> None:
+    text = mf.ENV_EXAMPLE.read_text(encoding="utf-8")
+    assert text == mf.render_env_example(), "run: python tools/manifest.py env-example"
+    names = set(mf.read_env_file(mf.ENV_EXAMPLE))
+    assert {v.name for v in ENV_VARS} <= names
+    used = {
+        n for t in mf.TARGETS.values() for n in mf.PLACEHOLDER.findall(t.read_text()) if not n.startswith("MODULES.")
+    }
+    assert used <= names, sorted(used - names)
+
+
+# ------------------------------------------------------------------------------------------ images
+
+
+def _instructions(path: Path) -> list[tuple[str, str]]:
+    text = re.sub(r"\\\n", " ", path.read_text(encoding="utf-8"))
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    return [(ln.split(None, 1)[0].upper(), ln.split(None, 1)[1] if " " in ln else "") for ln in lines]
+
+
+def test_module_json_platforms_have_their_dockerfiles() -> None:
+    spec = json.loads((MODULE_DIR / "module.json").read_text())["image"]
+    assert spec["repository"] == "${CONTAINER_REGISTRY_SERVER}/edge-inference"
+    platforms = spec["tag"]["platforms"]
+    assert set(platforms) == {"amd64", "amd64.gpu", "amd64.debug", "arm64v8"}
+    assert sorted(MODULE_DIR / p for p in platforms.values()) == DOCKERFILES
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=[d.name for d in DOCKERFILES])
+def test_dockerfile_structure(dockerfile: Path) -> None:
+    steps = _instructions(dockerfile)
+    kinds = [k for k, _ in steps]
+    base = next(a for k, a in steps if k == "FROM")
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-\w+(@sha256:[0-9a-f]{64})?", base), base  # pinned tag
+    user = [a for k, a in steps if k == "USER"][-1]
+    assert user.split(":")[0] not in ("root", "0"), user  # non-root
+    entry = next(a for k, a in steps if k == "ENTRYPOINT")
+    assert json.loads(entry)[:1] == ["python"], entry  # exec form
+    health = next(a for k, a in steps if k == "HEALTHCHECK")
+    assert "/health" in health and "CMD [" in health
+    assert any(k == "ENV" and "PYTHONUNBUFFERED=1" in a for k, a in steps)
+    copies = [a for k, a in steps if k == "COPY"]
+    req = next(i for i, a in enumerate(copies) if "requirements" in a)
+    code = next(i for i, a in enumerate(copies) if "edge_inference/" in a)
+    model = next(i for i, a in enumerate(copies) if a.startswith("models/"))
+    assert req < model < code == len(copies) - 1  # requirements first, code last
+    assert kinds.index("USER") > kinds.index("RUN")  # installs run as root, the module does not
+    if dockerfile.name.endswith(".gpu"):
+        assert "requirements-gpu.txt" in copies[req]
+        assert "preload_dlls" in dockerfile.read_text()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=[d.name for d in DOCKERFILES])
+def test_hadolint_finds_nothing(dockerfile: Path) -> None:
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    if not Path(hadolint).exists():
+        pytest.skip("hadolint not installed (pip install -r requirements-dev.txt)")
+    done = subprocess.run(
+        [hadolint, "--config", str(ROOT / ".hadolint.yaml"), str(dockerfile)],
+        capture_output=True,
+        text=True,
+        timeout=50,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.timeout(30)
+def test_docker_sh_says_so_and_exits_1_without_an_engine() -> None:
+    docker = shutil.which("docker")
+    if docker and subprocess.run([docker, "info"], capture_output=True, timeout=20).returncode == 0:
+        pytest.skip("a Docker engine answers here")
+    done = subprocess.run(
+        ["bash", str(ROOT / "tools" / "docker.sh"), "build"], capture_output=True, text=True, timeout=25
+    )
+    assert done.returncode == 1
+    assert "docker" in done.stderr.lower() and ("engine" in done.stderr or "not installed" in done.stderr)
+
+
+# Per Dockerfile: (pip platform tags, requirements files; "-common" = requirements.txt minus onnxruntime-gpu).
+_X86 = ["manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux_2_27_x86_64"]
+_ARM = ["manylinux_2_28_aarch64", "manylinux_2_17_aarch64", "manylinux2014_aarch64", "manylinux_2_27_aarch64"]
+RESOLVE = {
+    "Dockerfile.amd64": (_X86, ["requirements.txt"]),
+    "Dockerfile.amd64.gpu": (_X86, ["requirements-gpu.txt", "requirements.txt"]),
+    "Dockerfile.amd64.debug": (_X86, ["requirements.txt", "requirements-debug.txt"]),
+    "Dockerfile.arm64v8": (_ARM, ["-common", "requirements-arm64v8.txt"]),
+}
+
+
+def test_every_requirements_file_a_dockerfile_installs_is_checked() -> None:
+    for dockerfile in DOCKERFILES:
+        copied = " ".join(a for k, a in _instructions(dockerfile) if k == "COPY")
+        named = set(re.findall(r"(requirements[\w.-]*\.txt)", copied))
+        checked = {f if f != "-common" else "requirements.txt" for f in RESOLVE[dockerfile.name][1]}
+        assert named - {"requirements-common.txt"} == checked, dockerfile.name
+
+
+@pytest.fixture(scope="module")
+def paho_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """paho-mqtt 1.6.1 is published as an sdist only (pure Python): build its wheel for the platform checks."""
+    folder = tmp_path_factory.mktemp("wheels")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(folder), "paho-mqtt==1.6.1"],
+        check=True,
+        timeout=240,
+    )
+    return folder
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("dockerfile", sorted(RESOLVE), ids=sorted(RESOLVE))
+def test_dockerfile_requirements_resolve_for_its_platform(dockerfile: str, paho_wheel: Path, tmp_path: Path) -> None:
+    platforms, files = RESOLVE[dockerfile]
+    args: list[str] = []
+    for name in files:
+        if name == "-common":
+            common = tmp_path / "requirements-common.txt"
+            lines = (MODULE_DIR / "requirements.txt").read_text().splitlines()
+            common.write_text("\n".join(ln for ln in lines if not ln.startswith("onnxruntime-gpu==")) + "\n")
+            args += ["-r", str(common)]
+        else:
+            args += ["-r", str(MODULE_DIR / name)]
+    report = tmp_path / "report.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet", "--report", str(report)]
+        + [f"--platform={p}" for p in platforms]
+        + ["--python-version=3.11", "--implementation=cp", "--only-binary=:all:", "--find-links", str(paho_wheel)]
+        + ["--target", str(tmp_path / "target"), *args],
+        capture_output=True,
+        text=True,
+        timeout=580,
+        env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    installed = {
+        i["metadata"]["name"].lower(): i["metadata"]["version"] for i in json.loads(report.read_text())["install"]
+    }
+    if dockerfile == "Dockerfile.arm64v8":
+        assert installed["onnxruntime"] == "1.26.0" and "onnxruntime-gpu" not in installed
+    else:
+        assert installed["onnxruntime-gpu"] == "1.26.0"
+    if dockerfile.endswith(".gpu"):
+        assert installed["nvidia-cudnn-cu12"].startswith("9.")
+        assert all(
+            installed[p].startswith("12.")
+            for p in ("nvidia-cuda-runtime-cu12", "nvidia-cublas-cu12", "nvidia-cuda-nvrtc-cu12")
+        )
