@@ -1,0 +1,376 @@
+"""The operator's watches: free space on the volumes, the GPU, runs of failed frames.
+
+Each watch raises and clears named health alarms through one callback, `on_change(alarm, active, details)`;
+the composition root wires it to the pipeline (intake pauses while `outputShareLow` is active) and to the
+`alerts` telemetry. A watch calls it only on transitions (raised once, cleared once), from its own thread
+or from the caller of `check_now()`/`record()`, one call at a time per watch; a callback that raises is
+logged and does not stop the watch. Each also sets `edge_inference_alarm_active{alarm}`.
+
+Alarms:
+    outputShareLow     a watched volume has less free space than MIN_FREE_MB; cleared when every volume is back
+                       above MIN_FREE_MB x 1.2 (hysteresis, so the pipeline does not flap at the threshold)
+    gpuOverTemperature the GPU is at or above its temperature limit; cleared 5 C below it
+    gpuLost            NVML stopped answering for a GPU that it read before; cleared when it answers again
+    repeatedFailures   N frames failed in a row; cleared by the next frame that succeeds
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from edge_inference.metrics import MetricsRegistry
+
+log = logging.getLogger(__name__)
+
+AlarmCallback = Callable[[str, bool, dict[str, Any]], None]
+
+OUTPUT_SHARE_LOW = "outputShareLow"
+GPU_OVER_TEMPERATURE = "gpuOverTemperature"
+GPU_LOST = "gpuLost"
+REPEATED_FAILURES = "repeatedFailures"
+
+FREE_SPACE_RECOVERY_RATIO = 1.2
+TEMPERATURE_HYSTERESIS_C = 5
+
+
+def _notify(
+    on_change: AlarmCallback, metrics: MetricsRegistry | None, alarm: str, active: bool, details: dict[str, Any]
+) -> None:
+    if metrics is not None:
+        metrics.alarms.labels(alarm=alarm).set(1 if active else 0)
+    if active:
+        log.warning("health alarm %s raised: %s", alarm, details)
+    else:
+        log.info("health alarm %s cleared: %s", alarm, details)
+    try:
+        on_change(alarm, active, details)
+    except Exception:
+        log.exception("health alarm callback failed for %s", alarm)
+
+
+class _PeriodicWatch:
+    """A stoppable thread that calls `_check()` at start and then every `interval` seconds."""
+
+    def __init__(self, name: str, interval: float) -> None:
+        if interval <= 0:
+            raise ValueError(f"{name}: interval must be positive, got {interval}")
+        self.name = name
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError(f"{self.name} can be started once")
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is None:
+            self._end()  # used through check_now() alone
+        elif self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning("%s did not stop within %.1f s", self.name, timeout)
+
+    def is_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def __enter__(self) -> _PeriodicWatch:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        if not self._begin():
+            return
+        try:
+            while not self._stop.is_set():
+                try:
+                    self._check()
+                except Exception:  # a watch never dies of one bad reading
+                    log.exception("%s: check failed", self.name)
+                self._stop.wait(self.interval)
+        finally:
+            self._end()
+
+    def _begin(self) -> bool:
+        """Set up on the watch thread; False ends the thread quietly."""
+        return True
+
+    def _end(self) -> None:
+        """Tear down on the watch thread."""
+
+    def _check(self) -> None:
+        raise NotImplementedError
+
+
+class DiskSpaceMonitor(_PeriodicWatch):
+    """Free space of the output share and the state volume (`{"output": Path, "state": Path}`).
+
+    Sets `edge_inference_free_bytes{volume}`; raises `outputShareLow` when any volume has less than
+    `min_free_bytes` free (details: the volume, its free bytes, the threshold, every low volume) and clears
+    it when all are back above `min_free_bytes * recovery_ratio`. `min_free_bytes <= 0` only measures.
+    `check_now()` measures at once (the dispatcher calls it after ENOSPC) and says whether the alarm is active.
+    """
+
+    def __init__(
+        self,
+        volumes: dict[str, Path],
+        min_free_bytes: int,
+        metrics: MetricsRegistry,
+        on_change: AlarmCallback,
+        interval: float = 5.0,
+        *,
+        recovery_ratio: float = FREE_SPACE_RECOVERY_RATIO,
+    ) -> None:
+        super().__init__("disk-space-monitor", interval)
+        if recovery_ratio < 1.0:
+            raise ValueError(f"recovery_ratio must be >= 1, got {recovery_ratio}")
+        self.volumes = dict(volumes)
+        self.min_free_bytes = int(min_free_bytes)
+        self.recover_free_bytes = int(self.min_free_bytes * recovery_ratio)
+        self.metrics = metrics
+        self.on_change = on_change
+        self._lock = threading.RLock()
+        self._low: dict[str, int] = {}  # volume -> free bytes when it went low
+        self._unreadable: set[str] = set()
+
+    @property
+    def active(self) -> bool:
+        with self._lock:
+            return bool(self._low)
+
+    def free_bytes(self, volume: str) -> int | None:
+        """Bytes available to the module on `volume` now, or None when it cannot be read."""
+        path = self.volumes[volume]
+        try:
+            st = os.statvfs(path)
+        except OSError as exc:
+            if volume not in self._unreadable:
+                self._unreadable.add(volume)
+                log.warning("cannot read free space of %s volume %s: %s", volume, path, exc)
+            return None
+        if volume in self._unreadable:
+            self._unreadable.discard(volume)
+            log.info("free space of %s volume %s readable again", volume, path)
+        return int(st.f_bavail) * int(st.f_frsize)
+
+    def check_now(self) -> bool:
+        """Measure every volume, raise or clear the alarm; True while the alarm is active."""
+        with self._lock:
+            was_active = bool(self._low)
+            changed: tuple[str, int] | None = None
+            for volume in self.volumes:
+                free = self.free_bytes(volume)
+                if free is None:
+                    continue  # unknown: keep its previous state
+                self.metrics.free_bytes.labels(volume=volume).set(free)
+                if self.min_free_bytes <= 0:
+                    continue
+                if volume not in self._low and free < self.min_free_bytes:
+                    self._low[volume] = free
+                    changed = changed or (volume, free)
+                elif volume in self._low and free >= self.recover_free_bytes:
+                    del self._low[volume]
+                    changed = changed or (volume, free)
+                elif volume in self._low:
+                    self._low[volume] = free
+            active = bool(self._low)
+            if changed is not None and active != was_active:
+                volume, free = changed
+                details: dict[str, Any] = {
+                    "volume": volume,
+                    "path": str(self.volumes[volume]),
+                    "freeBytes": free,
+                    "minFreeBytes": self.min_free_bytes,
+                    "lowVolumes": sorted(self._low),
+                }
+                if not active:
+                    details["recoverFreeBytes"] = self.recover_free_bytes
+                _notify(self.on_change, self.metrics, OUTPUT_SHARE_LOW, active, details)
+            elif not was_active and not active:
+                self.metrics.alarms.labels(alarm=OUTPUT_SHARE_LOW).set(0)
+            return active
+
+    def _check(self) -> None:
+        self.check_now()
+
+
+class GpuMonitor(_PeriodicWatch):
+    """The GPU through NVML (`pynvml`, from nvidia-ml-py): temperature, utilisation and memory as gauges,
+    alarms `gpuOverTemperature` and `gpuLost`.
+
+    Without NVML (no NVIDIA driver, a CPU-only host) it logs once at INFO and its thread ends: nothing to
+    watch. `nvml` replaces the `pynvml` module (tests inject a fake; the GPU is the one edge that cannot run
+    here). `check_now()` takes one reading synchronously (after `start()` has initialised NVML, or alone).
+    """
+
+    def __init__(
+        self,
+        device_index: int,
+        metrics: MetricsRegistry,
+        on_change: AlarmCallback,
+        interval: float = 10.0,
+        temp_limit_c: float = 85,
+        *,
+        nvml: ModuleType | Any | None = None,
+    ) -> None:
+        super().__init__("gpu-monitor", interval)
+        self.device_index = device_index
+        self.metrics = metrics
+        self.on_change = on_change
+        self.temp_limit_c = temp_limit_c
+        self._nvml = nvml
+        self._label = str(device_index)
+        self._lock = threading.RLock()
+        self._initialised = False
+        self._available: bool | None = None  # None: not tried yet
+        self._worked = False
+        self._hot = False
+        self._lost = False
+
+    @property
+    def available(self) -> bool:
+        """True once NVML answered for the device."""
+        return bool(self._available)
+
+    def _begin(self) -> bool:
+        return self._init()
+
+    def _end(self) -> None:
+        with self._lock:
+            if self._initialised and self._nvml is not None:
+                try:
+                    self._nvml.nvmlShutdown()
+                except Exception:
+                    log.debug("nvmlShutdown failed", exc_info=True)
+                self._initialised = False
+
+    def _init(self) -> bool:
+        with self._lock:
+            if self._initialised:
+                return True
+            if self._available is False:
+                return False
+            try:
+                if self._nvml is None:
+                    import pynvml
+
+                    self._nvml = pynvml
+                self._nvml.nvmlInit()
+                self._nvml.nvmlDeviceGetHandleByIndex(self.device_index)
+            except Exception as exc:  # ImportError, NVMLError_LibraryNotFound / DriverNotLoaded / InvalidArgument
+                self._available = False
+                log.info("GPU watch off: NVML unavailable for device %d (%s)", self.device_index, exc)
+                return False
+            self._initialised = True
+            self._available = True
+            return True
+
+    def check_now(self) -> None:
+        """Read the device once and raise or clear the alarms."""
+        with self._lock:
+            if not self._init():
+                return
+            nvml = self._nvml
+            assert nvml is not None
+            try:
+                handle = nvml.nvmlDeviceGetHandleByIndex(self.device_index)
+                temperature = float(nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU))
+                utilization = float(nvml.nvmlDeviceGetUtilizationRates(handle).gpu) / 100.0
+                memory = nvml.nvmlDeviceGetMemoryInfo(handle)
+                used, total = int(memory.used), int(memory.total)
+            except Exception as exc:
+                self._read_failed(exc)
+                return
+            self._worked = True
+            m = self.metrics
+            m.gpu_temperature.labels(device=self._label).set(temperature)
+            m.gpu_utilization.labels(device=self._label).set(utilization)
+            m.gpu_memory_used.labels(device=self._label).set(used)
+            m.gpu_memory_total.labels(device=self._label).set(total)
+            if self._lost:
+                self._lost = False
+                _notify(self.on_change, m, GPU_LOST, False, {"device": self.device_index})
+            details = {"device": self.device_index, "temperatureC": temperature, "limitC": self.temp_limit_c}
+            if not self._hot and temperature >= self.temp_limit_c:
+                self._hot = True
+                _notify(self.on_change, m, GPU_OVER_TEMPERATURE, True, details)
+            elif self._hot and temperature <= self.temp_limit_c - TEMPERATURE_HYSTERESIS_C:
+                self._hot = False
+                _notify(self.on_change, m, GPU_OVER_TEMPERATURE, False, details)
+
+    def _read_failed(self, exc: Exception) -> None:
+        if not self._worked:
+            # Never read successfully: a device NVML cannot query (e.g. some vGPU/MIG setups). Not "lost".
+            if self._available is not False:
+                log.info("GPU watch off: NVML cannot read device %d (%s)", self.device_index, exc)
+            self._available = False
+            self._stop.set()
+            return
+        if not self._lost:
+            self._lost = True
+            _notify(self.on_change, self.metrics, GPU_LOST, True, {"device": self.device_index, "error": str(exc)})
+        else:
+            log.debug("GPU %d still unreadable: %s", self.device_index, exc)
+
+    def _check(self) -> None:
+        self.check_now()
+
+
+class FailureRunMonitor:
+    """Counts consecutive failed frames: `repeatedFailures` after `threshold` in a row, cleared by the next
+    success. The dispatcher calls `record(ok)` once per frame."""
+
+    def __init__(self, threshold: int, on_change: AlarmCallback, *, metrics: MetricsRegistry | None = None) -> None:
+        if threshold < 1:
+            raise ValueError(f"threshold must be at least 1, got {threshold}")
+        self.threshold = threshold
+        self.on_change = on_change
+        self.metrics = metrics
+        self._lock = threading.Lock()
+        self._run = 0
+        self._active = False
+
+    @property
+    def active(self) -> bool:
+        return self._active
+
+    @property
+    def consecutive_failures(self) -> int:
+        return self._run
+
+    def record(self, ok: bool) -> None:
+        with self._lock:
+            if ok:
+                failures, self._run = self._run, 0
+                if self._active:
+                    self._active = False
+                    _notify(
+                        self.on_change,
+                        self.metrics,
+                        REPEATED_FAILURES,
+                        False,
+                        {"consecutiveFailures": failures, "threshold": self.threshold},
+                    )
+                return
+            self._run += 1
+            if not self._active and self._run >= self.threshold:
+                self._active = True
+                _notify(
+                    self.on_change,
+                    self.metrics,
+                    REPEATED_FAILURES,
+                    True,
+                    {"consecutiveFailures": self._run, "threshold": self.threshold},
+                )
