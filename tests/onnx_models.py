@@ -31,7 +31,7 @@ def build_constant_model(
     images = helper.make_tensor_value_info("images", input_type, shape)
     const = numpy_helper.from_array(output.astype(np.float32), "const")
     nodes = []
-    if input_type == TensorProto.FLOAT16:
+    if input_type != TensorProto.FLOAT:
         nodes.append(helper.make_node("Cast", ["images"], ["images32"], to=TensorProto.FLOAT))
         src = "images32"
     else:
@@ -39,7 +39,7 @@ def build_constant_model(
     if batched_output:
         # mean over C,H,W -> [B,1,1,1] -> reshape [B,1,1] -> *0 + const [1, A, N] -> [B, A, N]
         nodes += [
-            helper.make_node("ReduceMean", [src], ["mean"], keepdims=1),
+            helper.make_node("ReduceMean", [src], ["mean"], keepdims=1, axes=list(range(1, len(shape)))),
             helper.make_node("Reshape", ["mean", "shape3"], ["mean3"]),
             helper.make_node("Mul", ["mean3", "zero"], ["zeroed"]),
             helper.make_node("Add", ["zeroed", "const"], ["output0"]),

@@ -137,7 +137,7 @@ class Module:
         if s.metrics_port:
             from edge_inference.metrics_server import MetricsServer
 
-            self.metrics_server = MetricsServer(self.metrics, s.http_host, s.metrics_port)
+            self.metrics_server = MetricsServer(self.metrics.registry, s.metrics_port, s.http_host)
             self.metrics_server.start()
 
     # -- events ---------------------------------------------------------------------------------------------

@@ -72,6 +72,9 @@ def read_header(data: bytes) -> ImageHeader:
             with Image.open(io.BytesIO(data)) as img:
                 fmt, (width, height) = str(img.format), img.size
     except UnidentifiedImageError:
+        magic = _magic_format(data)
+        if magic:
+            raise FrameError(FrameError.CORRUPT, f"corrupt {magic} image: the header cannot be read") from None
         raise FrameError(
             FrameError.NOT_AN_IMAGE, "not an image: no known image header (JPEG, PNG, BMP, TIFF, WebP)"
         ) from None
@@ -103,6 +106,21 @@ def decode(data: bytes, max_pixels: int) -> np.ndarray:
         lo, hi = float(image.min()), float(image.max())
         image = ((image - lo) * (255.0 / (hi - lo or 1.0))).astype(np.uint8)
     return np.asarray(image, dtype=np.uint8)
+
+
+def _magic_format(data: bytes) -> str | None:
+    """The format the first bytes claim, so a broken image is told apart from a non-image."""
+    if data.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if data.startswith(b"\x89PNG"):
+        return "PNG"
+    if data.startswith((b"II*\x00", b"MM\x00*")):
+        return "TIFF"
+    if data.startswith(b"BM"):
+        return "BMP"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    return None
 
 
 def _jpeg_complete(data: bytes) -> bool:

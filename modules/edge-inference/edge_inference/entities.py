@@ -55,11 +55,12 @@ class Letterbox:
     def to_original(self, boxes_xyxy: np.ndarray) -> np.ndarray:
         """Map [N, 4] x1,y1,x2,y2 boxes from model input pixels back to original pixels, clipped."""
         out = boxes_xyxy.astype(np.float32, copy=True)
-        out[:, [0, 2]] -= self.pad_x
-        out[:, [1, 3]] -= self.pad_y
+        xs, ys = out[:, 0::2], out[:, 1::2]  # views: x1, x2 and y1, y2
+        xs -= self.pad_x
+        ys -= self.pad_y
         out /= self.scale
-        np.clip(out[:, [0, 2]], 0, self.width, out=out[:, [0, 2]])
-        np.clip(out[:, [1, 3]], 0, self.height, out=out[:, [1, 3]])
+        np.clip(xs, 0, self.width, out=xs)
+        np.clip(ys, 0, self.height, out=ys)
         return out
 
 

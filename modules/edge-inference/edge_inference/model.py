@@ -255,7 +255,12 @@ class OnnxModel:
         end2end = None if end2end_meta is None else end2end_meta.strip().lower() in ("true", "1")
         self.output_shape = tuple(first.shape)
         num_classes = len(self.class_names) or None
-        self.layout = postprocess.detect_layout(self.output_shape, num_classes, end2end)
+        try:
+            self.layout = postprocess.detect_layout(self.output_shape, num_classes, end2end)
+        except ModelError:
+            if num_classes is None:
+                raise
+            self.layout = postprocess.detect_layout(self.output_shape, None, end2end)
         encoded = postprocess.classes_in(self.layout, self.output_shape)
         if not self.class_names:
             count = encoded if encoded is not None else 0

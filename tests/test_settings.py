@@ -1,0 +1,88 @@
+"""Boot settings: defaults, validation with one clear sentence, provider lists, IoT Edge detection."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edge_inference.errors import SettingsError
+from edge_inference.settings import DEFAULT_MODEL_PATH, ENV_VARS, Settings, iot_edge_environment, read_settings
+
+pytestmark = pytest.mark.timeout(10)
+
+
+def test_defaults_match_design() -> None:
+    s = read_settings({})
+    assert s.model_path == DEFAULT_MODEL_PATH
+    assert (s.input_dir, s.output_dir, s.state_dir) == (Path("/app/input"), Path("/app/output"), Path("/app/state"))
+    assert (s.confidence_threshold, s.iou_threshold, s.max_detections) == (0.5, 0.45, 300)
+    assert s.execution_providers == ("auto",)
+    assert (s.require_gpu, s.watch_mode, s.input_disposition) == (False, "auto", "archive")
+    assert (s.http_port, s.metrics_port) == (5000, 9600)
+
+
+def test_every_setting_field_is_documented() -> None:
+    documented = {v.name for v in ENV_VARS}
+    fields = {name.upper() for name in Settings.__dataclass_fields__}
+    assert fields == documented
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "fragment"),
+    [
+        ("CONFIDENCE_THRESHOLD", "1.7", "from 0 to 1"),
+        ("CONFIDENCE_THRESHOLD", "high", "a number"),
+        ("CONFIDENCE_THRESHOLD", "nan", "a number"),
+        ("MAX_DETECTIONS", "0", "an integer from 1 to 1000"),
+        ("MAX_DETECTIONS", "2.5", "an integer"),
+        ("REQUIRE_GPU", "maybe", "true or false"),
+        ("WATCH_MODE", "inotify", "one of auto, events, poll"),
+        ("INPUT_DISPOSITION", "move", "one of archive, delete, keep"),
+        ("EXECUTION_PROVIDERS", "cuda,rocm", "tensorrt, cuda, cpu"),
+        ("HTTP_PORT", "70000", "from 0 to 65535"),
+        ("REPLICA_ID", "../x", "letters, digits"),
+    ],
+)
+def test_bad_values_are_refused_with_the_variable_named(name: str, value: str, fragment: str) -> None:
+    with pytest.raises(SettingsError) as err:
+        read_settings({name: value})
+    assert name in str(err.value) and repr(value) in str(err.value) and fragment in str(err.value)
+
+
+def test_same_port_for_http_and_metrics_is_refused() -> None:
+    with pytest.raises(SettingsError, match="must differ"):
+        read_settings({"HTTP_PORT": "9600"})
+
+
+def test_provider_aliases_in_order_without_duplicates() -> None:
+    s = read_settings({"EXECUTION_PROVIDERS": "TensorRT, cuda,cpu,cuda"})
+    assert s.execution_providers == ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+def test_blank_values_mean_default_and_booleans_are_flexible() -> None:
+    s = read_settings({"CONFIDENCE_THRESHOLD": "  ", "REQUIRE_GPU": "YES", "TENSORRT_FP16": "0"})
+    assert s.confidence_threshold == 0.5 and s.require_gpu is True and s.tensorrt_fp16 is False
+
+
+def test_iot_edge_environment_needs_all_seven_variables_or_the_connection_string() -> None:
+    seven = {
+        "IOTEDGE_WORKLOADURI": "unix:///var/run/iotedge/workload.sock",
+        "IOTEDGE_DEVICEID": "d",
+        "IOTEDGE_MODULEID": "edge-inference",
+        "IOTEDGE_MODULEGENERATIONID": "g",
+        "IOTEDGE_IOTHUBHOSTNAME": "hub.azure-devices.net",
+        "IOTEDGE_GATEWAYHOSTNAME": "edgehub",
+        "IOTEDGE_APIVERSION": "2019-01-30",
+    }
+    assert iot_edge_environment(seven)
+    assert not iot_edge_environment({k: v for k, v in seven.items() if k != "IOTEDGE_MODULEID"})
+    assert iot_edge_environment({"EdgeHubConnectionString": "x", "EdgeModuleCACertificateFile": "/ca.pem"})
+    assert not iot_edge_environment({})
+
+
+def test_secret_looking_names_are_redacted_in_errors() -> None:
+    from edge_inference.settings import _Reader
+
+    err = _Reader({"SAS_TOKEN": "abc"})._fail("SAS_TOKEN", "supersecret", "x")
+    assert "supersecret" not in str(err)
