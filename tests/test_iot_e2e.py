@@ -126,3 +126,5 @@ def test_frames_become_messages_and_a_twin_edit_changes_the_next_frame(module: d
     # and SIGTERM stops it cleanly
     module["proc"].send_signal(signal.SIGTERM)
     assert module["proc"].wait(40) == 0
+    text = module["log"].read_text(errors="replace")
+    assert rig.module_key not in text and "SharedAccessSignature" not in text  # secrets never logged
