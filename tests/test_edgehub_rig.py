@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import queue
 import shutil
 import time
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 from azure.iot.device import IoTHubModuleClient, Message, MethodRequest, MethodResponse
 
-from tools.edgehub_rig import BrokerError, EdgeHubRig, pick_loopback_host
+from tools.edgehub_rig import BrokerError, CapturedMessage, EdgeHubRig, pick_loopback_host
 
 pytestmark = pytest.mark.skipif(shutil.which("mosquitto") is None, reason="mosquitto not installed (make apt-deps)")
 
@@ -247,3 +248,22 @@ def test_two_rigs_at_once_are_independent(tmp_path: Path, monkeypatch: pytest.Mo
         assert broker_b is not None and not broker_b.running
     time.sleep(0.1)
     assert len(a.messages()) == 1 and len(b.messages()) == 1
+
+
+@pytest.mark.timeout(10)
+def test_simulate_summarizes_result_bodies() -> None:
+    from tools.simulate import summarize_body
+
+    def message(body: bytes) -> CapturedMessage:
+        return CapturedMessage("detections", body, {}, None, "application/json", "utf-8", "t")
+
+    result = {
+        "frame": {"path": "line1/0001.jpg"},
+        "count": 1,
+        "thresholds": {"confidence": 0.7},
+        "detections": [{"label": "scratch", "confidence": 0.934}],
+    }
+    assert summarize_body(message(json.dumps(result).encode())) == (
+        "frame=line1/0001.jpg count=1 detections=[scratch:0.93] confidence>=0.7"
+    )
+    assert summarize_body(message(b"x" * 300), limit=5) == "xxxxx..."

@@ -7,6 +7,7 @@ stop/start: the SDK does not resubscribe after a broker restart that lost its se
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import re
@@ -15,6 +16,7 @@ import socket
 import subprocess
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,8 +65,14 @@ def port_is_free(host: str, port: int) -> bool:
 
 
 def pick_loopback_host(candidates: tuple[str, ...] = LOOPBACK_HOSTS[1:]) -> str:
-    """First loopback address whose port 8883 is free (default 127.0.0.2..20; 127.0.0.1 is left to `make simulate`)."""
-    for host in candidates:
+    """First loopback address whose port 8883 is free (default 127.0.0.2..20; 127.0.0.1 is left to `make simulate`).
+
+    Under pytest-xdist each worker starts its search at a different address (gw0 -> the first, gw1 -> the second...)
+    so that parallel workers do not race for the same one.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    offset = int(worker) % len(candidates) if worker.isdigit() else 0
+    for host in candidates[offset:] + candidates[:offset]:
         if port_is_free(host, MQTTS_PORT):
             return host
     raise BrokerError(f"port {MQTTS_PORT} is taken on every candidate loopback address")
@@ -78,6 +86,16 @@ def _wait_port(host: str, port: int, deadline: float) -> bool:
         except OSError:
             time.sleep(0.05)
     return False
+
+
+_RUNNING: weakref.WeakSet[MosquittoBroker] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_leftovers() -> None:
+    """Last resort: never leave a broker behind when the interpreter exits without closing its rig."""
+    for broker in list(_RUNNING):
+        broker.stop(graceful=False, timeout=2)
 
 
 class MosquittoBroker:
@@ -147,6 +165,7 @@ class MosquittoBroker:
             )
         except FileNotFoundError as e:
             raise BrokerError("mosquitto is not installed (apt-get install mosquitto, or `make apt-deps`)") from e
+        _RUNNING.add(self)
         self._reader = threading.Thread(target=self._read_log, args=(self._proc,), name="mosquitto-log", daemon=True)
         self._reader.start()
         deadline = time.monotonic() + timeout
@@ -158,6 +177,7 @@ class MosquittoBroker:
 
     def stop(self, graceful: bool = True, timeout: float = 10.0) -> None:
         proc, self._proc = self._proc, None
+        _RUNNING.discard(self)
         if proc is None:
             return
         if proc.poll() is None:

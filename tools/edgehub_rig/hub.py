@@ -105,7 +105,7 @@ class HubEmulator:
         self._client = mqtt.Client(
             client_id=f"edgehub-rig-hub/{device_id}/{module_id}", clean_session=False, protocol=mqtt.MQTTv311
         )
-        self._client.reconnect_delay_set(min_delay=0.1, max_delay=0.5)  # type: ignore[arg-type]
+        self._client.reconnect_delay_set(min_delay=0.1, max_delay=0.5)
         self._client.max_inflight_messages_set(100)
         self._client.max_queued_messages_set(0)
         self._client.on_connect = self._on_connect
