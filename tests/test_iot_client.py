@@ -24,8 +24,6 @@ from edge_inference.settings import Settings
 from edge_inference.telemetry import build_detection_message
 from tests.iot_fakes import FakeControl, make_result
 
-pytestmark = pytest.mark.skipif(shutil.which("mosquitto") is None, reason="mosquitto is not installed")
-
 HOSTS = ("127.0.0.5", "127.0.0.6", "127.0.0.7", "127.0.0.8", "127.0.0.9")
 EDGE_VARS = (
     "IOTEDGE_WORKLOADURI",
@@ -51,8 +49,8 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
 class Module:
     """What a test needs around one IoTEdgeClient."""
 
-    def __init__(self, state_dir: Path) -> None:
-        self.settings = Settings(state_dir=state_dir, iot_timeout_seconds=5.0, outbox_max_messages=1000)
+    def __init__(self, state_dir: Path, timeout: float = 5.0, client_factory: Callable[[], Any] | None = None) -> None:
+        self.settings = Settings(state_dir=state_dir, iot_timeout_seconds=timeout, outbox_max_messages=1000)
         self.live = LiveSettings(TwinSettings.from_boot(self.settings))
         self.control = FakeControl()
         self.metrics = MetricsRegistry()
@@ -65,6 +63,7 @@ class Module:
             runtime_info=lambda: {"provider": "CPUExecutionProvider", "model": {"name": "demo-defects"}},
             stats=lambda: {"frames": 0},
             publisher_alarm=lambda *a: self.alarms.append(a),
+            **({"client_factory": client_factory} if client_factory else {}),
         )
         self.stopped = False
 
@@ -78,6 +77,8 @@ class Module:
 def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     from tools.edgehub_rig import EdgeHubRig, pick_loopback_host
 
+    if shutil.which("mosquitto") is None:
+        pytest.skip("mosquitto is not installed")
     with EdgeHubRig(tmp_path / "rig", host=pick_loopback_host(HOSTS)) as r:
         for name in EDGE_VARS:
             monkeypatch.delenv(name, raising=False)
@@ -283,3 +284,42 @@ def test_production_path_with_the_iotedge_variables(
     rig.wait_reported(lambda r: r["iouThreshold"]["av"] == version, timeout=10)
     module.client.sink.publish(message(1))
     assert rig.wait_messages(1, output="detections", timeout=15)[0].message_id == message(1).message_id
+
+
+class HangingSdk:
+    """An SDK client whose connect never returns (edgeHub accepting TCP but never answering)."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.shut_down = False
+
+    def connect(self) -> None:
+        self.release.wait(60)
+
+    def shutdown(self) -> None:
+        self.shut_down = True
+
+
+@pytest.mark.timeout(30)
+def test_a_hanging_sdk_call_is_cut_at_the_iot_timeout(tmp_path: Path) -> None:
+    # given an SDK whose connect hangs, and a 0.5 s IoT timeout
+    sdk = HangingSdk()
+    module = Module(tmp_path / "state", timeout=0.5, client_factory=lambda: sdk)
+    try:
+        # when the client starts, then start returns after its timeout with the boot values in force
+        started = time.monotonic()
+        assert module.client.start(1.5) is False
+        assert time.monotonic() - started < 3
+        assert module.live.current() == TwinSettings.from_boot(module.settings)
+        module.client.sink.publish(message(1))  # the pipeline never waits on edgeHub
+        assert module.client.outbox.depth() == 1
+        # and stop returns promptly, keeping the message for the next start
+        started = time.monotonic()
+        module.stop(2)
+        assert time.monotonic() - started < 4
+        assert sdk.shut_down
+    finally:
+        sdk.release.set()
+    reopened = Module(tmp_path / "state", client_factory=lambda: sdk)
+    assert reopened.client.outbox.depth() == 1
+    reopened.client.outbox.close()
