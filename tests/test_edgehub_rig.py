@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from azure.iot.device import IoTHubModuleClient, Message, MethodRequest, MethodResponse
 
-from tools.edgehub_rig import BrokerError, CapturedMessage, EdgeHubRig, pick_loopback_host
+from tools.edgehub_rig import BrokerError, CapturedMessage, EdgeHubRig
 
 pytestmark = pytest.mark.skipif(shutil.which("mosquitto") is None, reason="mosquitto not installed (make apt-deps)")
 
@@ -33,7 +33,7 @@ RETRY_SECONDS = 1  # the SDK's connection_retry_interval (default 10 s) for the 
 
 @pytest.fixture
 def rig(tmp_path: Path) -> Iterator[EdgeHubRig]:
-    with EdgeHubRig(tmp_path / "rig", host=pick_loopback_host()) as r:
+    with EdgeHubRig.on_free_loopback(tmp_path / "rig") as r:
         yield r
 
 
@@ -223,11 +223,12 @@ def test_broker_restart_keeps_the_session(rig: EdgeHubRig, module_client: IoTHub
 
 @pytest.mark.timeout(60)
 def test_two_rigs_at_once_are_independent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    hosts = ("127.0.0.2", "127.0.0.3")
-    with EdgeHubRig(tmp_path / "a", host=hosts[0], device_id="dev-a") as a:
-        with EdgeHubRig(tmp_path / "b", host=hosts[1], device_id="dev-b") as b:
+    # normally 127.0.0.2 and 127.0.0.3; the next free ones when another test run holds those
+    with EdgeHubRig.on_free_loopback(tmp_path / "a", device_id="dev-a") as a:
+        with EdgeHubRig.on_free_loopback(tmp_path / "b", device_id="dev-b") as b:
+            assert a.host != b.host
             # a third broker on a taken address fails with a clear error, and leaves nothing running
-            with pytest.raises(BrokerError, match="already in use"), EdgeHubRig(tmp_path / "c", host=hosts[0]):
+            with pytest.raises(BrokerError, match="already in use"), EdgeHubRig(tmp_path / "c", host=a.host):
                 pass
             clients = [_client(monkeypatch, a.env()), None]
             clients[1] = _client(monkeypatch, b.env())

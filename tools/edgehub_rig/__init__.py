@@ -76,9 +76,30 @@ class EdgeHubRig:
         self.workload: FakeWorkloadApi | None = None
         self._socket_dir: Path | None = None
         self.start_seconds: float | None = None
+        self._started = False
 
     # ---- life cycle -------------------------------------------------------------------------------------------
+    @classmethod
+    def on_free_loopback(cls, workdir: Path, attempts: int = 5, **kwargs: Any) -> EdgeHubRig:
+        """A started rig on the first free 127.0.0.2..20 address, retrying when a parallel run takes it first.
+
+        Use it like the constructor: `with EdgeHubRig.on_free_loopback(tmp_path) as rig:`.
+        """
+        for attempt in range(1, attempts + 1):
+            rig = cls(Path(workdir), host=pick_loopback_host(), **kwargs)
+            try:
+                return rig.start()
+            except BrokerError as e:
+                if "already in use" not in str(e) or attempt == attempts:
+                    raise
+                log.info("%s:%d taken by a parallel run; trying another address", rig.host, MQTTS_PORT)
+                time.sleep(0.1 * attempt)
+        raise AssertionError("unreachable")
+
     def start(self) -> EdgeHubRig:
+        """Start the broker and the hub emulator (a no-op on a started rig)."""
+        if self._started:
+            return self
         began = time.monotonic()
         self.workdir.mkdir(parents=True, exist_ok=True)
         try:
@@ -90,6 +111,7 @@ class EdgeHubRig:
         except BaseException:
             self.close()
             raise
+        self._started = True
         self.start_seconds = time.monotonic() - began
         log.info(
             "edgeHub rig up on %s:%d in %.2fs (workdir %s)", self.host, MQTTS_PORT, self.start_seconds, self.workdir
@@ -98,6 +120,7 @@ class EdgeHubRig:
 
     def close(self) -> None:
         """Stop everything this rig started; safe to call twice and after a failed start."""
+        self._started = False
         if self.hub is not None:
             self.hub.stop()
         if self.broker is not None:

@@ -114,6 +114,7 @@ class MosquittoBroker:
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
         self._reader: threading.Thread | None = None
+        self._up = threading.Event()
 
     def _config(self) -> str:
         lines = [
@@ -166,9 +167,19 @@ class MosquittoBroker:
         except FileNotFoundError as e:
             raise BrokerError("mosquitto is not installed (apt-get install mosquitto, or `make apt-deps`)") from e
         _RUNNING.add(self)
+        self._up.clear()
         self._reader = threading.Thread(target=self._read_log, args=(self._proc,), name="mosquitto-log", daemon=True)
         self._reader.start()
         deadline = time.monotonic() + timeout
+        # "mosquitto version X running" is logged once every listener is bound; a port that accepts could be
+        # another broker's (two rigs racing for one address), so the log line is what counts
+        while not self._up.wait(0.02):
+            if not self.running or time.monotonic() > deadline:
+                tail = self.log_tail()
+                self.stop(graceful=False)
+                if "Address already in use" in tail:
+                    raise BrokerError(f"{self.host}:{MQTTS_PORT} is already in use; log:\n{tail}")
+                raise BrokerError(f"mosquitto did not start on {self.host}; log:\n{tail}")
         for port in (MQTTS_PORT, self.plain_port):
             if not _wait_port(self.host, port, deadline) or not self.running:
                 self.stop()
@@ -202,7 +213,9 @@ class MosquittoBroker:
 
     def _note(self, line: str) -> None:
         text = line.split(": ", 1)[1] if re.match(r"^\d+: ", line) else line
-        if m := _CONNECTED.search(text):
+        if text.startswith("mosquitto version") and text.endswith(" running"):
+            self._up.set()
+        elif m := _CONNECTED.search(text):
             with self._lock:
                 self.connections.append(ClientConnection(m["id"], m["user"], time.time()))
                 self._connected.add(m["id"])
