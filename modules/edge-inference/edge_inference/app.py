@@ -90,6 +90,8 @@ class Module:
         elif s.local_telemetry != "false":
             sink = LocalTelemetrySink(s.output_dir)
         self.publisher = TelemetryPublisher(sink if sink is not None else _NullSink(), self.live, self.metrics)
+        if self.iot is not None:
+            self.iot.publisher_alarm = self.publisher.alarm  # outbox overflow raises an alarm
         failures = FailureRunMonitor(10, self._alarm)
         pipeline = Pipeline(s, model, self.live, ledger, claims, writer, self.metrics, self.publisher, failures.record)
         pipeline_ref["pipeline"] = pipeline
@@ -148,7 +150,6 @@ class Module:
     def _alarm(self, name: str, active: bool, details: dict[str, Any] | None = None) -> None:
         severity = "critical" if name in ("gpuLost", "outputShareLow") else "warning"
         message = f"{name} {'raised' if active else 'cleared'}"
-        self.metrics.alarms.labels(alarm=name).set(1 if active else 0)
         self.publisher.alarm(name, message, severity, active, details)
 
     def _on_disk_alarm(self, name: str, active: bool, details: dict[str, Any]) -> None:
@@ -171,9 +172,8 @@ class Module:
         if self.pipeline is None:
             return {}
         status = self.pipeline.status()
-        return {
-            k: status[k] for k in ("frames", "inFlight", "queues", "lastResultAt", "uptimeSeconds", "intakeBlocked")
-        }
+        keys = ("frames", "inFlight", "queues", "lastResultAt", "uptimeSeconds", "intakeBlocked")
+        return {**{k: status[k] for k in keys}, "alarms": self.publisher.active_alarms()}
 
     # -- run / stop -----------------------------------------------------------------------------------------
     def wait(self) -> int:

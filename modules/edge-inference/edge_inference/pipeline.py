@@ -488,7 +488,7 @@ class Pipeline:
             usage = shutil.disk_usage(self.settings.output_dir)
         except OSError:
             return False
-        return usage.free >= max(self.settings.min_free_mb * 1024 * 1024, 1024 * 1024)
+        return usage.free >= max(self.settings.min_free_mb * 1024 * 1024, 64 * 1024)
 
     # -- results --------------------------------------------------------------------------------------------
     def _keep_ids(self, live: TwinSettings) -> frozenset[int] | None:

@@ -1,0 +1,329 @@
+"""The whole frame pipeline on real files, real watchdog and real ONNX Runtime (tiny models built here)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+from edge_inference.claims import ClaimArea
+from edge_inference.entities import FrameResult
+from edge_inference.ledger import Ledger
+from edge_inference.live_settings import LiveSettings, TwinSettings
+from edge_inference.metrics import MetricsRegistry
+from edge_inference.model import OnnxModel
+from edge_inference.pipeline import Pipeline
+from edge_inference.results import ResultWriter
+from edge_inference.settings import Settings, read_settings
+from edge_inference.watcher import FrameWatcher
+from tests.onnx_models import build_constant_model, yolov8_output
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class Collector:
+    """The telemetry stand-in: every finished share frame."""
+
+    def __init__(self) -> None:
+        self.results: list[FrameResult] = []
+        self.lock = threading.Lock()
+
+    def on_result(self, result: FrameResult) -> None:
+        with self.lock:
+            self.results.append(result)
+
+    def wait_for(self, count: int, timeout: float = 20) -> list[FrameResult]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if len(self.results) >= count:
+                    return list(self.results)
+            time.sleep(0.02)
+        return list(self.results)
+
+
+@pytest.fixture
+def model_path(tmp_path: Path) -> Path:
+    # two candidates: "scratch" 0.9 and "dent" 0.6, both well inside a 64x64 input
+    out = yolov8_output([(20, 32, 10, 10), (44, 32, 10, 10)], [[0.9, 0.05], [0.05, 0.6]])
+    return build_constant_model(tmp_path / "tiny.onnx", out, names="{0: 'scratch', 1: 'dent'}")
+
+
+class Running:
+    def __init__(self, pipeline: Pipeline, watcher: FrameWatcher, collector: Collector, settings: Settings) -> None:
+        self.pipeline, self.watcher, self.collector, self.settings = pipeline, watcher, collector, settings
+
+    def stop(self) -> None:
+        self.watcher.stop()
+        self.pipeline.stop(time.monotonic() + 5)
+        self.pipeline.ledger.close()
+
+
+@pytest.fixture
+def start(shares: dict[str, Path], model_path: Path, no_thread_leaks: None) -> Iterator[Callable[..., Running]]:
+    running: list[Running] = []
+
+    def _start(replica: str = "r1", state: Path | None = None, **env: str) -> Running:
+        base = {
+            "MODEL_PATH": str(model_path),
+            "INPUT_DIR": str(shares["input"]),
+            "OUTPUT_DIR": str(shares["output"]),
+            "STATE_DIR": str(state or shares["state"]),
+            "SETTLE_SECONDS": "0.2",
+            "REPLICA_ID": replica,
+            "RESCAN_INTERVAL_SECONDS": "1",
+        }
+        s = read_settings({**base, **env})
+        live = LiveSettings(TwinSettings.from_boot(s))
+        collector = Collector()
+        pipeline = Pipeline(
+            s,
+            OnnxModel(s),
+            live,
+            Ledger(s.state_dir / "ledger.sqlite"),
+            ClaimArea(s.input_dir, s.output_dir, s.replica_id, s.input_disposition, s.claim_stale_seconds),
+            ResultWriter(s.output_dir),
+            MetricsRegistry(),
+            collector,
+        )
+        pipeline.start()
+        watcher = FrameWatcher(s.input_dir, pipeline.offer, settle_seconds=s.settle_seconds, rescan_interval=1)
+        pipeline.note_path = watcher.note
+        pipeline.watcher_alive = watcher.alive
+        watcher.start()
+        run = Running(pipeline, watcher, collector, s)
+        running.append(run)
+        return run
+
+    yield _start
+    for run in running:
+        run.stop()
+
+
+def frame(path: Path, width: int = 320, height: int = 240, seed: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = np.random.default_rng(seed).integers(0, 255, (height, width, 3), dtype=np.uint8)
+    tmp = path.with_name("." + path.name + ".tmp")
+    cv2.imwrite(str(tmp) + ".jpg", image)
+    os.replace(str(tmp) + ".jpg", path)
+    return path
+
+
+def results_of(output: Path) -> dict[str, dict[str, Any]]:
+    root = output / "results"
+    return {
+        p.relative_to(root).as_posix().removesuffix(".json"): json.loads(p.read_text()) for p in root.rglob("*.json")
+    }
+
+
+def test_each_frame_gets_one_result_in_the_design_schema(start, shares) -> None:  # type: ignore[no-untyped-def]
+    run = start()
+    frame(shares["input"] / "line1" / "cam2" / "0001.jpg", 640, 480)
+    frame(shares["input"] / "top.jpg", 320, 240, seed=1)
+    got = run.collector.wait_for(2)
+    assert sorted(r.rel_path for r in got) == ["line1/cam2/0001.jpg", "top.jpg"]
+    results = results_of(shares["output"])
+    body = results["line1/cam2/0001.jpg"]
+    assert body["schemaVersion"] == "1.0"
+    assert body["frame"]["path"] == "line1/cam2/0001.jpg" and (body["frame"]["width"], body["frame"]["height"]) == (
+        640,
+        480,
+    )
+    assert len(body["frame"]["sha256"]) == 64
+    assert body["model"] == {"name": "tiny", "version": "0.0.1", "provider": "CPUExecutionProvider"}
+    assert body["thresholds"] == {"confidence": 0.5, "iou": 0.45}
+    # 640x480 -> 64x64: scale 0.1, 8 px padding at the top; box 15..25 x 27..37 in model pixels
+    assert body["detections"] == [
+        {"label": "scratch", "classId": 0, "confidence": 0.9, "box": [150.0, 190.0, 250.0, 290.0]},
+        {"label": "dent", "classId": 1, "confidence": 0.6, "box": [390.0, 190.0, 490.0, 290.0]},
+    ]
+    assert body["count"] == 2 and body["processedAt"].endswith("Z")
+    assert {"queue", "decode", "inference", "total"} <= set(body["timingsMs"])
+    # archived originals, nothing left in the input tree but the claim area
+    assert (shares["output"] / "processed" / "line1" / "cam2" / "0001.jpg").is_file()
+    assert [p for p in shares["input"].rglob("*.jpg")] == []
+
+
+def test_a_threshold_change_applies_to_the_next_frame(start, shares) -> None:  # type: ignore[no-untyped-def]
+    run = start()
+    frame(shares["input"] / "a.jpg")
+    assert run.collector.wait_for(1)[0].detections[1].label == "dent"
+    run.pipeline.live.update(confidence_threshold=0.8, classes=("scratch", "dent"))
+    frame(shares["input"] / "b.jpg")
+    b = run.collector.wait_for(2)[1]
+    assert [d.label for d in b.detections] == ["scratch"] and b.confidence_threshold == 0.8
+    run.pipeline.live.update(confidence_threshold=0.5, classes=("dent",))
+    frame(shares["input"] / "c.jpg")
+    assert [d.label for d in run.collector.wait_for(3)[2].detections] == ["dent"]
+
+
+def test_bad_inputs_end_in_failed_with_their_reason_and_the_module_keeps_going(start, shares, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import io
+
+    from PIL import Image
+
+    run = start(MAX_IMAGE_PIXELS="10000000")
+    inp = shares["input"]
+    good = cv2.imencode(".jpg", np.zeros((100, 100, 3), np.uint8))[1].tobytes()
+    bomb = io.BytesIO()
+    Image.new("1", (5000, 5000)).save(bomb, format="PNG")
+    (inp / "zero.jpg").write_bytes(b"")
+    (inp / "truncated.jpg").write_bytes(good[: len(good) // 2])
+    (inp / "text.jpg").write_bytes(b"hello, I am not an image\n")
+    (inp / "bomb.png").write_bytes(bomb.getvalue())
+    (inp / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 100)
+    os.mkfifo(inp / "fifo.jpg")
+    (tmp_path / "outside.jpg").write_bytes(good)
+    (inp / "link.jpg").symlink_to(tmp_path / "outside.jpg")
+    frame(inp / "fine.jpg")
+    got = {r.rel_path: r for r in run.collector.wait_for(8, timeout=30)}
+    expected = {
+        "zero.jpg": "empty_file",
+        "truncated.jpg": "corrupt_image",
+        "text.jpg": "not_an_image",
+        "bomb.png": "too_many_pixels",
+        "corrupt.png": "corrupt_image",
+        "fifo.jpg": "not_a_regular_file",
+        "link.jpg": "not_a_regular_file",
+    }
+    failed = shares["output"] / "failed"
+    results = results_of(shares["output"])
+    for name, code in expected.items():
+        assert results[name]["error"]["code"] == code, name
+        error = json.loads((failed / f"{name}.error.json").read_text())
+        assert error["error"]["code"] == code and error["error"]["message"]
+    for name in ("zero.jpg", "truncated.jpg", "text.jpg", "bomb.png", "corrupt.png"):
+        assert (failed / name).is_file(), name  # the original moved to failed/
+    assert (inp / "fifo.jpg").exists() and (inp / "link.jpg").is_symlink()  # special files never touched
+    assert (tmp_path / "outside.jpg").read_bytes() == good  # never followed
+    assert got["fine.jpg"].ok and results["fine.jpg"]["count"] == 2
+
+
+def test_keep_mode_works_on_a_read_only_share_and_the_ledger_remembers(start, shares, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    source = tmp_path / "writer-side"
+    source.mkdir()
+    frame(source / "a.jpg")
+    frame(source / "sub" / "b.jpg", seed=3)
+    ro = shares["input"]
+    subprocess.run(["mount", "--bind", str(source), str(ro)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(ro)], check=True)
+        run = start(INPUT_DISPOSITION="keep")
+        assert sorted(r.rel_path for r in run.collector.wait_for(2)) == ["a.jpg", "sub/b.jpg"]
+        run.stop()
+        # a restart on the same state takes nothing again; a changed file is a new frame
+        run2 = start(INPUT_DISPOSITION="keep")
+        time.sleep(1.5)
+        assert run2.collector.results == []
+        frame(source / "a.jpg", seed=9)
+        assert [r.rel_path for r in run2.collector.wait_for(1, timeout=10)] == ["a.jpg"]
+        assert (source / "a.jpg").exists() and (source / "sub" / "b.jpg").exists()
+    finally:
+        subprocess.run(["umount", "-l", str(ro)], check=False)
+
+
+def test_delete_mode_removes_the_original_after_the_result(start, shares) -> None:  # type: ignore[no-untyped-def]
+    run = start(INPUT_DISPOSITION="delete")
+    frame(shares["input"] / "x" / "a.jpg")
+    run.collector.wait_for(1)
+    time.sleep(0.2)
+    assert "x/a.jpg" in results_of(shares["output"])
+    assert not list(shares["input"].rglob("*.jpg")) and not (shares["output"] / "processed").exists()
+
+
+def test_two_replicas_on_one_share_process_every_frame_once(start, shares, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    a = start("replica-a", tmp_path / "state-a")
+    b = start("replica-b", tmp_path / "state-b")
+    names = [f"cam{i % 3}/{i:04d}.jpg" for i in range(60)]
+    for i, name in enumerate(names):
+        frame(shares["input"] / name, 160, 120, seed=i)
+    deadline = time.monotonic() + 40
+    while time.monotonic() < deadline and len(a.collector.results) + len(b.collector.results) < 60:
+        time.sleep(0.05)
+    time.sleep(1.0)
+    got_a = [r.rel_path for r in a.collector.results]
+    got_b = [r.rel_path for r in b.collector.results]
+    assert sorted(got_a + got_b) == sorted(names)  # every frame once: no loss, no duplicate
+    assert len(results_of(shares["output"])) == 60
+
+
+def test_claims_left_by_a_crash_are_finished_at_restart(start, shares) -> None:  # type: ignore[no-untyped-def]
+    # a frame claimed (moved into the claim area) by a run that died before processing it
+    claim = shares["input"] / ".edge-inference" / "claims" / "r1" / "line" / "c.jpg"
+    frame(claim)
+    run = start()
+    assert [r.rel_path for r in run.collector.wait_for(1)] == ["line/c.jpg"]
+    assert (shares["output"] / "processed" / "line" / "c.jpg").is_file() and not claim.exists()
+
+
+def test_a_silent_replicas_claims_are_adopted(start, shares) -> None:  # type: ignore[no-untyped-def]
+    dead = shares["input"] / ".edge-inference" / "claims" / "gone"
+    frame(dead / "d.jpg")
+    (dead / ".heartbeat").touch()
+    old = time.time() - 3600
+    os.utime(dead / ".heartbeat", (old, old))
+    run = start(CLAIM_STALE_SECONDS="60")
+    assert [r.rel_path for r in run.collector.wait_for(1)] == ["d.jpg"]
+
+
+def test_predict_shares_the_batcher_and_honours_a_per_request_threshold(start, shares) -> None:  # type: ignore[no-untyped-def]
+    run = start()
+    data = cv2.imencode(".png", np.zeros((240, 320, 3), np.uint8))[1].tobytes()
+    result = run.pipeline.predict(data, confidence=0.7)
+    assert [d.label for d in result.detections] == ["scratch"] and result.confidence_threshold == 0.7
+    assert result.rel_path.startswith("http/")
+    assert not results_of(shares["output"])  # /predict writes nothing to the share
+
+
+def test_pause_leaves_frames_on_the_share_and_resume_takes_them(start, shares) -> None:  # type: ignore[no-untyped-def]
+    run = start()
+    run.pipeline.pause()
+    frame(shares["input"] / "p.jpg")
+    time.sleep(1.0)
+    assert run.collector.results == [] and (shares["input"] / "p.jpg").exists()
+    run.pipeline.resume()
+    assert [r.rel_path for r in run.collector.wait_for(1)] == ["p.jpg"]
+
+
+def test_reprocess_puts_an_archived_frame_through_again(start, shares) -> None:  # type: ignore[no-untyped-def]
+    run = start()
+    frame(shares["input"] / "cam" / "r.jpg")
+    run.collector.wait_for(1)
+    with pytest.raises(ValueError):
+        run.pipeline.reprocess("../etc/*")
+    assert run.pipeline.reprocess("cam/*.jpg") == 1
+    assert [r.rel_path for r in run.collector.wait_for(2)] == ["cam/r.jpg", "cam/r.jpg"]
+    assert len(results_of(shares["output"])) == 1  # rewritten in place
+
+
+def test_output_share_full_pauses_intake_loses_nothing_and_resumes(start, shares, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    out = shares["output"]
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(out)], check=True)
+    try:
+        run = start(MIN_FREE_MB="0.1")
+        filler = out / "filler.bin"
+        with open(filler, "wb") as fh:  # leave almost nothing
+            try:
+                fh.write(b"\0" * (600 * 1024))
+            except OSError:
+                pass
+        for i in range(5):
+            frame(shares["input"] / f"f{i}.jpg", seed=i)
+        time.sleep(2.0)
+        assert "outputFull" in run.pipeline.intake_blocked or "outputError" in run.pipeline.intake_blocked
+        assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]  # nothing half-written
+        filler.unlink()
+        got = run.collector.wait_for(5, timeout=20)
+        assert sorted(r.rel_path for r in got) == [f"f{i}.jpg" for i in range(5)]
+        assert len(results_of(out)) == 5 and run.pipeline.intake_blocked == {}
+    finally:
+        subprocess.run(["umount", "-l", str(out)], check=False)
