@@ -86,3 +86,9 @@ def test_secret_looking_names_are_redacted_in_errors() -> None:
 
     err = _Reader({"SAS_TOKEN": "abc"})._fail("SAS_TOKEN", "supersecret", "x")
     assert "supersecret" not in str(err)
+
+
+def test_readme_documents_every_setting() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    missing = [v.name for v in ENV_VARS if f"`{v.name}`" not in readme]
+    assert not missing, f"README.md does not document {missing}"
