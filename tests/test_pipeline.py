@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -311,11 +312,8 @@ def test_output_share_full_pauses_intake_loses_nothing_and_resumes(start, shares
     try:
         run = start(MIN_FREE_MB="0.1")
         filler = out / "filler.bin"
-        with open(filler, "wb") as fh:  # leave almost nothing
-            try:
-                fh.write(b"\0" * (600 * 1024))
-            except OSError:
-                pass
+        with open(filler, "wb") as fh, contextlib.suppress(OSError):  # leave almost nothing
+            fh.write(b"\0" * (600 * 1024))
         for i in range(5):
             frame(shares["input"] / f"f{i}.jpg", seed=i)
         time.sleep(2.0)

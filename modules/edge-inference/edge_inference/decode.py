@@ -101,7 +101,7 @@ def decode(data: bytes, max_pixels: int) -> np.ndarray:
     if image is None or image.size == 0:
         raise FrameError(FrameError.CORRUPT, f"corrupt {header.format} image: the decoder could not read it")
     if image.dtype == np.uint16:
-        image = (image >> 8).astype(np.uint8)
+        image = np.right_shift(np.asarray(image, dtype=np.uint16), 8).astype(np.uint8)
     elif image.dtype != np.uint8:
         lo, hi = float(image.min()), float(image.max())
         image = ((image - lo) * (255.0 / (hi - lo or 1.0))).astype(np.uint8)
