@@ -114,7 +114,9 @@ def test_kill_9_mid_run_then_restart_gives_exactly_one_result_per_frame(
         deadline = time.monotonic() + 120
         results = shares["output"] / "results"
         while time.monotonic() < deadline:
-            done = sorted(p.relative_to(results).as_posix() for p in results.rglob("*.json")) if results.exists() else []
+            done = (
+                sorted(p.relative_to(results).as_posix() for p in results.rglob("*.json")) if results.exists() else []
+            )
             if len(done) >= len(names):
                 break
             time.sleep(0.25)
