@@ -116,3 +116,43 @@ def test_read_file_refuses_empty_huge_and_special_files(tmp_path: Path) -> None:
     with pytest.raises(FrameError) as err:
         read_file(link, 1000)
     assert err.value.code == "not_a_regular_file"
+
+
+def test_large_jpegs_decode_reduced_but_report_the_original_size() -> None:
+    from edge_inference.decode import decode_frame, reduction_factor
+
+    assert reduction_factor(1920, 1080, (320, 320)) == 4  # 1/6 scale: 1/4 keeps 480x270 >= 320x180
+    assert reduction_factor(1920, 1080, (640, 640)) == 2
+    assert reduction_factor(640, 480, (640, 640)) == 1
+    data = jpeg(1920, 1080)
+    frame = decode_frame(data, 10**8, (320, 320))
+    assert frame.image.shape == (270, 480, 3) and (frame.width, frame.height) == (1920, 1080)
+    assert decode_frame(data, 10**8).image.shape == (1080, 1920, 3)
+    png_frame = decode_frame(png(np.zeros((1080, 1920, 3), np.uint8)), 10**8, (320, 320))
+    assert png_frame.image.shape == (1080, 1920, 3)  # only JPEG has DCT scaling
+
+
+def test_reduced_decode_of_a_rotated_jpeg_keeps_the_displayed_size() -> None:
+    from edge_inference.decode import decode_frame
+
+    image = Image.new("RGB", (1600, 800), (0, 128, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", exif=exif.tobytes())
+    frame = decode_frame(buf.getvalue(), 10**8, (100, 100))
+    assert (frame.width, frame.height) == (800, 1600)
+    assert frame.image.shape[0] > frame.image.shape[1]
+
+
+def test_reduced_and_full_decode_map_boxes_to_the_same_original_pixels() -> None:
+    from edge_inference.decode import decode_frame
+    from edge_inference.preprocess import prepare, prepare_frame
+
+    data = jpeg(1920, 1080)
+    full_tensor, full_box = prepare(decode(data, 10**8), (320, 320))
+    frame = decode_frame(data, 10**8, (320, 320))
+    tensor, box = prepare_frame(frame.image, (frame.width, frame.height), (320, 320))
+    assert tensor.shape == full_tensor.shape
+    model_box = np.array([[100.0, 100.0, 200.0, 150.0]])
+    assert np.abs(box.to_original(model_box) - full_box.to_original(model_box)).max() < 1.0

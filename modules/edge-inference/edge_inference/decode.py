@@ -32,6 +32,33 @@ class ImageHeader:
     format: str
     width: int
     height: int
+    orientation: int = 1  # EXIF orientation (5..8 swap width and height on display)
+
+    @property
+    def display_size(self) -> tuple[int, int]:
+        """(width, height) after the EXIF orientation is applied, as OpenCV decodes it."""
+        return (self.height, self.width) if self.orientation in (5, 6, 7, 8) else (self.width, self.height)
+
+
+@dataclass(frozen=True)
+class DecodedFrame:
+    """A decoded BGR uint8 image and the size of the original frame (the image may be reduced)."""
+
+    image: np.ndarray
+    width: int
+    height: int
+
+
+_REDUCED_FLAGS = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
+
+
+def reduction_factor(width: int, height: int, target_hw: tuple[int, int]) -> int:
+    """The largest JPEG DCT scale (8, 4, 2) that keeps the image at least as large as its letterboxed size."""
+    scale = min(target_hw[0] / height, target_hw[1] / width)
+    for factor in (8, 4, 2):
+        if factor * scale <= 1.0:
+            return factor
+    return 1
 
 
 def read_file(path: Path, max_bytes: int) -> bytes:
@@ -71,6 +98,7 @@ def read_header(data: bytes) -> ImageHeader:
             warnings.simplefilter("ignore")
             with Image.open(io.BytesIO(data)) as img:
                 fmt, (width, height) = str(img.format), img.size
+                orientation = int(img.getexif().get(0x0112, 1) or 1) if fmt in ("JPEG", "MPO", "TIFF", "WEBP") else 1
     except UnidentifiedImageError:
         magic = _magic_format(data)
         if magic:
@@ -82,11 +110,18 @@ def read_header(data: bytes) -> ImageHeader:
         raise FrameError(FrameError.CORRUPT, f"corrupt image header: {exc}") from None
     if fmt not in _FORMATS:
         raise FrameError(FrameError.UNSUPPORTED, f"unsupported image format {fmt}")
-    return ImageHeader(fmt, width, height)
+    return ImageHeader(fmt, width, height, orientation)
 
 
 def decode(data: bytes, max_pixels: int) -> np.ndarray:
-    """Decode to a BGR uint8 image (EXIF orientation applied)."""
+    """Decode to a full-size BGR uint8 image (EXIF orientation applied)."""
+    return decode_frame(data, max_pixels).image
+
+
+def decode_frame(data: bytes, max_pixels: int, target_hw: tuple[int, int] | None = None) -> DecodedFrame:
+    """Decode to BGR uint8 (EXIF orientation applied). With `target_hw`, a JPEG much larger than the model
+    input is decoded at 1/2, 1/4 or 1/8 size by libjpeg-turbo's DCT scaling: several times faster, and the
+    image stays at least as large as its letterboxed size, so the final resize still only shrinks it."""
     header = read_header(data)
     pixels = header.width * header.height
     if pixels > max_pixels:
@@ -96,8 +131,13 @@ def decode(data: bytes, max_pixels: int) -> np.ndarray:
         )
     if header.format in ("JPEG", "MPO") and not _jpeg_complete(data):
         raise FrameError(FrameError.CORRUPT, "truncated JPEG: the end-of-image marker is missing")
+    width, height = header.display_size
     buffer = np.frombuffer(data, dtype=np.uint8)
-    image = cv2.imdecode(buffer, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+    factor = 1
+    if target_hw is not None and header.format == "JPEG":
+        factor = reduction_factor(width, height, target_hw)
+    flags = _REDUCED_FLAGS[factor] if factor > 1 else cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH
+    image = cv2.imdecode(buffer, flags)
     if image is None or image.size == 0:
         raise FrameError(FrameError.CORRUPT, f"corrupt {header.format} image: the decoder could not read it")
     if image.dtype == np.uint16:
@@ -105,7 +145,7 @@ def decode(data: bytes, max_pixels: int) -> np.ndarray:
     elif image.dtype != np.uint8:
         lo, hi = float(image.min()), float(image.max())
         image = ((image - lo) * (255.0 / (hi - lo or 1.0))).astype(np.uint8)
-    return np.asarray(image, dtype=np.uint8)
+    return DecodedFrame(np.asarray(image, dtype=np.uint8), width, height)
 
 
 def _magic_format(data: bytes) -> str | None:

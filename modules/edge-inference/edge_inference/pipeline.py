@@ -45,7 +45,7 @@ from edge_inference.ledger import Ledger
 from edge_inference.live_settings import LiveSettings, TwinSettings
 from edge_inference.metrics import MetricsRegistry
 from edge_inference.model import OnnxModel
-from edge_inference.preprocess import prepare
+from edge_inference.preprocess import prepare_frame
 from edge_inference.results import OutputFullError, ResultWriter
 from edge_inference.settings import Settings
 from edge_inference.watcher import Offer, is_frame_name
@@ -305,8 +305,10 @@ class Pipeline:
         try:
             data = job.data if job.data is not None else decoding.read_file(job.path, self.settings.max_file_bytes)
             t1 = time.monotonic()
-            image = decoding.decode(data, self.settings.max_image_pixels)
-            tensor, box = prepare(image, self.model.input_hw, self.model.input.dtype)
+            target = self.model.input_hw if self.settings.jpeg_reduced_decode else None
+            frame = decoding.decode_frame(data, self.settings.max_image_pixels, target)
+            image = frame.image
+            tensor, box = prepare_frame(image, (frame.width, frame.height), self.model.input_hw, self.model.input.dtype)
             t2 = time.monotonic()
         except FrameError as exc:
             timings["decode"] = (time.monotonic() - t0) * 1000
@@ -413,7 +415,7 @@ class Pipeline:
         t0 = time.monotonic()
         try:
             if isinstance(item, PreparedFrame) and item.image is not None and live.save_annotated:
-                self.writer.write_annotated(job.rel_path, item.image, result.detections)
+                self.writer.write_annotated(job.rel_path, item.image, result.detections, item.letterbox.width)
             if result.error is not None:
                 self.writer.write_error(job.rel_path, result.error, {"frameId": job.frame_id})
             self.writer.write_result(result)  # the mark of a finished frame

@@ -37,6 +37,21 @@ def to_tensor(padded_bgr: np.ndarray, dtype: type[np.floating] | np.dtype = np.f
     return blob if blob.dtype == dtype else blob.astype(dtype)
 
 
+def prepare_frame(
+    image: np.ndarray,
+    original_wh: tuple[int, int],
+    new_hw: tuple[int, int],
+    dtype: type[np.floating] | np.dtype = np.float32,
+) -> tuple[np.ndarray, Letterbox]:
+    """Like `prepare`, for an image decoded at reduced size: the geometry maps to the original frame."""
+    tensor, box = prepare(image, new_hw, dtype)
+    width, height = original_wh
+    if (box.width, box.height) == (width, height):
+        return tensor, box
+    reduced_per_original = box.width / width
+    return tensor, Letterbox(box.scale * reduced_per_original, box.pad_x, box.pad_y, width, height)
+
+
 def prepare(
     image: np.ndarray, new_hw: tuple[int, int], dtype: type[np.floating] | np.dtype = np.float32
 ) -> tuple[np.ndarray, Letterbox]:

@@ -64,6 +64,9 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("BATCH_MAX_WAIT_MS", "5", "longest wait for a batch to fill once one frame is ready"),
     EnvVar("MAX_FILE_MB", "100", "larger input files are failed without being read"),
     EnvVar("MAX_IMAGE_PIXELS", "100000000", "larger images (width x height) are failed before decoding"),
+    EnvVar(
+        "JPEG_REDUCED_DECODE", "true", "decode large JPEGs at 1/2, 1/4 or 1/8 size when still at least the model input"
+    ),
     EnvVar("REPLICA_ID", "hostname", "name of this replica's claim area in the input share"),
     EnvVar("CLAIM_STALE_SECONDS", "300", "claims of a replica silent this long are taken over"),
     EnvVar("SHUTDOWN_TIMEOUT_SECONDS", "20", "SIGTERM: drain deadline before exiting"),
@@ -111,6 +114,7 @@ class Settings:
     batch_max_wait_ms: float = 5.0
     max_file_mb: float = 100.0
     max_image_pixels: int = 100_000_000
+    jpeg_reduced_decode: bool = True
     replica_id: str = field(default_factory=socket.gethostname)
     claim_stale_seconds: float = 300.0
     shutdown_timeout_seconds: float = 20.0
@@ -271,6 +275,7 @@ def read_settings(env: Mapping[str, str] | None = None) -> Settings:
         batch_max_wait_ms=r.number("BATCH_MAX_WAIT_MS", d.batch_max_wait_ms, 0.0, 10_000.0),
         max_file_mb=r.number("MAX_FILE_MB", d.max_file_mb, 0.001, 100_000.0),
         max_image_pixels=r.number("MAX_IMAGE_PIXELS", d.max_image_pixels, 1, 10**10, integer=True),
+        jpeg_reduced_decode=r.boolean("JPEG_REDUCED_DECODE", d.jpeg_reduced_decode),
         replica_id=r.parse("REPLICA_ID", d.replica_id, _replica_id, "letters, digits, '.', '_' or '-'"),
         claim_stale_seconds=r.number("CLAIM_STALE_SECONDS", d.claim_stale_seconds, 5.0, 10**7),
         shutdown_timeout_seconds=r.number("SHUTDOWN_TIMEOUT_SECONDS", d.shutdown_timeout_seconds, 1.0, 3600.0),
