@@ -126,3 +126,12 @@ def test_names_metadata_forms() -> None:
     assert parse_names("x, y ,z") == ("x", "y", "z")
     with pytest.raises(ModelError):
         parse_names("{0: 'a', 2: 'b'}")
+
+
+def test_io_binding_path_gives_the_same_outputs(tmp_path: Path) -> None:
+    # The GPU path binds inputs/outputs; its code runs on the CPU provider too, so it is tested here.
+    s = settings(tmp_path, tiny(tmp_path))
+    plain, bound = OnnxModel(s, io_binding=False), OnnxModel(s, io_binding=True)
+    assert plain.io_binding is False and bound.io_binding is True
+    batch = np.random.default_rng(0).random((3, 3, 64, 64), dtype=np.float32)
+    np.testing.assert_array_equal(plain.run(batch)[0], bound.run(batch)[0])

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import cv2
 import numpy as np
 
 from edge_inference import decode as decoding
@@ -136,6 +137,8 @@ class Pipeline:
 
     # -- lifecycle ------------------------------------------------------------------------------------------
     def start(self) -> None:
+        # The decode pool is the parallelism: OpenCV's own thread pool inside each call would oversubscribe.
+        cv2.setNumThreads(1)
         self.claims.prepare()
         workers = self.settings.effective_decode_workers
         specs: list[tuple[str, Callable[[], None]]] = [(f"decode-{i}", self._decode_loop) for i in range(workers)]
