@@ -275,11 +275,11 @@ def test_real_upload_over_limit_is_413_and_chunked_under_limit_is_served(serve: 
 
 @pytest.mark.timeout(30)
 def test_app_enforces_the_limit_itself_behind_a_server_without_one() -> None:
-    # given the app served by a waitress with no body limit of its own
+    # given the app served by a waitress whose own body limit is far larger
     settings = Settings(http_max_body_mb=0.05)
     metrics = MetricsRegistry()
     app = create_http_app(DecodingPredictor(), metrics, settings)
-    with HttpServer(app, "127.0.0.1", 0, 4) as server:
+    with HttpServer(app, "127.0.0.1", 0, 4, max_body_bytes=10 * 1024 * 1024) as server:
         url = f"http://127.0.0.1:{server.port}/predict"
         big = b"\xff" * (60 * 1024)
         raw = requests.post(url, data=big, headers={"Content-Type": "image/jpeg"}, timeout=10)
@@ -433,6 +433,60 @@ def test_stop_lets_a_request_in_flight_finish_and_gives_up_at_the_deadline(serve
         stuck.gate.set()  # let the abandoned worker thread finish so no thread leaks
         with pytest.raises(requests.ConnectionError):
             pending.result()
+
+
+@pytest.mark.timeout(30)
+def test_idle_keepalive_clients_do_not_lock_new_clients_out(serve: Callable[..., Api]) -> None:
+    # given more idle keep-alive connections than waitress's default connection limit (100)
+    api = serve()
+    sessions = [requests.Session() for _ in range(120)]
+    try:
+        for session in sessions:
+            assert session.get(f"{api.url}/health", timeout=5).status_code == 200
+        # when a new client comes, then it is answered at once
+        started = time.monotonic()
+        response = requests.post(f"{api.url}/predict", files={"image": ("a.jpg", JPEG)}, timeout=5)
+        assert response.status_code == 200
+        assert time.monotonic() - started < 1.0
+    finally:
+        for session in sessions:
+            session.close()
+
+
+@pytest.mark.timeout(30)
+def test_the_app_sizes_any_server_that_runs_it() -> None:
+    # given the REST API app handed to a bare HttpServer with too few threads and no limits (as a root might)
+    metrics = MetricsRegistry()
+    predictor = DecodingPredictor()
+    predictor.gate = threading.Event()
+    settings = Settings(http_max_concurrency=2, http_max_body_mb=0.05)
+    app = create_http_app(predictor, metrics, settings)
+    with HttpServer(app, "127.0.0.1", 0, 2) as server:
+        url = f"http://127.0.0.1:{server.port}"
+        with ThreadPoolExecutor(2) as pool:
+            held = [
+                pool.submit(requests.post, f"{url}/predict", files={"image": ("a.jpg", JPEG)}, timeout=10)
+                for _ in range(2)
+            ]
+            for _ in range(2):
+                assert predictor.entered.acquire(timeout=5)
+            # then a third request still reaches the app (503, not queued) and /health still answers
+            assert_error(
+                requests.post(f"{url}/predict", files={"image": ("a.jpg", JPEG)}, timeout=5), 503, "overloaded"
+            )
+            assert requests.get(f"{url}/health", timeout=5).status_code == 200
+            predictor.gate.set()
+            assert [f.result().status_code for f in held] == [200, 200]
+        # and the body limit is enforced while reading, before the body arrives
+        head = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 99999999\r\n\r\n"
+        status, _, body = raw_exchange(server.port, head)
+    assert status == 413 and b"body_too_large" in body
+    assert (
+        metrics.registry.get_sample_value(
+            "edge_inference_http_requests_total", {"endpoint": "/predict", "status": "413"}
+        )
+        == 1
+    )
 
 
 @pytest.mark.timeout(30)

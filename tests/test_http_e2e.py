@@ -131,15 +131,15 @@ def test_parallel_predict_and_share_frames_are_all_answered_and_batched_together
 
     (s.input_dir / "line1").mkdir()
 
-    def post(i: int) -> tuple[int, bytes, requests.Response]:
+    def post(i: int) -> tuple[int, bytes, int, dict[str, Any]]:
+        """Half multipart, half raw; returns plain values (a kept Response would keep its connection open)."""
         data = bodies[i % len(bodies)]
         if i % 2:
             response = requests.post(f"{url}/predict", files={"image": (f"{i}.jpg", data)}, timeout=60)
         else:
-            response = requests.post(
-                f"{url}/predict", data=data, headers={"Content-Type": "image/jpeg"}, timeout=60
-            )
-        return i, data, response
+            response = requests.post(f"{url}/predict", data=data, headers={"Content-Type": "image/jpeg"}, timeout=60)
+        with response:
+            return i, data, response.status_code, response.json()
 
     dropper = threading.Thread(target=drop_frames, name="test-frame-dropper")
     started = time.monotonic()
@@ -150,9 +150,8 @@ def test_parallel_predict_and_share_frames_are_all_answered_and_batched_together
     dropper.join()
 
     # every request answered with its own frame's result
-    for i, data, response in answers:
-        assert response.status_code == 200, (i, response.text)
-        result: dict[str, Any] = response.json()
+    for i, data, status, result in answers:
+        assert status == 200, (i, result)
         assert result["schemaVersion"] == "1.0"
         assert result["frame"]["sha256"] == hashlib.sha256(data).hexdigest(), i
         assert (result["frame"]["width"], result["frame"]["height"]) == (WIDTH, HEIGHT)
@@ -162,7 +161,7 @@ def test_parallel_predict_and_share_frames_are_all_answered_and_batched_together
         for det in result["detections"]:
             x1, y1, x2, y2 = det["box"]
             assert 0 <= x1 <= x2 <= WIDTH and 0 <= y1 <= y2 <= HEIGHT
-    assert len({r.json()["frame"]["path"] for _, _, r in answers}) == HTTP_REQUESTS
+    assert len({result["frame"]["path"] for _, _, _, result in answers}) == HTTP_REQUESTS
 
     # every share frame gets its result file
     results = s.output_dir / "results" / "line1"

@@ -28,6 +28,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask, Response, g, jsonify, request
@@ -64,8 +65,14 @@ OVERLOAD_RETRY_AFTER_SECONDS = 1
 # Threads beyond HTTP_MAX_CONCURRENCY, so that /health, /ready and the 503 answers never queue behind
 # /predict requests that hold every slot.
 SPARE_THREADS = 4
-# A client that announces a body and stops sending is dropped after this long (waitress channel_timeout).
+# A connection idle this long (a keep-alive client gone quiet, or one that announced a body and stopped
+# sending) is closed; idle connections are looked for every IDLE_SWEEP_SECONDS (waitress channel_timeout and
+# cleanup_interval; its defaults, 120 s and 30 s, let idle keep-alive clients hold the connection limit for
+# minutes, during which no new client is accepted).
 IDLE_CONNECTION_SECONDS = 30
+IDLE_SWEEP_SECONDS = 5
+# Open connections (idle keep-alive ones included) before waitress stops accepting (its default is 100).
+CONNECTION_LIMIT = 1000
 
 _ENDPOINTS = ("/predict", "/health", "/ready")
 
@@ -80,6 +87,19 @@ _FRAME_ERROR_STATUS = {
 
 # Waitress's own refusals (raised while parsing, before the app runs) and their error codes.
 _SERVER_ERROR_CODES = {400: "bad_request", 413: "body_too_large", 431: "headers_too_large", 501: "not_implemented"}
+
+
+@dataclass(frozen=True)
+class ServerNeeds:
+    """What the app asks of the server that runs it; `create_http_app` stores it in
+    `app.extensions[SERVER_NEEDS]` and `HttpServer` applies it, so the app is served right however built."""
+
+    max_body_bytes: int
+    min_threads: int
+    on_refused: Callable[[str, int], None]
+
+
+SERVER_NEEDS = "edge_inference.http_api"
 
 
 def max_body_bytes(settings: Settings) -> int:
@@ -243,6 +263,11 @@ def create_http_app(
             g.error_code = result.error.get("code")
         return response
 
+    def refused(path: str, status: int) -> None:
+        metrics.http_requests.labels(endpoint=endpoint_label(path), status=str(status)).inc()
+        log.warning("%s refused by the server -> %d", path or "request", status)
+
+    app.extensions[SERVER_NEEDS] = ServerNeeds(limit, settings.http_max_concurrency + SPARE_THREADS, refused)
     return app
 
 
@@ -300,6 +325,9 @@ class HttpServer:
 
     The socket is bound in the constructor (a port in use fails there, not in the thread). `stop()` closes
     the listening socket, lets requests in flight finish within `timeout`, then closes every connection.
+    For the REST API app (`create_http_app`) its `ServerNeeds` apply: at least HTTP_MAX_CONCURRENCY + 4
+    threads (so a request over the limit reaches the app and gets its 503, and /health never queues), the
+    body limit enforced by waitress while reading, and refusals counted; explicit arguments override them.
     """
 
     def __init__(
@@ -312,7 +340,13 @@ class HttpServer:
         max_body_bytes: int | None = None,
         on_refused: Callable[[str, int], None] | None = None,
         idle_connection_seconds: float = IDLE_CONNECTION_SECONDS,
+        connection_limit: int = CONNECTION_LIMIT,
     ) -> None:
+        needs = getattr(app, "extensions", {}).get(SERVER_NEEDS)
+        if isinstance(needs, ServerNeeds):  # the REST API app: its limits apply unless given here
+            threads = max(threads, needs.min_threads)
+            max_body_bytes = needs.max_body_bytes if max_body_bytes is None else max_body_bytes
+            on_refused = needs.on_refused if on_refused is None else on_refused
         adjustments: dict[str, Any] = {
             "host": host,
             "port": port,
@@ -320,6 +354,8 @@ class HttpServer:
             "ident": "edge-inference",
             "asyncore_use_poll": True,
             "channel_timeout": idle_connection_seconds,
+            "cleanup_interval": min(IDLE_SWEEP_SECONDS, idle_connection_seconds),
+            "connection_limit": connection_limit,
         }
         if max_body_bytes is not None:
             adjustments["max_request_body_size"] = max_body_bytes
@@ -415,18 +451,6 @@ class HttpServer:
 
 
 def build_http_server(predictor: Predictor, metrics: MetricsRegistry, settings: Settings) -> HttpServer:
-    """The REST API as the module runs it: the app on HTTP_HOST:HTTP_PORT, sized by the settings. Not started."""
+    """The REST API as the module runs it, on HTTP_HOST:HTTP_PORT, sized by the settings. Not started."""
     app = create_http_app(predictor, metrics, settings)
-
-    def refused(path: str, status: int) -> None:
-        metrics.http_requests.labels(endpoint=endpoint_label(path), status=str(status)).inc()
-        log.warning("%s refused by the server -> %d", path or "request", status)
-
-    return HttpServer(
-        app,
-        settings.http_host,
-        settings.http_port,
-        settings.http_max_concurrency + SPARE_THREADS,
-        max_body_bytes=max_body_bytes(settings),
-        on_refused=refused,
-    )
+    return HttpServer(app, settings.http_host, settings.http_port, settings.http_max_concurrency + SPARE_THREADS)
