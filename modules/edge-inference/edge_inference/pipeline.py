@@ -123,6 +123,7 @@ class Pipeline:
         self._claims_dirty = threading.Event()
         self._threads: list[threading.Thread] = []
         self._http_in_flight = 0
+        self._preparing = 0  # frames inside _prepare right now (decode workers and /predict callers)
         self.fatal: BaseException | None = None
         self.fatal_event = threading.Event()
         self.watcher_alive: Callable[[], bool] = lambda: True
@@ -303,6 +304,19 @@ class Pipeline:
             self._put(self.prepared, self._prepare(job))
 
     def _prepare(self, job: FrameJob, keep_image: bool | None = None) -> PreparedFrame | _Failed:
+        with self._lock:
+            self._preparing += 1
+        try:
+            return self._prepare_frame(job, keep_image)
+        finally:
+            with self._lock:
+                self._preparing -= 1
+
+    def _more_coming(self) -> bool:
+        """Frames are being decoded or wait to be: worth holding a batch open for them."""
+        return self._preparing > 0 or not self.frames.empty()
+
+    def _prepare_frame(self, job: FrameJob, keep_image: bool | None) -> PreparedFrame | _Failed:
         t0 = time.monotonic()
         timings = {"queue": (t0 - job.enqueued_at) * 1000}
         try:
@@ -341,6 +355,8 @@ class Pipeline:
                 if len(batch) >= self.max_batch:
                     break
                 remaining = deadline - time.monotonic()
+                if remaining > 0 and self.prepared.empty() and not self._more_coming():
+                    break  # nothing else in the pipe: run now rather than wait for a batch that will not fill
                 try:
                     pending.append(
                         self.prepared.get(timeout=remaining) if remaining > 0 else self.prepared.get_nowait()
