@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import threading
@@ -29,7 +30,7 @@ class OutputFullError(EdgeInferenceError):
 
 def write_atomic(path: Path, data: bytes, *, fsync: bool = True) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading_id()}.tmp")
+    tmp = path.with_name(f".{_short(path.name)}.{os.getpid()}.{threading_id()}.tmp")
     try:
         with open(tmp, "wb") as fh:
             fh.write(data)
@@ -76,7 +77,7 @@ class ResultWriter:
         self.fsync = fsync
 
     def result_path(self, rel_path: str) -> Path:
-        return safe_join(self.output_dir / "results", rel_path + ".json")
+        return safe_join(self.output_dir / "results", fit_name(rel_path, ".json"))
 
     def write_result(self, result: FrameResult) -> Path:
         path = self.result_path(result.rel_path)
@@ -88,7 +89,7 @@ class ResultWriter:
         self, rel_path: str, image: np.ndarray, detections: tuple[Detection, ...], original_width: int | None = None
     ) -> Path:
         """The frame with its boxes; an image decoded at reduced size is annotated at that size."""
-        path = safe_join(self.output_dir / "annotated", _with_jpg(rel_path))
+        path = safe_join(self.output_dir / "annotated", fit_name(_with_jpg(rel_path)))
         factor = image.shape[1] / original_width if original_width else 1.0
         if factor != 1.0:
             detections = tuple(
@@ -102,7 +103,7 @@ class ResultWriter:
         return path
 
     def write_error(self, rel_path: str, error: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
-        path = safe_join(self.output_dir / "failed", rel_path + ".error.json")
+        path = safe_join(self.output_dir / "failed", fit_name(rel_path, ".error.json"))
         body = {"path": rel_path, "error": error, **(extra or {})}
         write_atomic(path, json.dumps(body, ensure_ascii=False, indent=1).encode(), fsync=self.fsync)
         return path
@@ -111,3 +112,28 @@ class ResultWriter:
 def _with_jpg(rel_path: str) -> str:
     root, ext = os.path.splitext(rel_path)
     return rel_path if ext.lower() in (".jpg", ".jpeg") else root + ".jpg"
+
+
+NAME_MAX = 255  # bytes in one file name on Linux file systems (ext4, xfs, tmpfs; cifs and nfs agree)
+
+
+def fit_name(rel_path: str, suffix: str = "") -> str:
+    """`rel_path + suffix`, unless its last name would pass NAME_MAX bytes (a 251..255-byte frame name gets
+    `.json` added): then the name is cut at a character boundary and `~<12 hex of its sha256>` keeps it unique.
+    The result body still carries the full path; without this such a frame could never be written."""
+    head, _, name = rel_path.rpartition("/")
+    full = name + suffix
+    if len(os.fsencode(full)) <= NAME_MAX:
+        return rel_path + suffix
+    tag = "~" + hashlib.sha256(os.fsencode(name)).hexdigest()[:12]
+    room = NAME_MAX - len(os.fsencode(tag + suffix))
+    cut = os.fsdecode(os.fsencode(name)[:room])  # a cut multi-byte character stays as its raw bytes
+    return f"{head}/{cut}{tag}{suffix}" if head else f"{cut}{tag}{suffix}"
+
+
+def _short(name: str) -> str:
+    """A temp-file stem that fits NAME_MAX with the pid/thread suffix (long names are hashed)."""
+    raw = os.fsencode(name)
+    if len(raw) <= 200:
+        return name
+    return os.fsdecode(raw[:120]) + "~" + hashlib.sha256(raw).hexdigest()[:12]
