@@ -173,6 +173,10 @@ class FrameWatcher:
             return None
         if not is_frame_name(parts[-1]):
             return None
+        if any("\\" in p for p in parts):
+            # legal on Linux, but safe_join() refuses it: offering it would kill the watcher (a crash loop)
+            self._warn_once(path, "ignoring %r: a backslash in a share path is not supported", rel)
+            return None
         return "/".join(parts)
 
     @property
