@@ -129,8 +129,9 @@ class ClaimArea:
         """Move the claims of replicas silent for `stale_seconds` into ours; returns how many files."""
         if not self.moves_files or not self.claims_root.is_dir():
             return 0
-        adopted, now = 0, time.time()
+        total, now = 0, time.time()
         for other in self.claims_root.iterdir():
+            adopted = 0
             if other.name == self.replica_id or not other.is_dir():
                 continue
             try:
@@ -151,8 +152,10 @@ class ClaimArea:
                         adopted += 1
                     except FileNotFoundError:
                         continue
-            log.warning("adopted %d claimed frames of silent replica %s", adopted, other.name)
-        return adopted
+            if adopted:
+                log.warning("adopted %d claimed frames of silent replica %s", adopted, other.name)
+            total += adopted
+        return total
 
     def unclaim(self, rel_path: str, path: Path) -> None:
         """Put a claimed frame back where it was (used when shutting down before it was processed)."""
