@@ -45,6 +45,18 @@ def spawn(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     )
 
 
+def ready_count(log: Path) -> int:
+    return log.read_text(errors="replace").count("] edge-inference ") if log.exists() else 0
+
+
+def wait_ready(log: Path, count: int, timeout: float = 60) -> None:
+    """Until the log shows the `count`-th start-up completed (signals are handled from then on)."""
+    deadline = time.monotonic() + timeout
+    while ready_count(log) < count:
+        assert time.monotonic() < deadline, log.read_text(errors="replace")[-2000:]
+        time.sleep(0.05)
+
+
 @pytest.fixture
 def model(tmp_path: Path) -> Path:
     out = yolov8_output([(20, 32, 10, 10)], [[0.9, 0.05]])
@@ -81,7 +93,8 @@ def test_sigterm_drains_and_exits_0(shares: dict[str, Path], model: Path, tmp_pa
     try:
         for i in range(20):
             drop(shares["input"] / f"f{i:03d}.jpg", i)
-        time.sleep(2.0)
+        wait_ready(tmp_path / "module.log", 1)
+        time.sleep(0.5)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
     finally:
@@ -110,7 +123,9 @@ def test_kill_9_mid_run_then_restart_gives_exactly_one_result_per_frame(
             time.sleep(rng.uniform(0.2, 1.5))
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=10)
+            starts = ready_count(log)
             proc = spawn(env, log)
+        wait_ready(log, starts + 1)  # the last start is up: signals are handled from here
         deadline = time.monotonic() + 120
         results = shares["output"] / "results"
         while time.monotonic() < deadline:

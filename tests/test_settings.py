@@ -92,3 +92,9 @@ def test_readme_documents_every_setting() -> None:
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     missing = [v.name for v in ENV_VARS if f"`{v.name}`" not in readme]
     assert not missing, f"README.md does not document {missing}"
+
+
+def test_batch_size_auto_is_one_on_the_cpu_and_eight_on_a_gpu() -> None:
+    auto = read_settings({})
+    assert auto.effective_batch_size(on_gpu=False) == 1 and auto.effective_batch_size(on_gpu=True) == 8
+    assert read_settings({"BATCH_SIZE": "4"}).effective_batch_size(on_gpu=False) == 4

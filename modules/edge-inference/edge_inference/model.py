@@ -296,7 +296,7 @@ class OnnxModel:
 
     @property
     def max_batch(self) -> int:
-        return self.input.batch if self.input.batch is not None else self.settings.batch_size
+        return self.input.batch if self.input.batch is not None else self.settings.effective_batch_size(self.on_gpu)
 
     @property
     def on_gpu(self) -> bool:

@@ -110,7 +110,8 @@ class Pipeline:
         self.metrics = metrics
         self.telemetry = telemetry
         self.on_frame_outcome = on_frame_outcome
-        self.max_batch = 1 if model.layout == "rows" else max(1, min(settings.batch_size, model.max_batch))
+        wanted = settings.effective_batch_size(model.on_gpu)
+        self.max_batch = 1 if model.layout == "rows" else max(1, min(wanted, model.max_batch))
         self.frames: queue.Queue[FrameJob] = queue.Queue(maxsize=settings.queue_size)
         self.prepared: queue.Queue[PreparedFrame | _Failed] = queue.Queue(maxsize=2 * self.max_batch + 2)
         self.done: queue.Queue[_Done] = queue.Queue(maxsize=4 * self.max_batch + 4)
