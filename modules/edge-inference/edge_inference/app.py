@@ -71,7 +71,7 @@ class Module:
         writer = ResultWriter(s.output_dir)
 
         from edge_inference.health import DiskSpaceMonitor, FailureRunMonitor, GpuMonitor
-        from edge_inference.telemetry import LocalTelemetrySink, TelemetryPublisher
+        from edge_inference.telemetry import GroupedSink, LocalTelemetrySink, TelemetryPublisher
 
         sink: TelemetrySink | None = None
         pipeline_ref: dict[str, Pipeline] = {}
@@ -89,11 +89,23 @@ class Module:
             sink = self.iot.sink
         elif s.local_telemetry != "false":
             sink = LocalTelemetrySink(s.output_dir)
-        self.publisher = TelemetryPublisher(sink if sink is not None else _NullSink(), self.live, self.metrics)
+        grouped = GroupedSink(sink if sink is not None else _NullSink())
+        self.publisher = TelemetryPublisher(grouped, self.live, self.metrics)
         if self.iot is not None:
             self.iot.publisher_alarm = self.publisher.alarm  # outbox overflow raises an alarm
         failures = FailureRunMonitor(10, self._alarm)
-        pipeline = Pipeline(s, model, self.live, ledger, claims, writer, self.metrics, self.publisher, failures.record)
+        pipeline = Pipeline(
+            s,
+            model,
+            self.live,
+            ledger,
+            claims,
+            writer,
+            self.metrics,
+            self.publisher,
+            failures.record,
+            telemetry_group=grouped.group,
+        )
         pipeline_ref["pipeline"] = pipeline
         self.pipeline = pipeline
         self._closers.append(("ledger", ledger))

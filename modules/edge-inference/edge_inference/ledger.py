@@ -77,6 +77,16 @@ class Ledger:
                 (frame_id, rel_path, size, mtime_ns, state, time.time()),
             )
 
+    def record_many(self, rows: list[tuple[str, str, int, int, str]]) -> None:
+        """(frame_id, rel_path, size, mtime_ns, state) rows in one transaction."""
+        now = time.time()
+        with self._tx() as db:
+            db.executemany(
+                "INSERT INTO frames (frame_id, rel_path, size, mtime_ns, state, updated_at) VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (frame_id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+                [(*row, now) for row in rows],
+            )
+
     def finished_matching(self, pattern: str) -> list[LedgerEntry]:
         """Finished frames whose relative path equals `pattern` or matches it as a glob."""
         with self._lock:

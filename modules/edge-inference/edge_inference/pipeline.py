@@ -30,6 +30,7 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -55,6 +56,7 @@ log = logging.getLogger(__name__)
 
 _WAIT = 0.1  # seconds: the longest any worker waits before checking its stop event
 _FATAL_BATCH_FAILURES = 3  # consecutive failed inference batches before the stage is declared dead
+_DISPATCH_GROUP = 32  # results made durable together (one file-system flush, one ledger/outbox transaction)
 
 
 class ResultListener(Protocol):
@@ -81,6 +83,16 @@ class _Request:
 
 
 @dataclass
+class _Finished:
+    """A postprocessed share frame waiting for its durable write."""
+
+    job: FrameJob
+    item: PreparedFrame | _Failed
+    result: FrameResult
+    live: TwinSettings
+
+
+@dataclass
 class _Done:
     item: PreparedFrame | _Failed
     output: np.ndarray | None = None
@@ -100,6 +112,7 @@ class Pipeline:
         metrics: MetricsRegistry,
         telemetry: ResultListener | None = None,
         on_frame_outcome: Callable[[bool], None] | None = None,
+        telemetry_group: Callable[[], AbstractContextManager[object]] | None = None,
     ) -> None:
         self.settings = settings
         self.model = model
@@ -110,6 +123,7 @@ class Pipeline:
         self.metrics = metrics
         self.telemetry = telemetry
         self.on_frame_outcome = on_frame_outcome
+        self.telemetry_group = telemetry_group or contextlib.nullcontext
         wanted = settings.effective_batch_size(model.on_gpu)
         self.max_batch = 1 if model.layout == "rows" else max(1, min(wanted, model.max_batch))
         self.frames: queue.Queue[FrameJob] = queue.Queue(maxsize=settings.queue_size)
@@ -391,13 +405,22 @@ class Pipeline:
     def _dispatch_loop(self) -> None:
         while not self._stop.is_set():
             try:
-                done = self.done.get(timeout=_WAIT)
+                first = self.done.get(timeout=_WAIT)
             except queue.Empty:
                 continue
-            self._dispatch(done)
+            group = [first]  # whatever else is already done joins this group: one durable write for all
+            while len(group) < _DISPATCH_GROUP:
+                try:
+                    group.append(self.done.get_nowait())
+                except queue.Empty:
+                    break
+            finished = [f for f in (self._dispatch(done) for done in group) if f is not None]
+            if finished:
+                self._finish_share_frames(finished)
             self._update_depths()
 
-    def _dispatch(self, done: _Done) -> None:
+    def _dispatch(self, done: _Done) -> _Finished | None:
+        """Postprocess one frame; /predict requests are answered here, share frames returned for writing."""
         item = done.item
         job = item.job
         live = self.live.current()
@@ -426,43 +449,53 @@ class Pipeline:
             self.counters["http"] += 1
             self._observe(result)
             request.future.set_result(result)
-            return
-        self._finish_share_frame(job, item, result, live)
+            return None
+        return _Finished(job, item, result, live)
 
-    def _finish_share_frame(
-        self, job: FrameJob, item: PreparedFrame | _Failed, result: FrameResult, live: TwinSettings
-    ) -> None:
+    def _finish_share_frames(self, group: list[_Finished]) -> None:
+        """Write a group of results with one durable flush, then ledger, telemetry (one outbox transaction),
+        metrics and the originals' disposition. Under light load a group is one frame."""
         t0 = time.monotonic()
         try:
-            if isinstance(item, PreparedFrame) and item.image is not None and live.save_annotated:
-                self.writer.write_annotated(job.rel_path, item.image, result.detections, item.letterbox.width)
-            if result.error is not None:
-                self.writer.write_error(job.rel_path, result.error, {"frameId": job.frame_id})
-            self.writer.write_result(result)  # the mark of a finished frame
+            for f in group:
+                if isinstance(f.item, PreparedFrame) and f.item.image is not None and f.live.save_annotated:
+                    self.writer.write_annotated(
+                        f.job.rel_path, f.item.image, f.result.detections, f.item.letterbox.width
+                    )
+                if f.result.error is not None:
+                    self.writer.write_error(f.job.rel_path, f.result.error, {"frameId": f.job.frame_id})
+            self.writer.write_results([f.result for f in group])  # the mark of finished frames
         except (OutputFullError, OSError) as exc:
-            self._output_failed(job, exc)
+            for f in group:
+                self._output_failed(f.job, exc)
             return
-        write_ms = (time.monotonic() - t0) * 1000
-        self.ledger.record(job.frame_id, job.rel_path, job.size, job.mtime_ns, "done" if result.ok else "failed")
+        write_s = (time.monotonic() - t0) / len(group)
+        self.ledger.record_many(
+            [
+                (f.job.frame_id, f.job.rel_path, f.job.size, f.job.mtime_ns, "done" if f.result.ok else "failed")
+                for f in group
+            ]
+        )
         t1 = time.monotonic()
         if self.telemetry is not None:
-            try:
-                self.telemetry.on_result(result)
-            except Exception:  # one failing sink never stops the others
-                log.exception("telemetry failed for %s", job.rel_path)
-        send_ms = (time.monotonic() - t1) * 1000
-        self._dispose(job.rel_path, job.path, result.ok)
-        with self._lock:
-            self._in_flight.pop(job.rel_path, None)
-        self.metrics.stage_seconds.labels(stage="write").observe(write_ms / 1000)
-        self.metrics.stage_seconds.labels(stage="send").observe(send_ms / 1000)
-        self._observe(result)
-        self._count(result)
-        if self.on_frame_outcome is not None:
-            self.on_frame_outcome(result.ok)
-        log.debug(
-            "%s: %d detections in %.1f ms", job.rel_path, len(result.detections), result.timings_ms.get("total", 0)
-        )
+            with self.telemetry_group():
+                for f in group:
+                    try:
+                        self.telemetry.on_result(f.result)
+                    except Exception:  # one failing sink never stops the others
+                        log.exception("telemetry failed for %s", f.job.rel_path)
+        send_s = (time.monotonic() - t1) / len(group)
+        for f in group:
+            self._dispose(f.job.rel_path, f.job.path, f.result.ok)
+            with self._lock:
+                self._in_flight.pop(f.job.rel_path, None)
+            self.metrics.stage_seconds.labels(stage="write").observe(write_s)
+            self.metrics.stage_seconds.labels(stage="send").observe(send_s)
+            self._observe(f.result)
+            self._count(f.result)
+            if self.on_frame_outcome is not None:
+                self.on_frame_outcome(f.result.ok)
+        log.debug("wrote %d results in %.1f ms", len(group), (time.monotonic() - t0) * 1000)
 
     def _output_failed(self, job: FrameJob, exc: BaseException) -> None:
         """The result could not be written: keep the frame claimed, pause intake, retry when space returns."""

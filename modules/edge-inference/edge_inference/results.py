@@ -8,11 +8,13 @@ is the mark of a finished frame. A full share raises `OutputFullError` after rem
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import hashlib
 import json
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,51 @@ def write_atomic(path: Path, data: bytes, *, fsync: bool = True) -> None:
             tmp.unlink()
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise OutputFullError(f"output share full while writing {path.name}") from exc
+        raise
+
+
+def _load_syncfs() -> Callable[[int], int] | None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.syncfs  # type: ignore[no-any-return]
+    except (OSError, AttributeError):
+        return None
+
+
+_SYNCFS = _load_syncfs()
+
+
+def write_group_atomic(items: list[tuple[Path, bytes]]) -> None:
+    """Write several files atomically with one durable flush: every temp file is written, then one syncfs(2)
+    makes them all durable (per-file fsync where syncfs is missing), then each is renamed into place.
+    A crash leaves at most temp files (removed at the next start), never a partial result."""
+    temps: list[tuple[Path, Path]] = []
+    try:
+        for path, data in items:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading_id()}.tmp")
+            temps.append((tmp, path))
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                if _SYNCFS is None or len(items) == 1:
+                    fh.flush()
+                    os.fsync(fh.fileno())
+        if _SYNCFS is not None and len(items) > 1:
+            fd = os.open(temps[0][0].parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                if _SYNCFS(fd) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, os.strerror(err))
+            finally:
+                os.close(fd)
+        for tmp, path in temps:
+            os.replace(tmp, path)
+    except OSError as exc:
+        for tmp, _path in temps:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise OutputFullError(f"output share full while writing {len(items)} results") from exc
         raise
 
 
@@ -84,6 +131,18 @@ class ResultWriter:
         body = json.dumps(result.as_dict(), ensure_ascii=False, separators=(",", ":")).encode()
         write_atomic(path, body, fsync=self.fsync)
         return path
+
+    def write_results(self, results: list[FrameResult]) -> None:
+        """Several results with one durable flush (the dispatcher's group)."""
+        items = [
+            (self.result_path(r.rel_path), json.dumps(r.as_dict(), ensure_ascii=False, separators=(",", ":")).encode())
+            for r in results
+        ]
+        if self.fsync:
+            write_group_atomic(items)
+        else:
+            for path, data in items:
+                write_atomic(path, data, fsync=False)
 
     def write_annotated(
         self, rel_path: str, image: np.ndarray, detections: tuple[Detection, ...], original_width: int | None = None
