@@ -29,7 +29,7 @@ from edge_inference.log import setup_logging
 from edge_inference.metrics import MetricsRegistry
 from edge_inference.model import OnnxModel
 from edge_inference.pipeline import Pipeline, remove_stale_temp_files
-from edge_inference.results import ResultWriter
+from edge_inference.results import ResultWriter, set_temp_tag
 from edge_inference.settings import Settings, iot_edge_environment, read_settings
 from edge_inference.watcher import FrameWatcher
 
@@ -60,7 +60,8 @@ class Module:
         s = self.settings
         for folder in (s.output_dir, s.state_dir):
             folder.mkdir(parents=True, exist_ok=True)
-        removed = remove_stale_temp_files(s.output_dir)
+        set_temp_tag(s.replica_id)
+        removed = remove_stale_temp_files(s.output_dir, s.replica_id)
         if removed:
             log.info("removed %d temp files left by an earlier run", removed)
         model = OnnxModel(s)

@@ -49,7 +49,9 @@ def _fsync_dir(path: Path) -> None:
 def copy_atomic(src: Path, dst: Path) -> None:
     """Copy `src` to `dst` through a temp name in the same folder: `dst` is never seen half-written."""
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.part")
+    from edge_inference.results import temp_path
+
+    tmp = temp_path(dst)
     try:
         shutil.copy2(src, tmp)
         with open(tmp, "rb") as fh:

@@ -67,11 +67,15 @@ class ResultListener(Protocol):
 
 @dataclass
 class _Failed:
-    """A frame that failed before inference; travels down the same queues to the dispatcher."""
+    """A frame that failed before inference; travels down the same queues to the dispatcher.
+
+    `vanished`: the file could not be read because the share went away (not the frame's fault): no result
+    is written, the frame stays claimed and is retried when the share is back."""
 
     job: FrameJob
     error: FrameError
     timings_ms: dict[str, float] = field(default_factory=dict)
+    vanished: bool = False
 
 
 @dataclass
@@ -272,9 +276,15 @@ class Pipeline:
         self._claims_dirty.clear()
         if self._stop_intake.is_set():
             return 0
-        self.claims.adopt_stale()
+        try:
+            self.claims.adopt_stale()
+            claimed = list(self.claims.claimed())
+        except OSError as exc:  # the input share is away: try again later, forget nothing
+            log.warning("cannot read the claim area: %s (retried)", exc)
+            self._claims_dirty.set()
+            return 0
         queued = 0
-        for rel_path, path in self.claims.claimed():
+        for rel_path, path in claimed:
             try:
                 st = os.stat(path, follow_symlinks=False)
             except FileNotFoundError:
@@ -344,6 +354,8 @@ class Pipeline:
             t2 = time.monotonic()
         except FrameError as exc:
             timings["decode"] = (time.monotonic() - t0) * 1000
+            if exc.code == FrameError.READ_FAILED and job.data is None and self._share_problem(job):
+                return _Failed(job, exc, timings, vanished=True)
             return _Failed(job, exc, timings)
         timings["read"] = (t1 - t0) * 1000
         timings["decode"] = (t2 - t1) * 1000
@@ -423,6 +435,9 @@ class Pipeline:
         """Postprocess one frame; /predict requests are answered here, share frames returned for writing."""
         item = done.item
         job = item.job
+        if isinstance(item, _Failed) and item.vanished:
+            self._input_unavailable(job, item.error)
+            return None
         live = self.live.current()
         request = self._requests.pop(id(job), None) if job.source == "http" else None
         t0 = time.monotonic()
@@ -470,13 +485,9 @@ class Pipeline:
                 self._output_failed(f.job, exc)
             return
         write_s = (time.monotonic() - t0) / len(group)
-        self.ledger.record_many(
-            [
-                (f.job.frame_id, f.job.rel_path, f.job.size, f.job.mtime_ns, "done" if f.result.ok else "failed")
-                for f in group
-            ]
-        )
         t1 = time.monotonic()
+        # Telemetry is stored before the ledger marks the frames done: a kill in between re-processes them
+        # (same message ids, which the outbox and upstream de-duplicate) instead of losing their messages.
         if self.telemetry is not None:
             with self.telemetry_group():
                 for f in group:
@@ -485,6 +496,12 @@ class Pipeline:
                     except Exception:  # one failing sink never stops the others
                         log.exception("telemetry failed for %s", f.job.rel_path)
         send_s = (time.monotonic() - t1) / len(group)
+        self.ledger.record_many(
+            [
+                (f.job.frame_id, f.job.rel_path, f.job.size, f.job.mtime_ns, "done" if f.result.ok else "failed")
+                for f in group
+            ]
+        )
         for f in group:
             self._dispose(f.job.rel_path, f.job.path, f.result.ok)
             with self._lock:
@@ -496,6 +513,23 @@ class Pipeline:
             if self.on_frame_outcome is not None:
                 self.on_frame_outcome(f.result.ok)
         log.debug("wrote %d results in %.1f ms", len(group), (time.monotonic() - t0) * 1000)
+
+    def _share_problem(self, job: FrameJob) -> bool:
+        """A claimed file that cannot be read: did the share go away (rather than the frame being bad)?"""
+        if job.path.exists():
+            return False
+        if self.claims.moves_files:
+            return True  # the claim area is ours alone: a missing file there means the share is away
+        return not _readable_dir(self.settings.input_dir)
+
+    def _input_unavailable(self, job: FrameJob, error: FrameError) -> None:
+        """Keep the frame (claimed, no result), pause intake until the input share answers again."""
+        with self._lock:
+            self._in_flight.pop(job.rel_path, None)
+        if self.claims.moves_files or not _readable_dir(self.settings.input_dir):
+            log.warning("%s: %s; the input share looks unavailable: kept for later", job.rel_path, error.message)
+            self.set_intake_blocked("inputUnavailable", True, f"input share unavailable ({error.message})")
+        self._claims_dirty.set()
 
     def _output_failed(self, job: FrameJob, exc: BaseException) -> None:
         """The result could not be written: keep the frame claimed, pause intake, retry when space returns."""
@@ -525,6 +559,8 @@ class Pipeline:
             for reason in ("outputFull", "outputError"):
                 if reason in self._blocked and self._output_writable():
                     self.set_intake_blocked(reason, False)
+            if "inputUnavailable" in self._blocked and self._input_available():
+                self.set_intake_blocked("inputUnavailable", False)
             if now - last_adopt > max(5.0, self.settings.claim_stale_seconds / 4):
                 last_adopt = now
                 if self.claims.adopt_stale():
@@ -537,6 +573,11 @@ class Pipeline:
                     tick()
                 except Exception:
                     log.exception("telemetry tick failed")
+
+    def _input_available(self) -> bool:
+        if not _readable_dir(self.settings.input_dir):
+            return False
+        return not self.claims.moves_files or _readable_dir(self.claims.own)
 
     def _output_writable(self) -> bool:
         try:
@@ -710,6 +751,14 @@ class Pipeline:
         return run_self_test(self)
 
 
+def _readable_dir(path: Path) -> bool:
+    try:
+        with os.scandir(path):
+            return True
+    except OSError:
+        return False
+
+
 def _source(source: str) -> Any:
     return source if source in ("events", "poll", "scan", "fileEvent", "reprocess", "recovered") else "events"
 
@@ -720,15 +769,20 @@ def _with_confidence(result: FrameResult, confidence: float) -> FrameResult:
     return replace(result, confidence_threshold=confidence)
 
 
-def remove_stale_temp_files(root: Path) -> int:
-    """Temp files a kill -9 left behind in the output share (ours are `.<name>.<pid>...tmp|part`)."""
+def remove_stale_temp_files(root: Path, tag: str, stale_seconds: float = 3600.0) -> int:
+    """Temp files a kill -9 left in the output share: this replica's (`.<name>.<tag>.<pid>.<tid>.tmp`), and any
+    replica's older than `stale_seconds` - never a live replica's file in the middle of its write."""
     removed = 0
     if not root.is_dir():
         return 0
+    mine, now = f".{tag[:40]}.", time.time()
     for dirpath, _dirs, files in os.walk(root):
         for name in files:
-            if name.startswith(".") and (name.endswith(".tmp") or name.endswith(".part")):
-                with contextlib.suppress(OSError):
-                    os.unlink(os.path.join(dirpath, name))
+            if not (name.startswith(".") and name.endswith((".tmp", ".part"))):
+                continue
+            path = os.path.join(dirpath, name)
+            with contextlib.suppress(OSError):
+                if mine in name or now - os.stat(path).st_mtime > stale_seconds:
+                    os.unlink(path)
                     removed += 1
     return removed

@@ -30,9 +30,22 @@ class OutputFullError(EdgeInferenceError):
     """The output share has no space left (ENOSPC/EDQUOT): nothing was left half-written."""
 
 
+TEMP_TAG = "ei"  # replaced by the replica id at start (`set_temp_tag`): whose temp file it is
+
+
+def set_temp_tag(tag: str) -> None:
+    global TEMP_TAG
+    TEMP_TAG = tag
+
+
+def temp_path(path: Path) -> Path:
+    """`.<name>.<replica>.<pid>.<thread>.tmp` beside `path` (fits NAME_MAX; hidden from the watcher)."""
+    return path.with_name(f".{_short(path.name)}.{TEMP_TAG[:40]}.{os.getpid()}.{threading_id()}.tmp")
+
+
 def write_atomic(path: Path, data: bytes, *, fsync: bool = True) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{_short(path.name)}.{os.getpid()}.{threading_id()}.tmp")
+    tmp = temp_path(path)
     try:
         with open(tmp, "wb") as fh:
             fh.write(data)
@@ -67,7 +80,7 @@ def write_group_atomic(items: list[tuple[Path, bytes]]) -> None:
     try:
         for path, data in items:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading_id()}.tmp")
+            tmp = temp_path(path)
             temps.append((tmp, path))
             with open(tmp, "wb") as fh:
                 fh.write(data)
