@@ -114,16 +114,7 @@ def test_a_full_output_share_pauses_intake_raises_the_alarm_writes_nothing_half_
     assert not result.problems()
 
 
-INPUT_GONE_BUG = (
-    "pipeline.py: a claimed frame whose read fails because the input share vanished is recorded as a failed"
-    " frame (read_failed, result + failed/), and reconcile_claims() clears _claims_dirty while the claim area"
-    " is unreachable, so the frames stay claimed until a restart - see docs/RELIABILITY.md"
-)
-
-
-@pytest.mark.parametrize(
-    "share", ["output", pytest.param("input", marks=pytest.mark.xfail(strict=True, reason=INPUT_GONE_BUG))]
-)
+@pytest.mark.parametrize("share", ["output", "input"])
 @pytest.mark.timeout(240)
 def test_a_share_that_disappears_and_comes_back_loses_nothing(
     tmp_path: Path, model: Path, shares: Shares, rig: Any, share: str

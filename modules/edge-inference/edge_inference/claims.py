@@ -34,6 +34,10 @@ def safe_join(root: Path, rel_path: str) -> Path:
     parts = rel_path.split("/")
     if any(p in ("", ".", "..") for p in parts):
         raise ValueError(f"relative path {rel_path!r} escapes the share")
+    try:
+        os.fsencode(rel_path)
+    except UnicodeEncodeError:
+        raise ValueError(f"relative path {rel_path!r} is not a file-system name") from None
     return root.joinpath(*parts)
 
 
