@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 
 _WAIT = 0.1  # seconds: the longest any worker waits before checking its stop event
 _FATAL_BATCH_FAILURES = 3  # consecutive failed inference batches before the stage is declared dead
+_DECODE_NICE_ON_CPU = 5  # decode threads' niceness when inference runs on the CPU (see _decode_loop)
 _DISPATCH_GROUP = 32  # results made durable together (one file-system flush, one ledger/outbox transaction)
 
 
@@ -321,6 +322,12 @@ class Pipeline:
         return False
 
     def _decode_loop(self) -> None:
+        if not self.model.on_gpu:
+            # On the CPU provider the model is the bottleneck and shares the cores with decoding; a decode thread
+            # that preempts one of ONNX Runtime's intra-op threads stalls the whole operator (the others wait at
+            # its barrier). A lower priority lets decoding fill the gaps instead of causing them.
+            with contextlib.suppress(OSError, AttributeError):
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), _DECODE_NICE_ON_CPU)
         while not self._stop.is_set():
             try:
                 job = self.frames.get(timeout=_WAIT)
