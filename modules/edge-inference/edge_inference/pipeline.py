@@ -161,7 +161,7 @@ class Pipeline:
         # The decode pool is the parallelism: OpenCV's own thread pool inside each call would oversubscribe.
         cv2.setNumThreads(1)
         self.claims.prepare()
-        workers = self.settings.effective_decode_workers
+        workers = self.settings.effective_decode_workers(self.model.on_gpu)
         specs: list[tuple[str, Callable[[], None]]] = [(f"decode-{i}", self._decode_loop) for i in range(workers)]
         specs += [("inference", self._inference_loop), ("dispatch", self._dispatch_loop)]
         specs += [("housekeeping", self._housekeeping_loop)]
