@@ -27,7 +27,7 @@ def test_yolov8n_builder_gives_the_yolov8_layout_for_a_dynamic_batch(tmp_path: P
     out = session.run(None, {"images": np.full((2, 3, 320, 320), 0.5, np.float32)})[0]
     # then it is [B, 4 + 80, (40^2 + 20^2 + 10^2)] with sigmoid scores, and YOLOv8n's size
     assert out.shape == (2, 84, 2100)
-    assert 0.0 <= float(out[:, 4:].min()) and float(out[:, 4:].max()) <= 1.0
+    assert float(out[:, 4:].min()) >= 0.0 and float(out[:, 4:].max()) <= 1.0
     assert np.isfinite(out).all()
     assert 3.0e6 < built.params < 3.3e6
     meta = dict(session.get_modelmeta().custom_metadata_map)
