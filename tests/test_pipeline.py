@@ -160,7 +160,7 @@ def test_each_frame_gets_one_result_in_the_design_schema(start, shares) -> None:
     assert body["count"] == 2 and body["processedAt"].endswith("Z")
     assert {"queue", "decode", "inference", "total"} <= set(body["timingsMs"])
     # archived originals, nothing left in the input tree but the claim area
-    assert (shares["output"] / "processed" / "line1" / "cam2" / "0001.jpg").is_file()
+    assert eventually((shares["output"] / "processed" / "line1" / "cam2" / "0001.jpg").is_file)
     assert eventually(lambda: not list(shares["input"].rglob("*.jpg")))  # disposition follows the telemetry
 
 
@@ -213,7 +213,7 @@ def test_bad_inputs_end_in_failed_with_their_reason_and_the_module_keeps_going(s
         error = json.loads((failed / f"{name}.error.json").read_text())
         assert error["error"]["code"] == code and error["error"]["message"]
     for name in ("zero.jpg", "truncated.jpg", "text.jpg", "bomb.png", "corrupt.png"):
-        assert (failed / name).is_file(), name  # the original moved to failed/
+        assert eventually((failed / name).is_file), name  # the original moved to failed/
     assert (inp / "fifo.jpg").exists() and (inp / "link.jpg").is_symlink()  # special files never touched
     assert (tmp_path / "outside.jpg").read_bytes() == good  # never followed
     assert got["fine.jpg"].ok and results["fine.jpg"]["count"] == 2
@@ -273,7 +273,7 @@ def test_claims_left_by_a_crash_are_finished_at_restart(start, shares) -> None: 
     frame(claim)
     run = start()
     assert [r.rel_path for r in run.collector.wait_for(1)] == ["line/c.jpg"]
-    assert (shares["output"] / "processed" / "line" / "c.jpg").is_file() and not claim.exists()
+    assert eventually(lambda: (shares["output"] / "processed" / "line" / "c.jpg").is_file() and not claim.exists())
 
 
 def test_a_silent_replicas_claims_are_adopted(start, shares) -> None:  # type: ignore[no-untyped-def]
