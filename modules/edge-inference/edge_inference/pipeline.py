@@ -31,7 +31,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 _WAIT = 0.1  # seconds: the longest any worker waits before checking its stop event
 _FATAL_BATCH_FAILURES = 3  # consecutive failed inference batches before the stage is declared dead
 _DECODE_NICE_ON_CPU = 5  # decode threads' niceness when inference runs on the CPU (see _decode_loop)
+_PAUSE_REASONS = frozenset({"paused", "twinPaused"})  # an operator's pause: direct method or the twin's `paused`
 _DISPATCH_GROUP = 32  # results made durable together (one file-system flush, one ledger/outbox transaction)
 
 
@@ -142,7 +143,6 @@ class Pipeline:
         self._stop_intake = threading.Event()
         self._claims_dirty = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._http_in_flight = 0
         self._preparing = 0  # frames inside _prepare right now (decode workers and /predict callers)
         self.fatal: BaseException | None = None
         self.fatal_event = threading.Event()
@@ -153,8 +153,6 @@ class Pipeline:
         self.last_result_at: str | None = None
         self.ready = False
         self._class_ids = {name: i for i, name in enumerate(model.class_names)}
-        if live.current().paused:
-            self._blocked["paused"] = "paused by the module twin"
 
     # -- lifecycle ------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -695,7 +693,7 @@ class Pipeline:
             in_flight = len(self._in_flight)
         return {
             "ready": self.readiness()[0],
-            "paused": "paused" in self._blocked,
+            "paused": bool(self._blocked.keys() & _PAUSE_REASONS),
             "intakeBlocked": self.intake_blocked,
             "provider": self.model.provider,
             "model": {"name": self.model.name, "version": self.model.version, "sha256": self.model.sha256},
@@ -771,8 +769,6 @@ def _source(source: str) -> Any:
 
 
 def _with_confidence(result: FrameResult, confidence: float) -> FrameResult:
-    from dataclasses import replace
-
     return replace(result, confidence_threshold=confidence)
 
 
