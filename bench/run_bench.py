@@ -54,6 +54,7 @@ for _p in (str(MODULE_DIR), str(ROOT)):
         sys.path.insert(0, _p)
 
 from bench.yolov8n_model import build_yolov8n  # noqa: E402
+from tools.module_process import module_process_env  # noqa: E402
 
 DEMO_MODEL = MODULE_DIR / "models" / "demo-defects.onnx"
 RESULTS_DIR = ROOT / "bench" / "results"
@@ -436,10 +437,8 @@ class ModuleProcess:
         for d in (self.input_dir, self.output_dir, self.state_dir):
             d.mkdir(parents=True, exist_ok=True)
         self.log_path = workdir / "module.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("IOTEDGE_") and not k.startswith("EdgeHub")}
-        env.update(
-            {
-                "PYTHONPATH": os.pathsep.join([str(MODULE_DIR), str(ROOT)]),
+        env = module_process_env(
+            **{
                 "MODEL_PATH": str(model_path),
                 "INPUT_DIR": str(self.input_dir),
                 "OUTPUT_DIR": str(self.output_dir),

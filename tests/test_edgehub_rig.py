@@ -13,21 +13,12 @@ from typing import Any
 import pytest
 from azure.iot.device import IoTHubModuleClient, Message, MethodRequest, MethodResponse
 
+from edge_inference.settings import EDGEHUB_VARIABLES, IOTEDGE_VARIABLES
 from tools.edgehub_rig import BrokerError, CapturedMessage, EdgeHubRig
 
 pytestmark = pytest.mark.skipif(shutil.which("mosquitto") is None, reason="mosquitto not installed (make apt-deps)")
 
-EDGE_VARIABLES = (
-    "EdgeHubConnectionString",
-    "EdgeModuleCACertificateFile",
-    "IOTEDGE_WORKLOADURI",
-    "IOTEDGE_DEVICEID",
-    "IOTEDGE_MODULEID",
-    "IOTEDGE_MODULEGENERATIONID",
-    "IOTEDGE_IOTHUBHOSTNAME",
-    "IOTEDGE_GATEWAYHOSTNAME",
-    "IOTEDGE_APIVERSION",
-)
+EDGE_VARIABLES = EDGEHUB_VARIABLES + IOTEDGE_VARIABLES
 RETRY_SECONDS = 1  # the SDK's connection_retry_interval (default 10 s) for the outage test
 
 

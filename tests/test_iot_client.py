@@ -20,22 +20,12 @@ from edge_inference.control import OutgoingMessage
 from edge_inference.iot.client import IoTEdgeClient
 from edge_inference.live_settings import LiveSettings, TwinSettings
 from edge_inference.metrics import MetricsRegistry
-from edge_inference.settings import Settings
+from edge_inference.settings import EDGEHUB_VARIABLES, IOTEDGE_VARIABLES, Settings
 from edge_inference.telemetry import build_detection_message
 from tests.iot_fakes import FakeControl, make_result
 
 HOSTS = ("127.0.0.5", "127.0.0.6", "127.0.0.7", "127.0.0.8", "127.0.0.9")
-EDGE_VARS = (
-    "IOTEDGE_WORKLOADURI",
-    "IOTEDGE_DEVICEID",
-    "IOTEDGE_MODULEID",
-    "IOTEDGE_MODULEGENERATIONID",
-    "IOTEDGE_IOTHUBHOSTNAME",
-    "IOTEDGE_GATEWAYHOSTNAME",
-    "IOTEDGE_APIVERSION",
-    "EdgeHubConnectionString",
-    "EdgeModuleCACertificateFile",
-)
+EDGE_VARS = IOTEDGE_VARIABLES + EDGEHUB_VARIABLES
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:

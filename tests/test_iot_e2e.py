@@ -19,9 +19,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tools.module_process import module_process_env
+
 pytestmark = pytest.mark.skipif(shutil.which("mosquitto") is None, reason="mosquitto is not installed")
 
-REPO = Path(__file__).resolve().parents[1]
 HOSTS = ("127.0.0.9", "127.0.0.8", "127.0.0.7")
 
 
@@ -53,10 +54,8 @@ def module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str
     for d in dirs.values():
         d.mkdir()
     with EdgeHubRig(tmp_path / "rig", host=pick_loopback_host(HOSTS)) as rig:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("IOTEDGE_") and not k.startswith("EdgeHub")}
-        env.update(rig.env())
-        env.update(
-            PYTHONPATH=f"{REPO / 'modules' / 'edge-inference'}:{REPO}",
+        env = module_process_env(
+            **rig.env(),
             MODEL_PATH=str(model),
             INPUT_DIR=str(dirs["input"]),
             OUTPUT_DIR=str(dirs["output"]),

@@ -16,14 +16,11 @@ import numpy as np
 import pytest
 
 from tests.onnx_models import build_constant_model, yolov8_output
-
-REPO = Path(__file__).resolve().parents[1]
+from tools.module_process import module_process_env
 
 
 def module_env(shares: dict[str, Path], model: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("IOTEDGE_", "EdgeHub", "EdgeModule"))}
-    env.update(
-        PYTHONPATH=f"{REPO / 'modules' / 'edge-inference'}:{REPO}",
+    return module_process_env(
         MODEL_PATH=str(model),
         INPUT_DIR=str(shares["input"]),
         OUTPUT_DIR=str(shares["output"]),
@@ -36,7 +33,6 @@ def module_env(shares: dict[str, Path], model: Path, **extra: str) -> dict[str, 
         PYTHONUNBUFFERED="1",
         **extra,
     )
-    return env
 
 
 def spawn(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:

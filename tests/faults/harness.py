@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from tools.module_process import module_process_env
+
 REPO = Path(__file__).resolve().parents[2]
 MODULE_DIR = REPO / "modules" / "edge-inference"
 TEMP_SUFFIXES = (".tmp", ".part")
@@ -186,11 +188,8 @@ class Shares:
 def module_env(
     model: Path, shares: Shares, rig: Any = None, replica: str = "fault", **overrides: str | int | float
 ) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("IOTEDGE_", "EdgeHub"))}
-    if rig is not None:
-        env.update(rig.env())
-    env.update(
-        PYTHONPATH=f"{MODULE_DIR}:{REPO}",
+    return module_process_env(
+        **(rig.env() if rig is not None else {}),
         MODEL_PATH=str(model),
         INPUT_DIR=str(shares.input),
         OUTPUT_DIR=str(shares.output),
@@ -207,9 +206,7 @@ def module_env(
         SHUTDOWN_TIMEOUT_SECONDS="15",
         REPLICA_ID=replica,
         LOCAL_TELEMETRY="false",
-    )
-    env.update({k: str(v) for k, v in overrides.items()})
-    return env
+    ) | {k: str(v) for k, v in overrides.items()}
 
 
 class ModuleProcess:

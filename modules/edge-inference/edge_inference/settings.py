@@ -319,18 +319,21 @@ def _replica_id(text: str) -> str:
     return text
 
 
+# What the IoT Edge runtime gives a module (the SDK's create_from_edge_environment reads them), and the
+# connection-string pair that replaces them outside IoT Edge. They are not settings of ours.
+IOTEDGE_VARIABLES = (
+    "IOTEDGE_WORKLOADURI",
+    "IOTEDGE_DEVICEID",
+    "IOTEDGE_MODULEID",
+    "IOTEDGE_MODULEGENERATIONID",
+    "IOTEDGE_IOTHUBHOSTNAME",
+    "IOTEDGE_GATEWAYHOSTNAME",
+    "IOTEDGE_APIVERSION",
+)
+EDGEHUB_VARIABLES = ("EdgeHubConnectionString", "EdgeModuleCACertificateFile")
+
+
 def iot_edge_environment(env: Mapping[str, str] | None = None) -> bool:
     """True when the IoT Edge runtime (or an explicit edgeHub connection string) is present."""
     env = os.environ if env is None else env
-    edge_vars = (
-        "IOTEDGE_WORKLOADURI",
-        "IOTEDGE_DEVICEID",
-        "IOTEDGE_MODULEID",
-        "IOTEDGE_MODULEGENERATIONID",
-        "IOTEDGE_IOTHUBHOSTNAME",
-        "IOTEDGE_GATEWAYHOSTNAME",
-        "IOTEDGE_APIVERSION",
-    )
-    if all(env.get(v) for v in edge_vars):
-        return True
-    return bool(env.get("EdgeHubConnectionString") and env.get("EdgeModuleCACertificateFile"))
+    return all(env.get(v) for v in IOTEDGE_VARIABLES) or all(env.get(v) for v in EDGEHUB_VARIABLES)

@@ -25,9 +25,10 @@ import logging
 import re
 from typing import Any
 
+from edge_inference.decode import IMAGE_EXTENSIONS
+
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 CHANGE_TYPES = frozenset({"created", "modified", "changed", "renamed"})
 MAX_EVENTS = 10_000
 MAX_PATH_CHARS = 4096
