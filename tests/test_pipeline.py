@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from edge_inference.claims import ClaimArea
-from edge_inference.entities import FrameResult
+from edge_inference.entities import FrameJob, FrameResult
 from edge_inference.ledger import Ledger
 from edge_inference.live_settings import LiveSettings, TwinSettings
 from edge_inference.metrics import MetricsRegistry
@@ -276,6 +276,27 @@ def test_claims_left_by_a_crash_are_finished_at_restart(start, shares) -> None: 
     assert eventually(lambda: (shares["output"] / "processed" / "line" / "c.jpg").is_file() and not claim.exists())
 
 
+def test_a_finished_frame_whose_claim_area_was_away_is_disposed_when_it_returns(start, shares) -> None:  # type: ignore[no-untyped-def]
+    # a frame whose result was written, but whose original could not be archived: the share went away
+    run = start()
+    own = shares["input"] / ".edge-inference" / "claims" / "r1"
+    away = shares["input"].parent / "claims-away"
+    own.rename(away)  # the claim area is gone, as when the share is unmounted
+    claim = frame(away / "line" / "gone.jpg")
+    st = claim.stat()
+    job = FrameJob("line/gone.jpg", claim, st.st_size, st.st_mtime_ns, "watch", time.monotonic())
+    run.pipeline.ledger.record(job.frame_id, job.rel_path, st.st_size, st.st_mtime_ns, "done")
+    # when the claims are reconciled while the claim area is away, nothing is forgotten: intake waits for it
+    assert run.pipeline.reconcile_claims() == 0
+    assert "inputUnavailable" in run.pipeline.intake_blocked
+    # and once it is back, the housekeeping archives the original by itself, without a new frame or a restart
+    os.rename(away, own)
+    assert eventually(lambda: (shares["output"] / "processed" / "line" / "gone.jpg").is_file(), timeout=10)
+    assert not claim.exists() and not (own / "line" / "gone.jpg").exists()
+    assert eventually(lambda: not run.pipeline.intake_blocked, timeout=5)
+    assert run.collector.results == []  # archived, not processed a second time
+
+
 def test_a_silent_replicas_claims_are_adopted(start, shares) -> None:  # type: ignore[no-untyped-def]
     dead = shares["input"] / ".edge-inference" / "claims" / "gone"
     frame(dead / "d.jpg")
@@ -284,6 +305,40 @@ def test_a_silent_replicas_claims_are_adopted(start, shares) -> None:  # type: i
     os.utime(dead / ".heartbeat", (old, old))
     run = start(CLAIM_STALE_SECONDS="60")
     assert [r.rel_path for r in run.collector.wait_for(1)] == ["d.jpg"]
+
+
+@pytest.mark.parametrize("disposition", ["archive", "keep"])
+def test_reprocess_runs_a_finished_frame_again_under_a_new_message_id(start, shares, disposition) -> None:  # type: ignore[no-untyped-def]
+    run = start(INPUT_DISPOSITION=disposition)
+    frame(shares["input"] / "line1" / "a.jpg")
+    frame(shares["input"] / "line2" / "b.jpg", seed=1)
+    first = {r.rel_path: r for r in run.collector.wait_for(2)}
+    result_file = shares["output"] / "results" / "line1" / "a.jpg.json"
+    before = result_file.stat().st_mtime_ns
+    # when line1's frames are asked for again, twice
+    assert run.pipeline.reprocess("line1/*.jpg") == 1
+    again = run.collector.wait_for(3)[2]
+    archived = shares["output"] / "processed" / "line1" / "a.jpg"
+    assert eventually(lambda: run.pipeline.status()["inFlight"] == 0 and (archived.is_file() or disposition == "keep"))
+    assert run.pipeline.reprocess("line1/a.jpg") == 1
+    third = run.collector.wait_for(4)[3]
+    # then each run is a new result of the same frame: its own message id, the result file rewritten in place
+    assert again.rel_path == third.rel_path == "line1/a.jpg"
+    ids = [first["line1/a.jpg"].frame_id, again.frame_id, third.frame_id]
+    assert ids[1] == ids[0] + ".r1" and ids[2] == ids[0] + ".r2"
+    assert eventually(lambda: result_file.stat().st_mtime_ns != before)
+    assert len(results_of(shares["output"])) == 2
+    if disposition == "archive":  # the archived original is taken back, processed, archived again: once
+        assert eventually(archived.is_file)
+        assert not (shares["input"] / "line1" / "a.jpg").exists()
+    else:
+        assert (shares["input"] / "line1" / "a.jpg").is_file()
+    # and a pattern that matches nothing, or leaves the share, queues nothing
+    assert run.pipeline.reprocess("line9/*.jpg") == 0
+    with pytest.raises(ValueError):
+        run.pipeline.reprocess("../etc/*")
+    time.sleep(0.5)
+    assert len(run.collector.results) == 4
 
 
 def test_predict_shares_the_batcher_and_honours_a_per_request_threshold(start, shares) -> None:  # type: ignore[no-untyped-def]

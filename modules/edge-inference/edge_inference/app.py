@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from types import FrameType
 from typing import Any
 
-from edge_inference import __version__
+from edge_inference import __version__, tempfiles
 from edge_inference.claims import ClaimArea
 from edge_inference.control import TelemetrySink
 from edge_inference.errors import EdgeInferenceError, ModelError, ProviderError, SettingsError
@@ -28,8 +28,8 @@ from edge_inference.live_settings import LiveSettings, TwinSettings
 from edge_inference.log import setup_logging
 from edge_inference.metrics import MetricsRegistry
 from edge_inference.model import OnnxModel
-from edge_inference.pipeline import Pipeline, remove_stale_temp_files
-from edge_inference.results import ResultWriter, set_temp_tag
+from edge_inference.pipeline import Pipeline
+from edge_inference.results import ResultWriter
 from edge_inference.settings import Settings, iot_edge_environment, read_settings
 from edge_inference.watcher import FrameWatcher
 
@@ -60,8 +60,8 @@ class Module:
         s = self.settings
         for folder in (s.output_dir, s.state_dir):
             folder.mkdir(parents=True, exist_ok=True)
-        set_temp_tag(s.replica_id)
-        removed = remove_stale_temp_files(s.output_dir, s.replica_id)
+        tempfiles.set_tag(s.replica_id)
+        removed = tempfiles.remove_stale(s.output_dir, s.replica_id)
         if removed:
             log.info("removed %d temp files left by an earlier run", removed)
         model = OnnxModel(s)

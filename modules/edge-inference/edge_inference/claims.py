@@ -21,6 +21,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from edge_inference.tempfiles import discard, temp_path
+
 log = logging.getLogger(__name__)
 
 STATE_FOLDER = ".edge-inference"
@@ -53,8 +55,6 @@ def _fsync_dir(path: Path) -> None:
 def copy_atomic(src: Path, dst: Path) -> None:
     """Copy `src` to `dst` through a temp name in the same folder: `dst` is never seen half-written."""
     dst.parent.mkdir(parents=True, exist_ok=True)
-    from edge_inference.results import temp_path
-
     tmp = temp_path(dst)
     try:
         shutil.copy2(src, tmp)
@@ -62,8 +62,7 @@ def copy_atomic(src: Path, dst: Path) -> None:
             os.fsync(fh.fileno())
         os.replace(tmp, dst)
     except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        discard(tmp)
         raise
 
 
@@ -121,10 +120,21 @@ class ClaimArea:
         return target
 
     def claimed(self) -> Iterator[tuple[str, Path]]:
-        """(rel path, path) of every file in our claim area: frames a crash left unfinished."""
-        if not self.moves_files or not self.own.is_dir():
+        """(rel path, path) of every file in our claim area: frames a crash left unfinished.
+
+        Raises OSError when the claim area cannot be read (the input share is away): an empty answer would
+        tell the caller there is nothing left to finish, and frames would wait there until the next restart."""
+        if not self.moves_files:
             return
-        for dirpath, _dirs, files in os.walk(self.own):
+        if not self.own.is_dir():
+            raise FileNotFoundError(
+                errno.ENOENT, "the claim area is not there (is the input share away?)", str(self.own)
+            )
+
+        def fail(exc: OSError) -> None:
+            raise exc
+
+        for dirpath, _dirs, files in os.walk(self.own, onerror=fail):
             for name in files:
                 if name == HEARTBEAT or name.startswith("."):
                     continue

@@ -39,7 +39,7 @@ import cv2
 import numpy as np
 
 from edge_inference import decode as decoding
-from edge_inference import postprocess
+from edge_inference import postprocess, tempfiles
 from edge_inference.claims import ClaimArea, copy_atomic, safe_join
 from edge_inference.entities import FrameJob, FrameResult, ModelInfo, PreparedFrame, utc_now_iso
 from edge_inference.errors import FrameError, UnavailableError
@@ -138,6 +138,7 @@ class Pipeline:
         self._requests: dict[int, _Request] = {}
         self._lock = threading.Lock()
         self._in_flight: dict[str, str] = {}  # rel_path -> frame_id
+        self._generations = ledger.generations()  # frame_id -> times processed again on request
         self._blocked: dict[str, str] = {}  # reason -> message; intake pauses while non-empty
         self._stop = threading.Event()
         self._stop_intake = threading.Event()
@@ -281,6 +282,8 @@ class Pipeline:
         except OSError as exc:  # the input share is away: try again later, forget nothing
             log.warning("cannot read the claim area: %s (retried)", exc)
             self._claims_dirty.set()
+            if not self._input_available():  # housekeeping resumes intake, and reconciles, once it is back
+                self.set_intake_blocked("inputUnavailable", True, f"input share unavailable ({exc.strerror})")
             return 0
         queued = 0
         for rel_path, path in claimed:
@@ -572,6 +575,7 @@ class Pipeline:
                     self._claims_dirty.set()
             if self._claims_dirty.is_set() and not self._blocked:
                 self.reconcile_claims()
+            tempfiles.sweep_orphans()  # temp files a failed write could not remove while a share was away
             tick = getattr(self.telemetry, "tick", None)
             if callable(tick):
                 try:
@@ -613,9 +617,10 @@ class Pipeline:
         live = live or self.live.current()
         timings = dict(timings or {})
         timings["total"] = (time.monotonic() - job.enqueued_at) * 1000
+        generation = self._generations.get(job.frame_id) if self._generations else None
         return FrameResult(
             rel_path=job.rel_path,
-            frame_id=job.frame_id,
+            frame_id=f"{job.frame_id}.r{generation}" if generation else job.frame_id,
             width=prepared.letterbox.width if prepared else None,
             height=prepared.letterbox.height if prepared else None,
             sha256=prepared.sha256 if prepared else None,
@@ -726,12 +731,12 @@ class Pipeline:
                 )
                 if not archived.is_file():
                     continue
-                self.ledger.forget([entry.frame_id])
+                self._generations.update(self.ledger.reopen([entry.frame_id]))
                 copy_atomic(archived, target)
             elif self.settings.input_disposition == "keep":
                 if not target.is_file():
                     continue
-                self.ledger.forget([entry.frame_id])
+                self._generations.update(self.ledger.reopen([entry.frame_id]))
             else:
                 continue  # deleted originals cannot be processed again
             if self.note_path is not None:
@@ -770,22 +775,3 @@ def _source(source: str) -> Any:
 
 def _with_confidence(result: FrameResult, confidence: float) -> FrameResult:
     return replace(result, confidence_threshold=confidence)
-
-
-def remove_stale_temp_files(root: Path, tag: str, stale_seconds: float = 3600.0) -> int:
-    """Temp files a kill -9 left in the output share: this replica's (`.<name>.<tag>.<pid>.<tid>.tmp`), and any
-    replica's older than `stale_seconds` - never a live replica's file in the middle of its write."""
-    removed = 0
-    if not root.is_dir():
-        return 0
-    mine, now = f".{tag[:40]}.", time.time()
-    for dirpath, _dirs, files in os.walk(root):
-        for name in files:
-            if not (name.startswith(".") and name.endswith((".tmp", ".part"))):
-                continue
-            path = os.path.join(dirpath, name)
-            with contextlib.suppress(OSError):
-                if mine in name or now - os.stat(path).st_mtime > stale_seconds:
-                    os.unlink(path)
-                    removed += 1
-    return removed

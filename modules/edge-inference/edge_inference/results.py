@@ -7,13 +7,11 @@ is the mark of a finished frame. A full share raises `OutputFullError` after rem
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import errno
 import hashlib
 import json
 import os
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,23 +22,11 @@ import numpy as np
 from edge_inference.claims import safe_join
 from edge_inference.entities import Detection, FrameResult
 from edge_inference.errors import EdgeInferenceError
+from edge_inference.tempfiles import discard, temp_path
 
 
 class OutputFullError(EdgeInferenceError):
     """The output share has no space left (ENOSPC/EDQUOT): nothing was left half-written."""
-
-
-TEMP_TAG = "ei"  # replaced by the replica id at start (`set_temp_tag`): whose temp file it is
-
-
-def set_temp_tag(tag: str) -> None:
-    global TEMP_TAG
-    TEMP_TAG = tag
-
-
-def temp_path(path: Path) -> Path:
-    """`.<name>.<replica>.<pid>.<thread>.tmp` beside `path` (fits NAME_MAX; hidden from the watcher)."""
-    return path.with_name(f".{_short(path.name)}.{TEMP_TAG[:40]}.{os.getpid()}.{threading_id()}.tmp")
 
 
 def write_atomic(path: Path, data: bytes, *, fsync: bool = True) -> None:
@@ -54,8 +40,7 @@ def write_atomic(path: Path, data: bytes, *, fsync: bool = True) -> None:
                 os.fsync(fh.fileno())
         os.replace(tmp, path)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        discard(tmp)
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise OutputFullError(f"output share full while writing {path.name}") from exc
         raise
@@ -99,15 +84,10 @@ def write_group_atomic(items: list[tuple[Path, bytes]]) -> None:
             os.replace(tmp, path)
     except OSError as exc:
         for tmp, _path in temps:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
+            discard(tmp)
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise OutputFullError(f"output share full while writing {len(items)} results") from exc
         raise
-
-
-def threading_id() -> int:
-    return threading.get_ident() % 100000
 
 
 _PALETTE = [(56, 56, 255), (151, 157, 255), (31, 112, 255), (29, 178, 255), (49, 210, 207), (10, 249, 72)]
@@ -201,11 +181,3 @@ def fit_name(rel_path: str, suffix: str = "") -> str:
     room = NAME_MAX - len(os.fsencode(tag + suffix))
     cut = os.fsdecode(os.fsencode(name)[:room])  # a cut multi-byte character stays as its raw bytes
     return f"{head}/{cut}{tag}{suffix}" if head else f"{cut}{tag}{suffix}"
-
-
-def _short(name: str) -> str:
-    """A temp-file stem that fits NAME_MAX with the pid/thread suffix (long names are hashed)."""
-    raw = os.fsencode(name)
-    if len(raw) <= 200:
-        return name
-    return os.fsdecode(raw[:120]) + "~" + hashlib.sha256(raw).hexdigest()[:12]
