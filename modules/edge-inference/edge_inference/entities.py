@@ -110,7 +110,7 @@ class FrameResult:
     """The one result object: written to results/, sent as telemetry, returned by /predict."""
 
     rel_path: str
-    frame_id: str
+    frame_id: str  # the frame version's id, `.r<n>` added for its n-th reprocess: the messages' id
     width: int | None
     height: int | None
     sha256: str | None

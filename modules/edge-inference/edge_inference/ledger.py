@@ -3,6 +3,10 @@
 A frame version is (relative path, size, mtime_ns); its `frame_id` is derived from them. The result file
 on the output share is the mark of a finished frame; the ledger is the fast index of it, so a lost ledger
 row only means a frame is processed again and its result file rewritten in place (never a duplicate).
+
+A frame processed again on request (the `reprocess` method) is a new result of the same frame version: the
+ledger counts these generations, and the n-th one's messages carry `<frame id>.r<n>` as their id, so that
+upstream de-duplication, which rightly drops a resend, does not drop the new result.
 """
 
 from __future__ import annotations
@@ -26,6 +30,10 @@ CREATE TABLE IF NOT EXISTS frames (
     updated_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS frames_rel_path ON frames (rel_path);
+CREATE TABLE IF NOT EXISTS reprocessed (
+    frame_id   TEXT PRIMARY KEY,
+    generation INTEGER NOT NULL
+);
 """
 
 
@@ -96,9 +104,24 @@ class Ledger:
             ).fetchall()
         return [LedgerEntry(*row) for row in rows if row[1] == pattern or fnmatch.fnmatchcase(str(row[1]), pattern)]
 
-    def forget(self, frame_ids: list[str]) -> None:
+    def reopen(self, frame_ids: list[str]) -> dict[str, int]:
+        """Forget that these frames are finished, to process them again; returns each one's new generation."""
         with self._tx() as db:
             db.executemany("DELETE FROM frames WHERE frame_id = ?", [(f,) for f in frame_ids])
+            db.executemany(
+                "INSERT INTO reprocessed (frame_id, generation) VALUES (?, 1)"
+                " ON CONFLICT (frame_id) DO UPDATE SET generation = generation + 1",
+                [(f,) for f in frame_ids],
+            )
+            marks = ",".join("?" * len(frame_ids))
+            rows = db.execute(f"SELECT frame_id, generation FROM reprocessed WHERE frame_id IN ({marks})", frame_ids)
+            return {str(f): int(g) for f, g in rows.fetchall()}
+
+    def generations(self) -> dict[str, int]:
+        """Every frame processed again on request, with how many times (small: reprocess is manual)."""
+        with self._lock:
+            rows = self._db.execute("SELECT frame_id, generation FROM reprocessed").fetchall()
+        return {str(f): int(g) for f, g in rows}
 
     def counts(self) -> dict[str, int]:
         with self._lock:
