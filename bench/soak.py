@@ -4,9 +4,9 @@
     .venv/bin/python bench/soak.py --minutes 30 --rate 10 --fault-every 120
 
 The module (`python -m edge_inference`, tiny constant ONNX model, CPU) runs against the edgeHub rig (mosquitto
-+ hub emulator) with temp shares; as root the output share is a tmpfs so "output full" can be injected. Faults
-cycle through: kill -9 (restart), SIGTERM (must exit 0; restart), edgeHub down for 60 s, output share full for
-30 s. Every 10 s a sample: frames done, delivered message ids, throughput, result latency (p50/p95 of the
++ hub emulator) with temp shares; as root the output share is a tmpfs so "output full" can be injected, and the
+input share a bind mount that can be taken away. Faults cycle through: kill -9 (restart), SIGTERM (must exit 0;
+restart), edgeHub down for 60 s, output share full for 30 s, input share unmounted for 20 s (the camera retries). Every 10 s a sample: frames done, delivered message ids, throughput, result latency (p50/p95 of the
 frames finished since the last sample, from their `timingsMs.total`), the module's RSS and open file
 descriptors. At the end the run waits for the backlog, audits every frame (one result, one delivered message
 id, nothing failed, no temp files) and writes bench/results/soak-<time>.csv (samples) and .json (summary).
@@ -44,7 +44,7 @@ from tests.faults.harness import (  # noqa: E402
 )
 from tools.edgehub_rig import EdgeHubRig  # noqa: E402
 
-FAULTS = ("kill9", "sigterm", "broker", "output_full")
+FAULTS = ("kill9", "sigterm", "broker", "output_full", "input_away")
 
 
 def proc_stats(pid: int) -> tuple[int, int]:
@@ -107,8 +107,10 @@ def main() -> int:
     faults = list(FAULTS)
     if can_mount():
         shares.mount_tmpfs(shares.output, "256m")
+        shares.detachable("input")
     else:
         faults.remove("output_full")
+        faults.remove("input_away")
     model = build_model(work / "model.onnx")
     stamp = time.strftime("%Y%m%dT%H%M%S")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -126,11 +128,11 @@ def main() -> int:
         module.wait_ready()
         dropper = FrameDropper(shares.input)
         began = time.monotonic()
-        dropper.start(names, per_second=args.rate)
+        dropper.start(names, per_second=args.rate, retry_while_away=True)
         next_fault = began + args.fault_every if args.fault_every > 0 else float("inf")
         next_sample = began
         fault_i, seen = 0, set()
-        broker_back_at = full_until = None
+        broker_back_at = full_until = input_back_at = None
         ballast: Path | None = None
         end = began + args.minutes * 60
         print(
@@ -152,6 +154,10 @@ def main() -> int:
                     ballast.unlink()
                     full_until = ballast = None
                     events.append({"t": round(now - began, 1), "event": "output space back"})
+                if input_back_at is not None and now >= input_back_at:
+                    shares.attach("input")
+                    input_back_at = None
+                    events.append({"t": round(now - began, 1), "event": "input share back"})
                 if now >= next_fault:
                     fault = faults[fault_i % len(faults)]
                     fault_i += 1
@@ -172,6 +178,9 @@ def main() -> int:
                     elif fault == "output_full":
                         ballast = fill(shares.output)
                         full_until = now + 30
+                    elif fault == "input_away":
+                        shares.detach("input")
+                        input_back_at = now + 20
                     events.append(event)
                     print(f"soak: t={event['t']}s {fault}")
                 if now >= next_sample:
@@ -200,6 +209,8 @@ def main() -> int:
                 rig.start_broker()
             if ballast is not None:
                 ballast.unlink()
+            if input_back_at is not None:
+                shares.attach("input")
             final = wait_all_done(shares, dropper.dropped, rig, module, timeout=600)
             event_rc = module.terminate(120)
             rc = rc or (1 if event_rc != 0 else 0)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.harness import Shares, build_model
+from tests.faults.harness import ModuleProcess, Shares, build_model
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -43,6 +43,7 @@ def shares(tmp_path: Path) -> Iterator[Shares]:
     try:
         yield s
     finally:
+        ModuleProcess.reap_all()  # a failed assertion skips the test's own terminate: no module outlives it
         s.unmount_all()
 
 

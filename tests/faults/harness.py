@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -86,8 +86,9 @@ class FrameDropper:
         for rel in rels:
             self.drop(rel)
 
-    def start(self, rels: list[str], per_second: float) -> None:
-        """Drop `rels` at a steady rate on a thread (`join()` waits for the last)."""
+    def start(self, rels: list[str], per_second: float, *, retry_while_away: bool = False) -> None:
+        """Drop `rels` at a steady rate on a thread (`join()` waits for the last). With `retry_while_away` a
+        write that fails (the share is gone) is retried every half second, as a line PC that buffers frames."""
 
         def run() -> None:
             try:
@@ -98,7 +99,13 @@ class FrameDropper:
                     delay = began + i / per_second - time.monotonic()
                     if delay > 0:
                         time.sleep(delay)
-                    self.drop(rel)
+                    while True:
+                        try:
+                            self.drop(rel)
+                            break
+                        except OSError:
+                            if not retry_while_away or self._stop.wait(0.5):
+                                raise
             except BaseException as exc:
                 self.error = exc
 
@@ -212,6 +219,8 @@ def module_env(
 class ModuleProcess:
     """`python -m edge_inference` with a log file that survives restarts (each start appends)."""
 
+    started: ClassVar[list[ModuleProcess]] = []  # every one started in this test process: `reap_all` ends them
+
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
         self.env = env
         self.log_path = log_path
@@ -231,7 +240,17 @@ class ModuleProcess:
                 cwd=str(REPO),
             )
         self.starts += 1
+        if self not in ModuleProcess.started:
+            ModuleProcess.started.append(self)
         return self
+
+    @classmethod
+    def reap_all(cls) -> None:
+        """Kill whatever a test left running (a failed assertion skips its own terminate)."""
+        while cls.started:
+            module = cls.started.pop()
+            if module.alive:
+                module.kill()
 
     @property
     def alive(self) -> bool:
