@@ -18,6 +18,7 @@ bug: `fatal` is set, and the app stops the module with a non-zero exit so IoT Ed
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import logging
 import os
@@ -130,6 +131,9 @@ class Pipeline:
         self.telemetry = telemetry
         self.on_frame_outcome = on_frame_outcome
         self.telemetry_group = telemetry_group or contextlib.nullcontext
+        # A share mounted at OUTPUT_DIR that is later unmounted leaves a plain folder: results written there
+        # would be hidden when the share returns. Remember that it was a mount point, and never write then.
+        self._output_was_mount = os.path.ismount(settings.output_dir)
         wanted = settings.effective_batch_size(model.on_gpu)
         self.max_batch = 1 if model.layout == "rows" else max(1, min(wanted, model.max_batch))
         self.frames: queue.Queue[FrameJob] = queue.Queue(maxsize=settings.queue_size)
@@ -480,6 +484,7 @@ class Pipeline:
         metrics and the originals' disposition. Under light load a group is one frame."""
         t0 = time.monotonic()
         try:
+            self._check_output_mounted()
             for f in group:
                 if isinstance(f.item, PreparedFrame) and f.item.image is not None and f.live.save_annotated:
                     self.writer.write_annotated(
@@ -552,10 +557,14 @@ class Pipeline:
 
     def _dispose(self, rel_path: str, path: Path, ok: bool) -> None:
         try:
+            if not ok or self.settings.input_disposition == "archive":  # it writes to the output share
+                self._check_output_mounted()
             self.claims.dispose(rel_path, path, ok)
         except OSError as exc:
             log.error("cannot %s %s: %s (retried later)", self.settings.input_disposition, rel_path, exc)
             self._claims_dirty.set()
+            if not self._output_writable():  # retried when the output share answers, not every second till then
+                self.set_intake_blocked("outputError", True, f"output share: {exc}")
 
     def _housekeeping_loop(self) -> None:
         last_beat = last_adopt = 0.0
@@ -588,8 +597,13 @@ class Pipeline:
             return False
         return not self.claims.moves_files or _readable_dir(self.claims.own)
 
+    def _check_output_mounted(self) -> None:
+        if self._output_was_mount and not os.path.ismount(self.settings.output_dir):
+            raise OSError(errno.ENODEV, "the output share is no longer mounted (its mount point is a plain folder)")
+
     def _output_writable(self) -> bool:
         try:
+            self._check_output_mounted()
             usage = shutil.disk_usage(self.settings.output_dir)
         except OSError:
             return False
