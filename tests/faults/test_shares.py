@@ -133,8 +133,13 @@ def test_a_share_that_disappears_and_comes_back_loses_nothing(
         dropper.stop()  # the camera cannot write to a share that is gone either
     shares.detach(share)
     gone_at = time.monotonic()
-    time.sleep(6)
+    # the operator hears of it at once, frames in flight or not
+    alarm = f"{share}ShareUnavailable"
+    wait_until(lambda: bool(health(rig, alarm, True)), 5, f"the {alarm} alarm", module.log_tail)
+    time.sleep(max(0.0, 6 - (time.monotonic() - gone_at)))
     assert module.alive, f"the module died while the {share} share was gone:\n{module.log_tail()}"
+    status, body = rig.invoke_method("getStatus", {}, timeout=15)
+    assert status == 200 and body["intakeBlocked"], body
     shares.attach(share)
     print(f"\n{share} share gone for {time.monotonic() - gone_at:.1f}s")
     with contextlib.suppress(BaseException):
@@ -145,6 +150,7 @@ def test_a_share_that_disappears_and_comes_back_loses_nothing(
     dropper2.drop_all(after)
     names = dropped + after
     result = wait_all_done(shares, names, rig, module, timeout=15 if share == "input" else 120)
+    wait_until(lambda: bool(health(rig, alarm, False)), 10, f"the {alarm} alarm cleared", module.log_tail)
     assert module.terminate() == 0
     print(f"{share}: {result.summary()}")
     assert not result.problems()

@@ -36,6 +36,9 @@ from edge_inference.watcher import FrameWatcher
 log = logging.getLogger("edge_inference")
 
 EXIT_OK, EXIT_FATAL, EXIT_CONFIG = 0, 1, 2
+# intake pauses the pipeline raises when a share stops answering -> the health alarm sent on `alerts`
+SHARE_ALARMS = {"inputUnavailable": "inputShareUnavailable", "outputError": "outputShareUnavailable"}
+CRITICAL_ALARMS = frozenset({"gpuLost", "outputShareLow", "inputShareUnavailable", "outputShareUnavailable"})
 
 
 class Module:
@@ -128,6 +131,7 @@ class Module:
         watcher = self.watcher
         pipeline.note_path = lambda path: watcher.note(path, source="fileEvent")
         pipeline.watcher_alive = watcher.alive
+        pipeline.on_intake_change = self._on_intake_change
         watcher.start()
         volumes = {"output": s.output_dir, "state": s.state_dir}
         self.monitors = [
@@ -160,8 +164,15 @@ class Module:
         if self.pipeline is not None:
             self.pipeline.set_intake_blocked("twinPaused", new.paused, "paused by the module twin")
 
+    def _on_intake_change(self, reason: str, blocked: bool, message: str) -> None:
+        """A share that stops answering pauses intake in the pipeline; the operator hears of it on `alerts`."""
+        alarm = SHARE_ALARMS.get(reason)
+        if alarm is not None:
+            self.metrics.alarms.labels(alarm=alarm).set(1 if blocked else 0)
+            self._alarm(alarm, blocked, {"reason": message})
+
     def _alarm(self, name: str, active: bool, details: dict[str, Any] | None = None) -> None:
-        severity = "critical" if name in ("gpuLost", "outputShareLow") else "warning"
+        severity = "critical" if name in CRITICAL_ALARMS else "warning"
         message = f"{name} {'raised' if active else 'cleared'}"
         self.publisher.alarm(name, message, severity, active, details)
 

@@ -153,6 +153,7 @@ class Pipeline:
         self.fatal_event = threading.Event()
         self.watcher_alive: Callable[[], bool] = lambda: True
         self.note_path: Callable[[str], bool] | None = None  # the watcher's note(), set by the app
+        self.on_intake_change: Callable[[str, bool, str], None] | None = None  # (reason, blocked, message)
         self.counters = {"ok": 0, "failed": 0, "detections": 0, "http": 0}
         self.started_at = time.time()
         self.last_result_at: str | None = None
@@ -226,6 +227,11 @@ class Pipeline:
             log.warning("intake %s: %s", "paused" if active else "resumed", message or reason)
             if not active:
                 self._claims_dirty.set()
+            if self.on_intake_change is not None:
+                try:
+                    self.on_intake_change(reason, active, message or reason)
+                except Exception:
+                    log.exception("intake change callback failed for %s", reason)
 
     @property
     def intake_blocked(self) -> dict[str, str]:
@@ -573,11 +579,7 @@ class Pipeline:
             if now - last_beat > 10:
                 self.claims.heartbeat()
                 last_beat = now
-            for reason in ("outputFull", "outputError"):
-                if reason in self._blocked and self._output_writable():
-                    self.set_intake_blocked(reason, False)
-            if "inputUnavailable" in self._blocked and self._input_available():
-                self.set_intake_blocked("inputUnavailable", False)
+            self._watch_shares()
             if now - last_adopt > max(5.0, self.settings.claim_stale_seconds / 4):
                 last_adopt = now
                 if self.claims.adopt_stale():
@@ -591,6 +593,26 @@ class Pipeline:
                     tick()
                 except Exception:
                     log.exception("telemetry tick failed")
+
+    def _watch_shares(self) -> None:
+        """Pause intake while a share does not answer, even with no frame in flight to notice it (the operator
+        gets the alarm at once), and resume when it is back. Low free space is the disk monitor's alarm."""
+        writable = None
+        for reason in ("outputFull", "outputError"):
+            if reason in self._blocked:
+                writable = self._output_writable() if writable is None else writable
+                if writable:
+                    self.set_intake_blocked(reason, False)
+        try:
+            self._check_output_mounted()
+        except OSError as exc:
+            self.set_intake_blocked("outputError", True, f"output share: {exc.strerror}")
+        if self._input_available():
+            self.set_intake_blocked("inputUnavailable", False)
+        elif "inputUnavailable" not in self._blocked:
+            self.set_intake_blocked(
+                "inputUnavailable", True, "input share unavailable (INPUT_DIR or the claim area cannot be read)"
+            )
 
     def _input_available(self) -> bool:
         if not _readable_dir(self.settings.input_dir):
