@@ -342,6 +342,43 @@ def test_reprocess_runs_a_finished_frame_again_under_a_new_message_id(start, sha
     assert len(run.collector.results) == 4
 
 
+DEMO_MODEL = Path(__file__).resolve().parent.parent / "modules" / "edge-inference" / "models" / "demo-defects.onnx"
+
+
+def test_batched_frames_get_the_same_detections_as_frames_run_one_by_one(start, shares, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # given 12 different frames with defects, run through the real demo model one at a time for reference
+    from edge_inference.synthetic import encode_jpeg, generate_frame
+
+    rng = np.random.default_rng(7)
+    blobs = [encode_jpeg(generate_frame(rng, 640, 480, max_defects=4, min_defects=1)[0]) for _ in range(12)]
+    one_by_one = start(
+        "solo", MODEL_PATH=str(DEMO_MODEL), BATCH_SIZE="1", INPUT_DIR=str(tmp_path / "in1"),
+        OUTPUT_DIR=str(tmp_path / "out1"), STATE_DIR=str(tmp_path / "state1"),
+    )  # fmt: skip
+    reference = {}
+    for i, blob in enumerate(blobs):
+        reference[f"f{i:02d}.jpg"] = one_by_one.pipeline.predict(blob).detections
+    # when the same frames arrive together at a module that batches 4 (buffers reused from batch to batch)
+    batched = start(MODEL_PATH=str(DEMO_MODEL), BATCH_SIZE="4", BATCH_MAX_WAIT_MS="500")
+    staging = shares["input"].parent / "staging"
+    staging.mkdir()
+    for i, blob in enumerate(blobs):
+        (staging / f"f{i:02d}.jpg").write_bytes(blob)
+    for name in sorted(os.listdir(staging)):
+        os.rename(staging / name, shares["input"] / name)
+    got = {r.rel_path: r.detections for r in batched.collector.wait_for(12, timeout=60)}
+    # then batches really formed, and every frame has its own detections, not a neighbour's
+    histogram = batched.pipeline.metrics.registry.get_sample_value
+    assert histogram("edge_inference_batch_size_sum") > histogram("edge_inference_batch_size_count")
+    assert sum(bool(d) for d in reference.values()) >= 10  # the frames do have defects to find
+    assert set(got) == set(reference)
+    for name, detections in reference.items():
+        assert [d.label for d in got[name]] == [d.label for d in detections], name
+        for a, b in zip(got[name], detections, strict=True):
+            assert a.confidence == pytest.approx(b.confidence, abs=1e-3)
+            assert np.allclose(a.box, b.box, atol=0.5), name
+
+
 def test_predict_shares_the_batcher_and_honours_a_per_request_threshold(start, shares) -> None:  # type: ignore[no-untyped-def]
     run = start()
     data = cv2.imencode(".png", np.zeros((240, 320, 3), np.uint8))[1].tobytes()
