@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import threading
 import time
@@ -276,25 +277,46 @@ def test_claims_left_by_a_crash_are_finished_at_restart(start, shares) -> None: 
     assert eventually(lambda: (shares["output"] / "processed" / "line" / "c.jpg").is_file() and not claim.exists())
 
 
-def test_a_finished_frame_whose_claim_area_was_away_is_disposed_when_it_returns(start, shares) -> None:  # type: ignore[no-untyped-def]
-    # a frame whose result was written, but whose original could not be archived: the share went away
+def test_a_finished_frame_whose_input_share_was_away_is_disposed_when_it_returns(start, shares, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # given the input share is a mount (a bind mount of a backing folder here; SMB/NFS on a box)
+    backing = tmp_path / "input-backing"
+    backing.mkdir()
+    subprocess.run(["mount", "--bind", str(backing), str(shares["input"])], check=True)
+    try:
+        run = start()
+        # when it is unmounted (its mount point is left as a bare, writable folder) with a frame whose result was
+        # written but whose original could not be archived yet
+        subprocess.run(["umount", "-l", str(shares["input"])], check=True)
+        claim = frame(backing / ".edge-inference" / "claims" / "r1" / "line" / "gone.jpg")
+        st = claim.stat()
+        job = FrameJob("line/gone.jpg", claim, st.st_size, st.st_mtime_ns, "watch", time.monotonic())
+        run.pipeline.ledger.record(job.frame_id, job.rel_path, st.st_size, st.st_mtime_ns, "done")
+        # then reconciling the claims forgets nothing: intake waits for the share, the claim area is not
+        # made again in the bare folder
+        assert run.pipeline.reconcile_claims() == 0
+        assert "inputUnavailable" in run.pipeline.intake_blocked
+        assert not (shares["input"] / ".edge-inference").exists()
+        # and once it is back, the housekeeping archives the original by itself, without a new frame or a restart
+        subprocess.run(["mount", "--bind", str(backing), str(shares["input"])], check=True)
+        assert eventually(lambda: (shares["output"] / "processed" / "line" / "gone.jpg").is_file(), timeout=10)
+        assert not claim.exists()
+        assert eventually(lambda: not run.pipeline.intake_blocked, timeout=5)
+        assert run.collector.results == []  # archived, not processed a second time
+    finally:
+        subprocess.run(["umount", "-l", str(shares["input"])], check=False)
+
+
+def test_a_claim_area_removed_by_hand_is_made_again(start, shares) -> None:  # type: ignore[no-untyped-def]
     run = start()
-    own = shares["input"] / ".edge-inference" / "claims" / "r1"
-    away = shares["input"].parent / "claims-away"
-    own.rename(away)  # the claim area is gone, as when the share is unmounted
-    claim = frame(away / "line" / "gone.jpg")
-    st = claim.stat()
-    job = FrameJob("line/gone.jpg", claim, st.st_size, st.st_mtime_ns, "watch", time.monotonic())
-    run.pipeline.ledger.record(job.frame_id, job.rel_path, st.st_size, st.st_mtime_ns, "done")
-    # when the claims are reconciled while the claim area is away, nothing is forgotten: intake waits for it
-    assert run.pipeline.reconcile_claims() == 0
-    assert "inputUnavailable" in run.pipeline.intake_blocked
-    # and once it is back, the housekeeping archives the original by itself, without a new frame or a restart
-    os.rename(away, own)
-    assert eventually(lambda: (shares["output"] / "processed" / "line" / "gone.jpg").is_file(), timeout=10)
-    assert not claim.exists() and not (own / "line" / "gone.jpg").exists()
+    frame(shares["input"] / "a.jpg")
+    run.collector.wait_for(1)
+    # when someone cleaning the share removes the hidden folder
+    shutil.rmtree(shares["input"] / ".edge-inference")
+    frame(shares["input"] / "b.jpg", seed=1)
+    # then the module makes its claim area again and goes on, with no share alarm left standing
+    assert [r.rel_path for r in run.collector.wait_for(2, timeout=15)] == ["a.jpg", "b.jpg"]
+    assert (shares["input"] / ".edge-inference" / "claims" / "r1").is_dir()
     assert eventually(lambda: not run.pipeline.intake_blocked, timeout=5)
-    assert run.collector.results == []  # archived, not processed a second time
 
 
 def test_a_silent_replicas_claims_are_adopted(start, shares) -> None:  # type: ignore[no-untyped-def]

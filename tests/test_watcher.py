@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_inference.mounts import filesystem_type, needs_polling, parse_mountinfo
+from edge_inference.mounts import filesystem_type, is_mount_point, needs_polling, parse_mountinfo
 from edge_inference.watcher import FrameWatcher, Offer, _EventHandler, is_frame_name
 
 pytestmark = pytest.mark.timeout(30)
@@ -159,3 +160,23 @@ def test_network_and_fuse_mounts_are_polled() -> None:
     assert filesystem_type(Path("/app/inputs"), MOUNTINFO) == "ext4"
     assert needs_polling("cifs") and needs_polling("nfs4") and needs_polling("fuse.sshfs")
     assert not needs_polling("ext4") and not needs_polling("overlay")
+
+
+def test_a_mount_point_is_told_from_a_plain_folder() -> None:
+    assert is_mount_point(Path("/app/input"), MOUNTINFO) and is_mount_point(Path("/mnt/with space"), MOUNTINFO)
+    assert not is_mount_point(Path("/app/input/line1"), MOUNTINFO) and not is_mount_point(Path("/app"), MOUNTINFO)
+
+
+def test_a_bind_mount_from_the_same_file_system_is_a_mount_point(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("mounting needs root")
+    source, point = tmp_path / "source", tmp_path / "point"
+    source.mkdir()
+    point.mkdir()
+    assert not is_mount_point(point) and not os.path.ismount(point)
+    subprocess.run(["mount", "--bind", str(source), str(point)], check=True)
+    try:
+        assert is_mount_point(point) and not os.path.ismount(point)  # same device: ismount cannot see it
+    finally:
+        subprocess.run(["umount", "-l", str(point)], check=False)
+    assert not is_mount_point(point)

@@ -1,7 +1,8 @@
 """Which file system a path lives on, read from /proc/self/mountinfo.
 
 inotify only sees changes made through this kernel: writes by other SMB/NFS clients (the line PC) never
-raise an event, so network and FUSE mounts must be polled. This module answers that one question.
+raise an event, so network and FUSE mounts must be polled. And a share that is unmounted under the module leaves
+its mount point behind as a plain folder: `is_mount_point` tells the two apart.
 """
 
 from __future__ import annotations
@@ -59,6 +60,20 @@ def filesystem_type(path: Path, mountinfo: str | None = None) -> str:
         if (target == mount_point or target.startswith(prefix) or mount_point == "/") and len(mount_point) >= len(best):
             best, best_type = mount_point, fs_type
     return best_type
+
+
+def is_mount_point(path: Path, mountinfo: str | None = None) -> bool:
+    """Whether something is mounted at `path`. `os.path.ismount` answers from the device numbers and misses a
+    bind mount from the same file system; mountinfo lists every mount point of this mount namespace."""
+    if mountinfo is None and os.path.ismount(path):
+        return True
+    if mountinfo is None:
+        try:
+            mountinfo = Path("/proc/self/mountinfo").read_text()
+        except OSError:
+            return False
+    target = os.path.realpath(path)
+    return any(mount_point == target for mount_point, _ in parse_mountinfo(mountinfo))
 
 
 def needs_polling(fs_type: str) -> bool:

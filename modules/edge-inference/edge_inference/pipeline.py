@@ -48,6 +48,7 @@ from edge_inference.ledger import Ledger
 from edge_inference.live_settings import LiveSettings, TwinSettings
 from edge_inference.metrics import MetricsRegistry
 from edge_inference.model import OnnxModel
+from edge_inference.mounts import is_mount_point
 from edge_inference.preprocess import prepare_frame
 from edge_inference.results import OutputFullError, ResultWriter
 from edge_inference.settings import Settings
@@ -133,7 +134,8 @@ class Pipeline:
         self.telemetry_group = telemetry_group or contextlib.nullcontext
         # A share mounted at OUTPUT_DIR that is later unmounted leaves a plain folder: results written there
         # would be hidden when the share returns. Remember that it was a mount point, and never write then.
-        self._output_was_mount = os.path.ismount(settings.output_dir)
+        self._output_was_mount = is_mount_point(settings.output_dir)
+        self._input_was_mount = is_mount_point(settings.input_dir)  # the same for the input share
         wanted = settings.effective_batch_size(model.on_gpu)
         self.max_batch = 1 if model.layout == "rows" else max(1, min(wanted, model.max_batch))
         self.frames: queue.Queue[FrameJob] = queue.Queue(maxsize=settings.queue_size)
@@ -630,12 +632,20 @@ class Pipeline:
             )
 
     def _input_available(self) -> bool:
-        if not _readable_dir(self.settings.input_dir):
+        input_dir = self.settings.input_dir
+        if not _readable_dir(input_dir) or (self._input_was_mount and not is_mount_point(input_dir)):
             return False
-        return not self.claims.moves_files or _readable_dir(self.claims.own)
+        if not self.claims.moves_files or _readable_dir(self.claims.own):
+            return True
+        try:  # the share answers, but our claim area is gone (someone removed `.edge-inference`): make it again
+            self.claims.prepare()
+        except OSError:
+            return False
+        log.warning("the claim area %s was missing on the input share: made again", self.claims.own)
+        return True
 
     def _check_output_mounted(self) -> None:
-        if self._output_was_mount and not os.path.ismount(self.settings.output_dir):
+        if self._output_was_mount and not is_mount_point(self.settings.output_dir):
             raise OSError(errno.ENODEV, "the output share is no longer mounted (its mount point is a plain folder)")
 
     def _output_writable(self) -> bool:
