@@ -441,26 +441,32 @@ def test_output_share_full_pauses_intake_loses_nothing_and_resumes(start, shares
         subprocess.run(["umount", "-l", str(out)], check=False)
 
 
-def test_an_output_share_unmounted_under_the_module_gets_nothing_written_into_its_mount_point(start, shares) -> None:  # type: ignore[no-untyped-def]
-    # given the output share is a mount (a tmpfs here; an SMB/NFS share on a box)
-    out = shares["output"]
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(out)], check=True)
+@pytest.mark.parametrize("sub", ["", "site1/line1"])
+def test_an_output_share_unmounted_under_the_module_gets_nothing_written_into_its_mount_point(
+    start, shares, sub
+) -> None:  # type: ignore[no-untyped-def]
+    # given the output share is a mount (a tmpfs here; an SMB/NFS share on a box); OUTPUT_DIR is the share or a
+    # folder inside it
+    mount = shares["output"]
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], check=True)
+    out = mount / sub
+    out.mkdir(parents=True, exist_ok=True)
     try:
-        run = start(MIN_FREE_MB="1")
+        run = start(MIN_FREE_MB="1", OUTPUT_DIR=str(out))
         frame(shares["input"] / "a.jpg")
         run.collector.wait_for(1)
         assert eventually((out / "processed" / "a.jpg").is_file)
         # when it is unmounted and its mount point is a plain, writable folder
-        subprocess.run(["umount", "-l", str(out)], check=True)
+        subprocess.run(["umount", "-l", str(mount)], check=True)
         frame(shares["input"] / "b.jpg", seed=1)
         assert eventually(lambda: "outputError" in run.pipeline.intake_blocked)
         time.sleep(1.0)
         # then nothing lands in the folder (it would be hidden by the share when it returns)
-        assert list(out.iterdir()) == [] and len(run.collector.results) == 1
+        assert list(mount.iterdir()) == [] and len(run.collector.results) == 1
         # and once a share is mounted there again (a new mount, a new device number), the frame is finished
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(out)], check=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], check=True)
         assert [r.rel_path for r in run.collector.wait_for(2, timeout=15)][1] == "b.jpg"
         assert set(results_of(out)) == {"b.jpg"} and eventually((out / "processed" / "b.jpg").is_file)
         assert eventually(lambda: run.pipeline.intake_blocked == {})
     finally:
-        subprocess.run(["umount", "-l", str(out)], check=False)
+        subprocess.run(["umount", "-l", str(mount)], check=False)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_inference.mounts import filesystem_type, is_mount_point, needs_polling, parse_mountinfo
+from edge_inference.mounts import filesystem_type, is_mount_point, mount_point_of, needs_polling, parse_mountinfo
 from edge_inference.watcher import FrameWatcher, Offer, _EventHandler, is_frame_name
 
 pytestmark = pytest.mark.timeout(30)
@@ -165,6 +165,8 @@ def test_network_and_fuse_mounts_are_polled() -> None:
 def test_a_mount_point_is_told_from_a_plain_folder() -> None:
     assert is_mount_point(Path("/app/input"), MOUNTINFO) and is_mount_point(Path("/mnt/with space"), MOUNTINFO)
     assert not is_mount_point(Path("/app/input/line1"), MOUNTINFO) and not is_mount_point(Path("/app"), MOUNTINFO)
+    assert mount_point_of(Path("/app/input/line1"), MOUNTINFO) == Path("/app/input")
+    assert mount_point_of(Path("/app/inputs"), MOUNTINFO) == Path("/")
 
 
 def test_a_bind_mount_from_the_same_file_system_is_a_mount_point(tmp_path: Path) -> None:

@@ -47,19 +47,28 @@ def parse_mountinfo(text: str) -> list[tuple[str, str]]:
 
 def filesystem_type(path: Path, mountinfo: str | None = None) -> str:
     """The fs type of the mount holding `path` (the longest mount point that prefixes it)."""
+    return _holding_mount(path, mountinfo)[1]
+
+
+def mount_point_of(path: Path, mountinfo: str | None = None) -> Path:
+    """The mount point of the mount holding `path` (`/` when nothing else is mounted above it)."""
+    return Path(_holding_mount(path, mountinfo)[0] or "/")
+
+
+def _holding_mount(path: Path, mountinfo: str | None) -> tuple[str, str]:
     if mountinfo is None:
         try:
             mountinfo = Path("/proc/self/mountinfo").read_text()
         except OSError:
             log.warning("cannot read /proc/self/mountinfo; assuming a local file system")
-            return "unknown"
+            return "/", "unknown"
     target = os.path.realpath(path)
     best, best_type = "", "unknown"
     for mount_point, fs_type in parse_mountinfo(mountinfo):
         prefix = mount_point.rstrip("/") + "/"
         if (target == mount_point or target.startswith(prefix) or mount_point == "/") and len(mount_point) >= len(best):
             best, best_type = mount_point, fs_type
-    return best_type
+    return best, best_type
 
 
 def is_mount_point(path: Path, mountinfo: str | None = None) -> bool:

@@ -48,7 +48,7 @@ from edge_inference.ledger import Ledger
 from edge_inference.live_settings import LiveSettings, TwinSettings
 from edge_inference.metrics import MetricsRegistry
 from edge_inference.model import OnnxModel
-from edge_inference.mounts import is_mount_point
+from edge_inference.mounts import is_mount_point, mount_point_of
 from edge_inference.preprocess import prepare_frame
 from edge_inference.results import OutputFullError, ResultWriter
 from edge_inference.settings import Settings
@@ -132,10 +132,11 @@ class Pipeline:
         self.telemetry = telemetry
         self.on_frame_outcome = on_frame_outcome
         self.telemetry_group = telemetry_group or contextlib.nullcontext
-        # A share mounted at OUTPUT_DIR that is later unmounted leaves a plain folder: results written there
-        # would be hidden when the share returns. Remember that it was a mount point, and never write then.
-        self._output_was_mount = is_mount_point(settings.output_dir)
-        self._input_was_mount = is_mount_point(settings.input_dir)  # the same for the input share
+        # A share that is unmounted under the module leaves its mount point as a plain folder: results written
+        # there would be hidden when the share returns. Remember the mount holding each share folder at start
+        # (`/` needs no watching), and never use a share folder whose mount is gone.
+        self._output_mount = _share_mount(settings.output_dir)
+        self._input_mount = _share_mount(settings.input_dir)
         wanted = settings.effective_batch_size(model.on_gpu)
         self.max_batch = 1 if model.layout == "rows" else max(1, min(wanted, model.max_batch))
         self.frames: queue.Queue[FrameJob] = queue.Queue(maxsize=settings.queue_size)
@@ -633,7 +634,7 @@ class Pipeline:
 
     def _input_available(self) -> bool:
         input_dir = self.settings.input_dir
-        if not _readable_dir(input_dir) or (self._input_was_mount and not is_mount_point(input_dir)):
+        if not _readable_dir(input_dir) or (self._input_mount is not None and not is_mount_point(self._input_mount)):
             return False
         if not self.claims.moves_files or _readable_dir(self.claims.own):
             return True
@@ -645,12 +646,13 @@ class Pipeline:
         return True
 
     def _check_output_mounted(self) -> None:
-        if self._output_was_mount and not is_mount_point(self.settings.output_dir):
+        if self._output_mount is not None and not is_mount_point(self._output_mount):
             raise OSError(errno.ENODEV, "the output share is no longer mounted (its mount point is a plain folder)")
 
     def _output_writable(self) -> bool:
         try:
             self._check_output_mounted()
+            self.settings.output_dir.mkdir(parents=True, exist_ok=True)  # as at start (a share that came back empty)
             usage = shutil.disk_usage(self.settings.output_dir)
         except OSError:
             return False
@@ -820,6 +822,12 @@ class Pipeline:
         from edge_inference.selftest import run_self_test
 
         return run_self_test(self)
+
+
+def _share_mount(folder: Path) -> Path | None:
+    """The mount point holding `folder` (the share itself, or the share a sub-folder of it lives on)."""
+    mount = mount_point_of(folder)
+    return None if mount == Path("/") else mount
 
 
 def _readable_dir(path: Path) -> bool:
