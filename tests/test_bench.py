@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 
 from bench.run_bench import batches_from_inference, drop_to_result_ms, latency_summary, percentile
 from bench.yolov8n_model import build_yolov8n
+from tools.module_process import module_process_env
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,7 +63,7 @@ def test_drop_to_result_latency_and_batches() -> None:
 @pytest.mark.timeout(180)
 def test_quick_bench_writes_the_report(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "modules" / "edge-inference"), str(ROOT)])}
+    env = module_process_env()
     cmd = [sys.executable, str(ROOT / "bench" / "run_bench.py"), "--quick", "--models", "yolov8n"]
     cmd += ["--sizes", "480p", "--frames", "8", "--light-frames", "3", "--seconds", "0.3", "--out", str(out)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=170)

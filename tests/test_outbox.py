@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import pytest
 from edge_inference.control import OutgoingMessage
 from edge_inference.iot.outbox import Outbox
 from edge_inference.metrics import MetricsRegistry
+from tools.module_process import module_process_env
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -129,7 +129,7 @@ def test_published_messages_survive_a_killed_process(tmp_path: Path) -> None:
         time.sleep(60)
         """
     )
-    env = {**os.environ, "PYTHONPATH": f"{REPO / 'modules' / 'edge-inference'}:{REPO}"}
+    env = module_process_env()
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env)
     try:
         assert proc.stdout is not None

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -19,12 +18,13 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # run as a script (`python tools/simulate.py`) without PYTHONPATH
-    sys.path.insert(0, str(REPO))
+for _path in (REPO / "modules" / "edge-inference", REPO):  # run as a script without PYTHONPATH
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 from tools.edgehub_rig import CapturedMessage, EdgeHubRig  # noqa: E402
+from tools.module_process import module_process_env  # noqa: E402
 
-MODULE_DIR = REPO / "modules" / "edge-inference"
 DATA_DIR = REPO / "data" / "simulate"
 DESIRED_PATCH = {"confidenceThreshold": 0.7}
 
@@ -74,19 +74,11 @@ def summarize_body(message: CapturedMessage, limit: int = 160) -> str:
 
 
 def _module_env(rig: EdgeHubRig, data_dir: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    for name in [n for n in env if n.startswith("IOTEDGE_")]:
-        del env[name]  # the local-dev variables below must win
-    env.update(rig.env())
+    folders = {}
     for name in ("input", "output", "state"):
         (data_dir / name).mkdir(parents=True, exist_ok=True)
-        env[f"{name.upper()}_DIR"] = str(data_dir / name)
-    paths = [str(MODULE_DIR), str(REPO)]
-    if env.get("PYTHONPATH"):
-        paths.append(env["PYTHONPATH"])
-    env["PYTHONPATH"] = os.pathsep.join(paths)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
+        folders[f"{name.upper()}_DIR"] = str(data_dir / name)
+    return module_process_env(**rig.env(), **folders, PYTHONUNBUFFERED="1")
 
 
 def _start_dropper(args: argparse.Namespace, input_dir: Path) -> subprocess.Popen[bytes] | None:
