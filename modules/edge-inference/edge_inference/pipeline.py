@@ -540,7 +540,7 @@ class Pipeline:
             ]
         )
         for f in group:
-            self._dispose(f.job.rel_path, f.job.path, f.result.ok)
+            self._dispose(f.job.rel_path, f.job.path, f.result.ok, mount_checked=True)  # checked for the group
             with self._lock:
                 self._in_flight.pop(f.job.rel_path, None)
             self.metrics.stage_seconds.labels(stage="write").observe(write_s)
@@ -579,9 +579,9 @@ class Pipeline:
         self.set_intake_blocked("outputFull" if full else "outputError", True, f"output share: {exc}")
         self._claims_dirty.set()
 
-    def _dispose(self, rel_path: str, path: Path, ok: bool) -> None:
+    def _dispose(self, rel_path: str, path: Path, ok: bool, *, mount_checked: bool = False) -> None:
         try:
-            if not ok or self.settings.input_disposition == "archive":  # it writes to the output share
+            if not mount_checked and (not ok or self.settings.input_disposition == "archive"):  # writes to output
                 self._check_output_mounted()
             self.claims.dispose(rel_path, path, ok)
         except OSError as exc:
