@@ -319,6 +319,43 @@ def test_a_claim_area_removed_by_hand_is_made_again(start, shares) -> None:  # t
     assert eventually(lambda: not run.pipeline.intake_blocked, timeout=5)
 
 
+def test_keep_mode_forgets_old_frames_only_once_they_are_gone_from_the_share(start, shares, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    run = start(INPUT_DISPOSITION="keep", LEDGER_RETENTION_DAYS="7")
+    frame(shares["input"] / "stays.jpg")
+    frame(shares["input"] / "goes.jpg", seed=1)
+    run.collector.wait_for(2)
+    assert eventually(lambda: run.pipeline.ledger.counts().get("done") == 2)
+    (shares["input"] / "goes.jpg").unlink()
+    # nothing is due within the retention period
+    assert run.pipeline.prune_ledger() == (0, False)
+    # eight days later, the frame that left the share is forgotten; the one still there is remembered
+    assert run.pipeline.prune_ledger(now=time.time() + 8 * 86400) == (1, False)
+    assert run.pipeline.ledger.counts() == {"done": 1}
+    run.stop()
+    # so a restart (start-up scan of the share) does not process it again
+    again = start(INPUT_DISPOSITION="keep", LEDGER_RETENTION_DAYS="7")
+    time.sleep(2.0)
+    assert again.collector.results == []
+
+
+def test_archive_mode_forgets_old_frames_but_not_claimed_ones(start, shares) -> None:  # type: ignore[no-untyped-def]
+    run = start()
+    for i in range(3):
+        frame(shares["input"] / f"f{i}.jpg", seed=i)
+    run.collector.wait_for(3)
+    assert eventually(lambda: run.pipeline.status()["inFlight"] == 0)
+    # a finished frame still in the claim area (its archive move is pending) must stay known
+    claim = shares["input"] / ".edge-inference" / "claims" / "r1" / "f1.jpg"
+    os.rename(shares["output"] / "processed" / "f1.jpg", claim)
+    forgotten, more, rounds = 0, True, 0
+    while more:  # in steps of 2, as the housekeeping does with a backlog
+        n, more = run.pipeline.prune_ledger(now=time.time() + 8 * 86400, limit=2)
+        forgotten, rounds = forgotten + n, rounds + 1
+    assert forgotten == 2 and rounds == 2
+    assert run.pipeline.ledger.counts() == {"done": 1}
+    assert run.pipeline.reprocess("f0.jpg") == 0  # beyond the retention period, reprocess cannot reach it
+
+
 def test_a_silent_replicas_claims_are_adopted(start, shares) -> None:  # type: ignore[no-untyped-def]
     dead = shares["input"] / ".edge-inference" / "claims" / "gone"
     frame(dead / "d.jpg")

@@ -7,6 +7,10 @@ row only means a frame is processed again and its result file rewritten in place
 A frame processed again on request (the `reprocess` method) is a new result of the same frame version: the
 ledger counts these generations, and the n-th one's messages carry `<frame id>.r<n>` as their id, so that
 upstream de-duplication, which rightly drops a resend, does not drop the new result.
+
+Finished frames are forgotten after the retention period (`prune`), in small steps, so the ledger of a box that
+runs for months stays the size of a few days of frames. A row that must stay (its frame is still on a `keep`
+share) has its time renewed, so it is checked again only one retention period later.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import fnmatch
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +34,7 @@ CREATE TABLE IF NOT EXISTS frames (
     updated_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS frames_rel_path ON frames (rel_path);
+CREATE INDEX IF NOT EXISTS frames_updated_at ON frames (updated_at);
 CREATE TABLE IF NOT EXISTS reprocessed (
     frame_id   TEXT PRIMARY KEY,
     generation INTEGER NOT NULL
@@ -116,6 +121,37 @@ class Ledger:
             marks = ",".join("?" * len(frame_ids))
             rows = db.execute(f"SELECT frame_id, generation FROM reprocessed WHERE frame_id IN ({marks})", frame_ids)
             return {str(f): int(g) for f, g in rows.fetchall()}
+
+    def prune(
+        self,
+        retention_seconds: float,
+        keep: Callable[[LedgerEntry], bool] | None = None,
+        limit: int = 500,
+        now: float | None = None,
+    ) -> tuple[list[str], bool]:
+        """Forget up to `limit` finished frames last updated more than `retention_seconds` before `now`, except
+        those `keep` says must stay (their time is renewed to `now` instead). `keep` runs outside the lock (it
+        may touch a share). Returns the frame ids forgotten, and whether more may be due."""
+        now = time.time() if now is None else now
+        cutoff = now - retention_seconds
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT frame_id, rel_path, size, mtime_ns, state, updated_at FROM frames"
+                " WHERE updated_at < ? AND state IN ('done', 'failed') ORDER BY updated_at LIMIT ?",
+                (cutoff, limit),
+            ).fetchall()
+        entries = [LedgerEntry(*row) for row in rows]
+        kept = [e.frame_id for e in entries if keep is not None and keep(e)]
+        kept_set = set(kept)
+        candidates = [e.frame_id for e in entries if e.frame_id not in kept_set]
+        gone = []
+        with self._tx() as db:
+            for frame_id in candidates:  # a frame recorded again meanwhile (re-claimed, reprocessed) stays
+                if db.execute("DELETE FROM frames WHERE frame_id = ? AND updated_at < ?", (frame_id, cutoff)).rowcount:
+                    gone.append(frame_id)
+            db.executemany("DELETE FROM reprocessed WHERE frame_id = ?", [(f,) for f in gone])
+            db.executemany("UPDATE frames SET updated_at = ? WHERE frame_id = ?", [(now, f) for f in kept])
+        return gone, len(rows) == limit
 
     def generations(self) -> dict[str, int]:
         """Every frame processed again on request, with how many times (small: reprocess is manual)."""

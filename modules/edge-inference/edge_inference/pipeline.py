@@ -44,7 +44,7 @@ from edge_inference import postprocess, tempfiles
 from edge_inference.claims import ClaimArea, copy_atomic, safe_join
 from edge_inference.entities import FrameJob, FrameResult, ModelInfo, PreparedFrame, utc_now_iso
 from edge_inference.errors import FrameError, UnavailableError
-from edge_inference.ledger import Ledger
+from edge_inference.ledger import Ledger, LedgerEntry
 from edge_inference.live_settings import LiveSettings, TwinSettings
 from edge_inference.metrics import MetricsRegistry
 from edge_inference.model import OnnxModel
@@ -60,6 +60,7 @@ _WAIT = 0.1  # seconds: the longest any worker waits before checking its stop ev
 _FATAL_BATCH_FAILURES = 3  # consecutive failed inference batches before the stage is declared dead
 _DECODE_NICE_ON_CPU = 5  # decode threads' niceness when inference runs on the CPU (see _decode_loop)
 _PAUSE_REASONS = frozenset({"paused", "twinPaused"})  # an operator's pause: direct method or the twin's `paused`
+_PRUNE_INTERVAL = 3600.0  # seconds between ledger retention passes
 _DISPATCH_GROUP = 32  # results made durable together (one file-system flush, one ledger/outbox transaction)
 
 
@@ -592,8 +593,12 @@ class Pipeline:
 
     def _housekeeping_loop(self) -> None:
         last_beat = last_adopt = 0.0
+        next_prune = time.monotonic() + 60.0  # not in the rush of a start-up backlog
         while not self._stop.wait(1.0):
             now = time.monotonic()
+            if self.settings.ledger_retention_days > 0 and now >= next_prune:
+                _forgotten, more = self.prune_ledger()
+                next_prune = now + (1.0 if more else _PRUNE_INTERVAL)  # a backlog goes in small steps
             if now - last_beat > 10:
                 self.claims.heartbeat()
                 last_beat = now
@@ -611,6 +616,44 @@ class Pipeline:
                     tick()
                 except Exception:
                     log.exception("telemetry tick failed")
+
+    def prune_ledger(self, now: float | None = None, limit: int = 500) -> tuple[int, bool]:
+        """Forget finished frames older than LEDGER_RETENTION_DAYS (at most `limit` per call), except frames the
+        ledger must still remember: claimed ones (archive/delete), and ones still on a `keep` share. Returns how
+        many were forgotten and whether more are due."""
+        keep: Callable[[LedgerEntry], bool]
+        if self.claims.moves_files:
+            try:
+                claimed = {rel for rel, _path in self.claims.claimed()}
+            except OSError:
+                return 0, False  # the share is away: try at the next round
+            with self._lock:
+                claimed.update(self._in_flight)
+            keep = lambda e: e.rel_path in claimed  # noqa: E731
+        else:
+            if not self._input_available():
+                return 0, False  # a missing file on a missing share says nothing
+            keep = self._still_on_share
+        forgotten, more = self.ledger.prune(self.settings.ledger_retention_days * 86400, keep, limit, now)
+        for frame_id in forgotten:
+            self._generations.pop(frame_id, None)
+        if forgotten:
+            log.info(
+                "ledger: forgot %d finished frames older than %g days",
+                len(forgotten),
+                self.settings.ledger_retention_days,
+            )
+        return len(forgotten), more
+
+    def _still_on_share(self, entry: LedgerEntry) -> bool:
+        """Keep mode: the ledger alone keeps the frame from being processed again while its file is there."""
+        try:
+            st = os.stat(safe_join(self.settings.input_dir, entry.rel_path), follow_symlinks=False)
+        except FileNotFoundError:
+            return not _readable_dir(self.settings.input_dir)  # gone, unless the whole share went away meanwhile
+        except (OSError, ValueError):
+            return True
+        return st.st_size == entry.size and st.st_mtime_ns == entry.mtime_ns
 
     def _watch_shares(self) -> None:
         """Pause intake while a share does not answer, even with no frame in flight to notice it (the operator

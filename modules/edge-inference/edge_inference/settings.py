@@ -75,6 +75,12 @@ ENV_VARS: tuple[EnvVar, ...] = (
     ),
     EnvVar("REPLICA_ID", "hostname", "name of this replica's claim area in the input share"),
     EnvVar("CLAIM_STALE_SECONDS", "300", "claims of a replica silent this long are taken over"),
+    EnvVar(
+        "LEDGER_RETENTION_DAYS",
+        "7",
+        "finished frames are forgotten by the ledger after this long (keep mode: only once gone from the share);"
+        " reprocess reaches back this far; 0 = never",
+    ),
     EnvVar("SHUTDOWN_TIMEOUT_SECONDS", "20", "SIGTERM: drain deadline before exiting"),
     EnvVar("HTTP_HOST", "0.0.0.0", "address the REST API binds to"),
     EnvVar("HTTP_PORT", "5000", "REST API port (/predict, /health, /ready)"),
@@ -123,6 +129,7 @@ class Settings:
     jpeg_reduced_decode: bool = True
     replica_id: str = field(default_factory=socket.gethostname)
     claim_stale_seconds: float = 300.0
+    ledger_retention_days: float = 7.0
     shutdown_timeout_seconds: float = 20.0
     http_host: str = "0.0.0.0"
     http_port: int = 5000
@@ -295,6 +302,7 @@ def read_settings(env: Mapping[str, str] | None = None) -> Settings:
         jpeg_reduced_decode=r.boolean("JPEG_REDUCED_DECODE", d.jpeg_reduced_decode),
         replica_id=r.parse("REPLICA_ID", d.replica_id, _replica_id, "letters, digits, '.', '_' or '-'"),
         claim_stale_seconds=r.number("CLAIM_STALE_SECONDS", d.claim_stale_seconds, 5.0, 10**7),
+        ledger_retention_days=r.number("LEDGER_RETENTION_DAYS", d.ledger_retention_days, 0.0, 36500.0),
         shutdown_timeout_seconds=r.number("SHUTDOWN_TIMEOUT_SECONDS", d.shutdown_timeout_seconds, 1.0, 3600.0),
         http_host=r.parse("HTTP_HOST", d.http_host, str, "an address"),
         http_port=r.number("HTTP_PORT", d.http_port, 0, 65535, integer=True),
