@@ -356,6 +356,22 @@ def test_archive_mode_forgets_old_frames_but_not_claimed_ones(start, shares) -> 
     assert run.pipeline.reprocess("f0.jpg") == 0  # beyond the retention period, reprocess cannot reach it
 
 
+def test_a_claim_that_fails_is_retried_and_never_stops_the_watcher(start, shares, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    run = start()
+    real_claim, failures = run.pipeline.claims.claim, []
+
+    def flaky_claim(rel_path: str) -> Path | None:  # an SMB share answering EIO a few times
+        if len(failures) < 3:
+            failures.append(rel_path)
+            raise OSError(5, "Input/output error")
+        return real_claim(rel_path)
+
+    monkeypatch.setattr(run.pipeline.claims, "claim", flaky_claim)
+    frame(shares["input"] / "a.jpg")
+    assert [r.rel_path for r in run.collector.wait_for(1, timeout=15)] == ["a.jpg"]
+    assert failures == ["a.jpg"] * 3 and run.watcher.alive()
+
+
 def test_a_silent_replicas_claims_are_adopted(start, shares) -> None:  # type: ignore[no-untyped-def]
     dead = shares["input"] / ".edge-inference" / "claims" / "gone"
     frame(dead / "d.jpg")

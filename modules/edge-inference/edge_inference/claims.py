@@ -17,6 +17,7 @@ import errno
 import logging
 import os
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -91,6 +92,7 @@ class ClaimArea:
         self.replica_id = replica_id
         self.claims_root = input_dir / STATE_FOLDER / "claims"
         self.own = self.claims_root / replica_id
+        self._folders = threading.Lock()  # claim-area folders: made by claims, removed once emptied
 
     @property
     def moves_files(self) -> bool:
@@ -112,12 +114,19 @@ class ClaimArea:
         if not self.moves_files:
             return source
         target = safe_join(self.own, rel_path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.rename(source, target)  # atomic: of two replicas exactly one succeeds
-        except FileNotFoundError:
-            return None
-        return target
+        return target if self._move_in(source, target) else None  # atomic: of two replicas exactly one wins
+
+    def _move_in(self, source: Path, target: Path) -> bool:
+        """Rename `source` to `target` in our claim area, making its folder first; False when `source` is gone.
+        The lock keeps the pruning of emptied folders (after a disposition, on another thread) from removing
+        the folder between its making and the rename."""
+        with self._folders:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.rename(source, target)
+            except FileNotFoundError:
+                return False
+        return True
 
     def claimed(self) -> Iterator[tuple[str, Path]]:
         """(rel path, path) of every file in our claim area: frames a crash left unfinished.
@@ -161,13 +170,8 @@ class ClaimArea:
                     if name == HEARTBEAT:
                         continue
                     src = Path(dirpath) / name
-                    dst = self.own / src.relative_to(other)
-                    dst.parent.mkdir(parents=True, exist_ok=True)
-                    try:
-                        os.rename(src, dst)
+                    if self._move_in(src, self.own / src.relative_to(other)):
                         adopted += 1
-                    except FileNotFoundError:
-                        continue
             if adopted:
                 log.warning("adopted %d claimed frames of silent replica %s", adopted, other.name)
             total += adopted
@@ -199,9 +203,10 @@ class ClaimArea:
         """Remove claim sub-folders left empty (never the claim root or the share's own folders)."""
         if not self.moves_files:
             return
-        while folder != self.own and self.own in folder.parents:
-            try:
-                folder.rmdir()
-            except OSError:
-                return
-            folder = folder.parent
+        with self._folders:
+            while folder != self.own and self.own in folder.parents:
+                try:
+                    folder.rmdir()
+                except OSError:
+                    return
+                folder = folder.parent

@@ -259,7 +259,11 @@ class Pipeline:
                 return Offer.DROP
             if self.frames.full():
                 return Offer.DEFER
-            path = self.claims.claim(rel_path)
+            try:
+                path = self.claims.claim(rel_path)
+            except OSError as exc:  # one frame's claim failing never stops the watcher: it is offered again
+                log.warning("cannot claim %s: %s (retried)", rel_path, exc)
+                return Offer.DEFER
             if path is None:
                 return Offer.DROP  # gone: another replica took it, or the writer removed it
             self.ledger.record(frame_id, rel_path, st.st_size, st.st_mtime_ns, "claimed")
