@@ -105,8 +105,11 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="edge-soak-"))
     shares = Shares.make(work / "shares")
     faults = list(FAULTS)
+    total = int(args.minutes * 60 * args.rate)
     if can_mount():
-        shares.mount_tmpfs(shares.output, "256m")
+        # room for every frame's result and archived original (a 4 KiB tmpfs page each, and folders), so that
+        # only the injected "output full" fills it (a 256 MiB share filled up for real near 21,000 frames)
+        shares.mount_tmpfs(shares.output, f"{64 + total * 12 // 1024}m")
         shares.detachable("input")
     else:
         faults.remove("output_full")
@@ -115,7 +118,6 @@ def main() -> int:
     stamp = time.strftime("%Y%m%dT%H%M%S")
     args.out.mkdir(parents=True, exist_ok=True)
     csv_path, json_path = args.out / f"soak-{stamp}.csv", args.out / f"soak-{stamp}.json"
-    total = int(args.minutes * 60 * args.rate)
     names = [f"line{i % 3}/cam{i % 7}/{i // 1000:04d}/{i:08d}.jpg" for i in range(total)]
     events: list[dict[str, Any]] = []
     samples: list[dict[str, Any]] = []
