@@ -56,15 +56,13 @@ def mount_point_of(path: Path, mountinfo: str | None = None) -> Path:
 
 
 def _holding_mount(path: Path, mountinfo: str | None) -> tuple[str, str]:
-    if mountinfo is None:
-        try:
-            mountinfo = Path("/proc/self/mountinfo").read_text()
-        except OSError:
-            log.warning("cannot read /proc/self/mountinfo; assuming a local file system")
-            return "/", "unknown"
+    table = _mount_table(mountinfo)
+    if table is None:
+        log.warning("cannot read /proc/self/mountinfo; assuming a local file system")
+        return "/", "unknown"
     target = os.path.realpath(path)
     best, best_type = "", "unknown"
-    for mount_point, fs_type in parse_mountinfo(mountinfo):
+    for mount_point, fs_type in table:
         prefix = mount_point.rstrip("/") + "/"
         if (target == mount_point or target.startswith(prefix) or mount_point == "/") and len(mount_point) >= len(best):
             best, best_type = mount_point, fs_type
@@ -76,13 +74,19 @@ def is_mount_point(path: Path, mountinfo: str | None = None) -> bool:
     bind mount from the same file system; mountinfo lists every mount point of this mount namespace."""
     if mountinfo is None and os.path.ismount(path):
         return True
+    table = _mount_table(mountinfo)
+    target = os.path.realpath(path)
+    return table is not None and any(mount_point == target for mount_point, _ in table)
+
+
+def _mount_table(mountinfo: str | None) -> list[tuple[str, str]] | None:
+    """`parse_mountinfo` of `mountinfo`, or of this process's /proc/self/mountinfo; None when it cannot be read."""
     if mountinfo is None:
         try:
             mountinfo = Path("/proc/self/mountinfo").read_text()
         except OSError:
-            return False
-    target = os.path.realpath(path)
-    return any(mount_point == target for mount_point, _ in parse_mountinfo(mountinfo))
+            return None
+    return parse_mountinfo(mountinfo)
 
 
 def needs_polling(fs_type: str) -> bool:

@@ -662,16 +662,15 @@ class Pipeline:
     def _watch_shares(self) -> None:
         """Pause intake while a share does not answer, even with no frame in flight to notice it (the operator
         gets the alarm at once), and resume when it is back. Low free space is the disk monitor's alarm."""
-        writable = None
-        for reason in ("outputFull", "outputError"):
-            if reason in self._blocked:
-                writable = self._output_writable() if writable is None else writable
-                if writable:
-                    self.set_intake_blocked(reason, False)
         try:
             self._check_output_mounted()
         except OSError as exc:
             self.set_intake_blocked("outputError", True, f"output share: {exc.strerror}")
+        else:
+            held = [reason for reason in ("outputFull", "outputError") if reason in self._blocked]
+            if held and self._output_writable():
+                for reason in held:
+                    self.set_intake_blocked(reason, False)
         if self._input_available():
             self.set_intake_blocked("inputUnavailable", False)
         elif "inputUnavailable" not in self._blocked:
@@ -680,8 +679,7 @@ class Pipeline:
             )
 
     def _input_available(self) -> bool:
-        input_dir = self.settings.input_dir
-        if not _readable_dir(input_dir) or (self._input_mount is not None and not is_mount_point(self._input_mount)):
+        if not _readable_dir(self.settings.input_dir) or _mount_gone(self._input_mount):
             return False
         if not self.claims.moves_files or _readable_dir(self.claims.own):
             return True
@@ -693,7 +691,7 @@ class Pipeline:
         return True
 
     def _check_output_mounted(self) -> None:
-        if self._output_mount is not None and not is_mount_point(self._output_mount):
+        if _mount_gone(self._output_mount):
             raise OSError(errno.ENODEV, "the output share is no longer mounted (its mount point is a plain folder)")
 
     def _output_writable(self) -> bool:
@@ -875,6 +873,11 @@ def _share_mount(folder: Path) -> Path | None:
     """The mount point holding `folder` (the share itself, or the share a sub-folder of it lives on)."""
     mount = mount_point_of(folder)
     return None if mount == Path("/") else mount
+
+
+def _mount_gone(mount: Path | None) -> bool:
+    """A share mount remembered at start (`_share_mount`) that is no longer mounted."""
+    return mount is not None and not is_mount_point(mount)
 
 
 def _readable_dir(path: Path) -> bool:
