@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.http_support import assert_no_new_threads
 
 
 @pytest.fixture
@@ -15,13 +16,7 @@ def no_thread_leaks() -> Iterator[None]:
     """Fail the test if it leaves non-daemon or pipeline threads running (watchdog's conftest habit)."""
     before = set(threading.enumerate())
     yield
-    deadline = time.monotonic() + 5
-    while True:
-        leaked = [t for t in threading.enumerate() if t not in before and t.is_alive()]
-        if not leaked or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    assert not leaked, f"threads leaked: {[t.name for t in leaked]}"
+    assert_no_new_threads(before, grace=5.0)
 
 
 @pytest.fixture
