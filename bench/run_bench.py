@@ -211,8 +211,8 @@ def prepare_models(keys: Sequence[str], workdir: Path, wait_demo_s: float) -> tu
 
 def load_module_model(path: Path, providers: str, state_dir: Path) -> Any:
     """The module's own OnnxModel: the same providers and session options as `python -m edge_inference`."""
-    from edge_inference.model import OnnxModel
     from edge_inference.settings import Settings, parse_providers
+    from edge_inference.vision.model import OnnxModel
 
     return OnnxModel(Settings(model_path=path, execution_providers=parse_providers(providers), state_dir=state_dir))
 
@@ -322,9 +322,9 @@ def micro_costs(model: Any, frames: list[bytes]) -> dict[str, float]:
     """Single-threaded ms per frame of each step the module does, on the same frames (medians)."""
     import cv2
 
-    from edge_inference import decode as decoding
-    from edge_inference import postprocess
-    from edge_inference.preprocess import letterbox, to_tensor
+    from edge_inference.vision import decode as decoding
+    from edge_inference.vision import postprocess
+    from edge_inference.vision.preprocess import letterbox, to_tensor
 
     hw = model.input_hw
     steps: dict[str, list[float]] = {
@@ -637,8 +637,8 @@ def run_module(
 
 
 def run_case(model: ModelCase, size_key: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    from edge_inference.decode import decode
-    from edge_inference.preprocess import prepare
+    from edge_inference.vision.decode import decode
+    from edge_inference.vision.preprocess import prepare
 
     w, h = SIZES[size_key]
     case: dict[str, Any] = {"model": model.key, "size": size_key, "frameSize": [w, h], "loadStart": load_average()}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from edge_inference.control import OutgoingMessage
+from edge_inference.control.protocols import OutgoingMessage
 from edge_inference.entities import Detection, FrameResult, ModelInfo
 
 MODEL = ModelInfo(name="demo-defects", version="1", provider="CPUExecutionProvider")

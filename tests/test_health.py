@@ -16,7 +16,7 @@ from typing import Any
 import pynvml
 import pytest
 
-from edge_inference.health import (
+from edge_inference.ops.health import (
     GPU_LOST,
     GPU_OVER_TEMPERATURE,
     OUTPUT_SHARE_LOW,
@@ -25,7 +25,7 @@ from edge_inference.health import (
     FailureRunMonitor,
     GpuMonitor,
 )
-from edge_inference.metrics import MetricsRegistry
+from edge_inference.ops.metrics import MetricsRegistry
 from tests.http_support import assert_no_new_threads
 
 MiB = 1024 * 1024
@@ -155,7 +155,7 @@ def test_a_volume_that_cannot_be_read_is_logged_once_and_keeps_its_state(
     alarms = Alarms()
     missing = tmp_path / "not-mounted"
     monitor = DiskSpaceMonitor({"output": missing}, 1 * MiB, metrics, alarms)
-    with caplog.at_level(logging.WARNING, logger="edge_inference.health"):
+    with caplog.at_level(logging.WARNING, logger="edge_inference.ops.health"):
         assert monitor.check_now() is False
         assert monitor.check_now() is False
     assert sum("cannot read free space" in r.getMessage() for r in caplog.records) == 1
@@ -243,7 +243,7 @@ def test_gpu_watch_without_nvml_logs_once_and_does_nothing(caplog: pytest.LogCap
     metrics = MetricsRegistry()
     alarms = Alarms()
     monitor = GpuMonitor(0, metrics, alarms, interval=0.01, nvml=nvml)
-    with caplog.at_level(logging.INFO, logger="edge_inference.health"):
+    with caplog.at_level(logging.INFO, logger="edge_inference.ops.health"):
         monitor.start()
         deadline = time.monotonic() + 5
         while monitor.is_alive() and time.monotonic() < deadline:
@@ -252,9 +252,9 @@ def test_gpu_watch_without_nvml_logs_once_and_does_nothing(caplog: pytest.LogCap
         assert not monitor.is_alive()
         monitor.check_now()
         monitor.stop()
-    messages = [r.getMessage() for r in caplog.records if r.name == "edge_inference.health"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "edge_inference.ops.health"]
     assert len(messages) == 1 and "NVML unavailable" in messages[0]
-    assert all(r.levelno == logging.INFO for r in caplog.records if r.name == "edge_inference.health")
+    assert all(r.levelno == logging.INFO for r in caplog.records if r.name == "edge_inference.ops.health")
     assert alarms.calls == [] and not monitor.available
     assert gpu_gauge(metrics, "edge_inference_gpu_temperature_celsius") is None
 
@@ -269,7 +269,7 @@ def test_gpu_watch_with_the_real_pynvml_on_a_host_without_a_driver(caplog: pytes
         pynvml.nvmlShutdown()
         pytest.skip("this host has an NVIDIA driver: covered by the fake-NVML tests")
     monitor = GpuMonitor(0, MetricsRegistry(), Alarms(), interval=0.01)
-    with caplog.at_level(logging.INFO, logger="edge_inference.health"):
+    with caplog.at_level(logging.INFO, logger="edge_inference.ops.health"):
         monitor.start()
         monitor.stop()
     assert not monitor.available
@@ -340,7 +340,7 @@ def test_a_device_nvml_never_read_is_not_reported_lost(caplog: pytest.LogCapture
     nvml.read_error = pynvml.NVML_ERROR_NOT_SUPPORTED
     alarms = Alarms()
     monitor = GpuMonitor(0, MetricsRegistry(), alarms, interval=0.01, nvml=nvml)
-    with caplog.at_level(logging.INFO, logger="edge_inference.health"):
+    with caplog.at_level(logging.INFO, logger="edge_inference.ops.health"):
         monitor.start()
         deadline = time.monotonic() + 5
         while monitor.is_alive() and time.monotonic() < deadline:

@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 
-from edge_inference.control import OutgoingMessage
+from edge_inference.control.protocols import OutgoingMessage
 from edge_inference.iot.client import IoTEdgeClient
-from edge_inference.live_settings import LiveSettings, TwinSettings
-from edge_inference.metrics import MetricsRegistry
+from edge_inference.ops.live_settings import LiveSettings, TwinSettings
+from edge_inference.ops.metrics import MetricsRegistry
+from edge_inference.ops.telemetry import build_detection_message
 from edge_inference.settings import EDGEHUB_VARIABLES, IOTEDGE_VARIABLES, Settings
-from edge_inference.telemetry import build_detection_message
 from tests.iot_fakes import FakeControl, make_result
 
 HOSTS = ("127.0.0.5", "127.0.0.6", "127.0.0.7", "127.0.0.8", "127.0.0.9")

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from edge_inference.control import OutgoingMessage
+from edge_inference.control.protocols import OutgoingMessage
 from edge_inference.iot.outbox import Outbox
-from edge_inference.metrics import MetricsRegistry
+from edge_inference.ops.metrics import MetricsRegistry
 from tools.module_process import module_process_env
 
 REPO = Path(__file__).resolve().parents[1]
@@ -120,7 +120,7 @@ def test_published_messages_survive_a_killed_process(tmp_path: Path) -> None:
     script = textwrap.dedent(
         f"""
         import sys, time
-        from edge_inference.control import OutgoingMessage
+        from edge_inference.control.protocols import OutgoingMessage
         from edge_inference.iot.outbox import Outbox
         box = Outbox({str(db)!r}, 1000, 3600)
         for i in range(50):

@@ -17,16 +17,16 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_inference.claims import ClaimArea
 from edge_inference.entities import FrameJob, FrameResult
-from edge_inference.ledger import Ledger
-from edge_inference.live_settings import LiveSettings, TwinSettings
-from edge_inference.metrics import MetricsRegistry
-from edge_inference.model import OnnxModel
-from edge_inference.pipeline import Pipeline
-from edge_inference.results import ResultWriter
+from edge_inference.ops.live_settings import LiveSettings, TwinSettings
+from edge_inference.ops.metrics import MetricsRegistry
+from edge_inference.pipeline.runner import Pipeline
 from edge_inference.settings import Settings, read_settings
-from edge_inference.watcher import FrameWatcher
+from edge_inference.share.claims import ClaimArea
+from edge_inference.share.ledger import Ledger
+from edge_inference.share.results import ResultWriter
+from edge_inference.share.watcher import FrameWatcher
+from edge_inference.vision.model import OnnxModel
 from tests.onnx_models import build_constant_model, yolov8_output
 
 pytestmark = pytest.mark.timeout(60)

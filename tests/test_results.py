@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from edge_inference.control import OutgoingMessage
+from edge_inference.control.protocols import OutgoingMessage
 from edge_inference.entities import FrameResult, ModelInfo
 from edge_inference.iot.outbox import Outbox
-from edge_inference.metrics import MetricsRegistry
-from edge_inference.results import OutputFullError, ResultWriter, write_group_atomic
-from edge_inference.telemetry import GroupedSink
+from edge_inference.ops.metrics import MetricsRegistry
+from edge_inference.ops.telemetry import GroupedSink
+from edge_inference.share.results import OutputFullError, ResultWriter, write_group_atomic
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from azure.iot.device import Message
 
-from edge_inference.control import OutgoingMessage
-from edge_inference.live_settings import LiveSettings, TelemetrySettings, TwinSettings
-from edge_inference.metrics import MetricsRegistry
-from edge_inference.telemetry import (
+from edge_inference.control.protocols import OutgoingMessage
+from edge_inference.ops.live_settings import LiveSettings, TelemetrySettings, TwinSettings
+from edge_inference.ops.metrics import MetricsRegistry
+from edge_inference.ops.telemetry import (
     IOT_HUB_MESSAGE_LIMIT,
     OUTPUTS,
     LocalTelemetrySink,

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_inference.mounts import filesystem_type, is_mount_point, mount_point_of, needs_polling, parse_mountinfo
-from edge_inference.watcher import FrameWatcher, Offer, _EventHandler, is_frame_name
+from edge_inference.share.mounts import filesystem_type, is_mount_point, mount_point_of, needs_polling, parse_mountinfo
+from edge_inference.share.watcher import FrameWatcher, Offer, _EventHandler, is_frame_name
 
 pytestmark = pytest.mark.timeout(30)
 

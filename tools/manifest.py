@@ -59,11 +59,11 @@ HUB = "modulesContent.$edgeHub.properties.desired"
 if str(MODULE_DIR) not in sys.path:
     sys.path.insert(0, str(MODULE_DIR))
 
-from edge_inference.live_settings import TWIN_PROPERTIES  # noqa: E402
+from edge_inference.ops.live_settings import TWIN_PROPERTIES  # noqa: E402
 from edge_inference.settings import ENV_VARS  # noqa: E402
 
 try:  # the outputs the code sends; one place names them
-    from edge_inference.telemetry import OUTPUTS as _CODE_OUTPUTS
+    from edge_inference.ops.telemetry import OUTPUTS as _CODE_OUTPUTS
 
     OUTPUTS: tuple[str, ...] = tuple(_CODE_OUTPUTS)
 except ImportError:  # pragma: no cover - only while the telemetry module is being written

@@ -19,19 +19,20 @@ from collections.abc import Mapping
 from types import FrameType
 from typing import Any
 
-from edge_inference import __version__, tempfiles
-from edge_inference.claims import ClaimArea
-from edge_inference.control import TelemetrySink
+from edge_inference import __version__
+from edge_inference.control.protocols import TelemetrySink
 from edge_inference.errors import EdgeInferenceError, ModelError, ProviderError, SettingsError
-from edge_inference.ledger import Ledger
-from edge_inference.live_settings import LiveSettings, TwinSettings
 from edge_inference.log import setup_logging
-from edge_inference.metrics import MetricsRegistry
-from edge_inference.model import OnnxModel
-from edge_inference.pipeline import Pipeline
-from edge_inference.results import ResultWriter
+from edge_inference.ops.live_settings import LiveSettings, TwinSettings
+from edge_inference.ops.metrics import MetricsRegistry
+from edge_inference.pipeline.runner import Pipeline
 from edge_inference.settings import Settings, iot_edge_environment, read_settings
-from edge_inference.watcher import FrameWatcher
+from edge_inference.share import tempfiles
+from edge_inference.share.claims import ClaimArea
+from edge_inference.share.ledger import Ledger
+from edge_inference.share.results import ResultWriter
+from edge_inference.share.watcher import FrameWatcher
+from edge_inference.vision.model import OnnxModel
 
 log = logging.getLogger("edge_inference")
 
@@ -74,8 +75,8 @@ class Module:
         claims = ClaimArea(s.input_dir, s.output_dir, s.replica_id, s.input_disposition, s.claim_stale_seconds)
         writer = ResultWriter(s.output_dir)
 
-        from edge_inference.health import DiskSpaceMonitor, FailureRunMonitor, GpuMonitor
-        from edge_inference.telemetry import GroupedSink, LocalTelemetrySink, TelemetryPublisher
+        from edge_inference.ops.health import DiskSpaceMonitor, FailureRunMonitor, GpuMonitor
+        from edge_inference.ops.telemetry import GroupedSink, LocalTelemetrySink, TelemetryPublisher
 
         sink: TelemetrySink | None = None
         pipeline_ref: dict[str, Pipeline] = {}
@@ -148,13 +149,13 @@ class Module:
     def _start_servers(self, pipeline: Pipeline) -> None:
         s = self.settings
         if s.http_port:
-            from edge_inference.http_api import HttpServer, create_http_app
+            from edge_inference.control.http_api import HttpServer, create_http_app
 
             app = create_http_app(pipeline, self.metrics, s)
             self.http = HttpServer(app, s.http_host, s.http_port, threads=max(4, s.http_max_concurrency))
             self.http.start()
         if s.metrics_port:
-            from edge_inference.metrics_server import MetricsServer
+            from edge_inference.control.metrics_server import MetricsServer
 
             self.metrics_server = MetricsServer(self.metrics.registry, s.metrics_port, s.http_host)
             self.metrics_server.start()

@@ -34,15 +34,15 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from edge_inference.control import ModuleControl, OutgoingMessage
+from edge_inference.control.protocols import ModuleControl, OutgoingMessage
 from edge_inference.iot.file_events import parse_file_events
 from edge_inference.iot.methods import MethodDispatcher
 from edge_inference.iot.outbox import Outbox
 from edge_inference.iot.twin import desired_version, rejected_count, validate_desired
-from edge_inference.live_settings import TWIN_PROPERTIES, LiveSettings
-from edge_inference.metrics import MetricsRegistry
+from edge_inference.ops.live_settings import TWIN_PROPERTIES, LiveSettings
+from edge_inference.ops.metrics import MetricsRegistry
+from edge_inference.ops.telemetry import CONTENT_ENCODING, CONTENT_TYPE, encode_body
 from edge_inference.settings import Settings
-from edge_inference.telemetry import CONTENT_ENCODING, CONTENT_TYPE, encode_body
 
 log = logging.getLogger(__name__)
 

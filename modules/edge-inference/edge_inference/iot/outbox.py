@@ -25,8 +25,8 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from edge_inference.control import OutgoingMessage
-from edge_inference.metrics import MetricsRegistry
+from edge_inference.control.protocols import OutgoingMessage
+from edge_inference.ops.metrics import MetricsRegistry
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ import math
 from dataclasses import replace
 from typing import Any, cast
 
-from edge_inference.live_settings import TWIN_PROPERTIES, TelemetryMode, TelemetrySettings, TwinSettings
+from edge_inference.ops.live_settings import TWIN_PROPERTIES, TelemetryMode, TelemetrySettings, TwinSettings
 
 MAX_LIST_ITEMS = 1000
 MAX_NAME_CHARS = 128

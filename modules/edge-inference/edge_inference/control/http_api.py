@@ -38,9 +38,9 @@ from waitress.task import ErrorTask, ThreadedTaskDispatcher
 from waitress.wasyncore import close_all, dispatcher, loop
 from werkzeug.exceptions import HTTPException
 
-from edge_inference.control import Predictor
+from edge_inference.control.protocols import Predictor
 from edge_inference.errors import FrameError, UnavailableError
-from edge_inference.metrics import MetricsRegistry
+from edge_inference.ops.metrics import MetricsRegistry
 from edge_inference.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ class ServerNeeds:
     on_refused: Callable[[str, int], None]
 
 
-SERVER_NEEDS = "edge_inference.http_api"
+SERVER_NEEDS = "edge_inference.control.http_api"
 
 
 def max_body_bytes(settings: Settings) -> int:
@@ -133,7 +133,7 @@ def create_http_app(
     predict_timeout: float = PREDICT_TIMEOUT_SECONDS,
 ) -> Flask:
     """The Flask app of the REST API. Nothing is served until an `HttpServer` runs it."""
-    app = Flask("edge_inference.http_api")
+    app = Flask("edge_inference.control.http_api")
     limit = max_body_bytes(settings)
     app.config["MAX_CONTENT_LENGTH"] = limit
     app.config["MAX_FORM_PARTS"] = 32

@@ -24,7 +24,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from edge_inference.metrics import MetricsRegistry
+from edge_inference.ops.metrics import MetricsRegistry
 
 log = logging.getLogger(__name__)
 

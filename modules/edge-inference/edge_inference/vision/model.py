@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from edge_inference import postprocess
 from edge_inference.errors import ModelError, ProviderError
 from edge_inference.settings import Settings
+from edge_inference.vision import postprocess
 
 log = logging.getLogger(__name__)
 

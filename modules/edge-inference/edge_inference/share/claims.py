@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from edge_inference.tempfiles import discard, temp_path
+from edge_inference.share.tempfiles import discard, temp_path
 
 log = logging.getLogger(__name__)
 

@@ -19,10 +19,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edge_inference.claims import safe_join
 from edge_inference.entities import Detection, FrameResult
 from edge_inference.errors import EdgeInferenceError
-from edge_inference.tempfiles import discard, temp_path
+from edge_inference.share.claims import safe_join
+from edge_inference.share.tempfiles import discard, temp_path
 
 
 class OutputFullError(EdgeInferenceError):

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from edge_inference.pipeline import Pipeline
+    from edge_inference.pipeline.runner import Pipeline
 
 
 def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:

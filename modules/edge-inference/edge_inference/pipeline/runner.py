@@ -39,20 +39,21 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
-from edge_inference import decode as decoding
-from edge_inference import postprocess, tempfiles
-from edge_inference.claims import ClaimArea, copy_atomic, safe_join
 from edge_inference.entities import FrameJob, FrameResult, ModelInfo, PreparedFrame, utc_now_iso
 from edge_inference.errors import FrameError, UnavailableError
-from edge_inference.ledger import Ledger, LedgerEntry
-from edge_inference.live_settings import LiveSettings, TwinSettings
-from edge_inference.metrics import MetricsRegistry
-from edge_inference.model import OnnxModel
-from edge_inference.mounts import is_mount_point, mount_point_of
-from edge_inference.preprocess import prepare_frame
-from edge_inference.results import OutputFullError, ResultWriter
+from edge_inference.ops.live_settings import LiveSettings, TwinSettings
+from edge_inference.ops.metrics import MetricsRegistry
 from edge_inference.settings import Settings
-from edge_inference.watcher import Offer, is_frame_name
+from edge_inference.share import tempfiles
+from edge_inference.share.claims import ClaimArea, copy_atomic, safe_join
+from edge_inference.share.ledger import Ledger, LedgerEntry
+from edge_inference.share.mounts import is_mount_point, mount_point_of
+from edge_inference.share.results import OutputFullError, ResultWriter
+from edge_inference.share.watcher import Offer, is_frame_name
+from edge_inference.vision import decode as decoding
+from edge_inference.vision import postprocess
+from edge_inference.vision.model import OnnxModel
+from edge_inference.vision.preprocess import prepare_frame
 
 log = logging.getLogger(__name__)
 
@@ -864,7 +865,7 @@ class Pipeline:
         return self.note_path(str(path))
 
     def self_test(self) -> dict[str, Any]:
-        from edge_inference.selftest import run_self_test
+        from edge_inference.control.selftest import run_self_test
 
         return run_self_test(self)
 

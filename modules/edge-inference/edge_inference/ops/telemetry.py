@@ -38,10 +38,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from edge_inference.control import OutgoingMessage, TelemetrySink
+from edge_inference.control.protocols import OutgoingMessage, TelemetrySink
 from edge_inference.entities import SCHEMA_VERSION, FrameResult, utc_now_iso
-from edge_inference.live_settings import LiveSettings
-from edge_inference.metrics import MetricsRegistry
+from edge_inference.ops.live_settings import LiveSettings
+from edge_inference.ops.metrics import MetricsRegistry
 
 log = logging.getLogger(__name__)
 

@@ -27,8 +27,8 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from edge_inference.decode import IMAGE_EXTENSIONS
-from edge_inference.mounts import filesystem_type, needs_polling
+from edge_inference.share.mounts import filesystem_type, needs_polling
+from edge_inference.vision.decode import IMAGE_EXTENSIONS
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Operations: metrics, health watches, telemetry, live (twin) settings."""
