@@ -6,9 +6,15 @@
     ├── ProviderError             no acceptable execution provider (e.g. REQUIRE_GPU=true on a CPU-only host)
     ├── UnavailableError          the module cannot take the request now (not ready, overloaded, paused);
     │                             `retry_after` seconds is a hint (HTTP 503 + Retry-After)
-    └── FrameError                one frame cannot be processed; stays per-frame (result with `error`, file
-                                  moved to failed/), never stops the module. `code` is the stable error code
-                                  written into the result schema (`error.code`).
+    ├── FrameError                one frame cannot be processed; stays per-frame (result with `error`, file
+    │                             moved to failed/), never stops the module. `code` is the stable error code
+    │                             written into the result schema (`error.code`).
+    ├── OutputFullError           the output share has no space left (ENOSPC/EDQUOT) while a result was written:
+    │                             nothing was left half-written; intake pauses until space returns
+    ├── InferenceError            several inference batches failed in a row: the model cannot run any more, the
+    │                             inference stage dies (each frame of a failed batch already got its own result)
+    ├── SdkCallTimeout            an IoT SDK call did not return within IOT_TIMEOUT_SECONDS (retried with back-off)
+    └── WorkerDied                a long-lived thread ended without being asked to (see workers.py)
 
 Anything else escaping a stage is a bug: the stage dies, the module exits non-zero and IoT Edge restarts it.
 """
@@ -61,3 +67,19 @@ class UnavailableError(EdgeInferenceError):
     def __init__(self, message: str, retry_after: float = 1.0) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class OutputFullError(EdgeInferenceError):
+    """The output share has no space left (ENOSPC/EDQUOT): nothing was left half-written."""
+
+
+class InferenceError(EdgeInferenceError):
+    """Inference failed for several batches in a row: the stage that runs the model gives up."""
+
+
+class SdkCallTimeout(EdgeInferenceError):
+    """An IoT SDK call did not return within `iot_timeout_seconds`."""
+
+
+class WorkerDied(EdgeInferenceError):
+    """A long-lived worker thread ended while nobody had asked it to stop."""
