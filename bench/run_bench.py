@@ -148,7 +148,7 @@ def make_frames(width: int, height: int, count: int, seed: int = 7) -> list[byte
     """`count` distinct JPEG frames: the synthetic defect generator when present, else textured noise."""
     rng = np.random.default_rng(seed)
     try:
-        from edge_inference.synthetic import encode_jpeg, generate_frame
+        from tools.synthetic import encode_jpeg, generate_frame
     except ImportError:
         generate_frame = None  # type: ignore[assignment]
     frames = []

@@ -24,8 +24,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from edge_inference.app import Module
 from edge_inference.settings import DEFAULT_MODEL_PATH, Settings
-from edge_inference.synthetic import encode_jpeg, generate_frame
 from tests.http_support import assert_no_new_threads
+from tools.synthetic import encode_jpeg, generate_frame
 
 HTTP_REQUESTS = 200
 CLIENT_THREADS = 8

@@ -345,3 +345,25 @@ def iot_edge_environment(env: Mapping[str, str] | None = None) -> bool:
     """True when the IoT Edge runtime (or an explicit edgeHub connection string) is present."""
     env = os.environ if env is None else env
     return all(env.get(v) for v in IOTEDGE_VARIABLES) or all(env.get(v) for v in EDGEHUB_VARIABLES)
+
+
+def edge_identity(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Hub host, device and module ids of the edge environment, for logs (never keys or tokens)."""
+    env = os.environ if env is None else env
+    if env.get("IOTEDGE_DEVICEID"):
+        return {
+            "hub": env.get("IOTEDGE_IOTHUBHOSTNAME", ""),
+            "gateway": env.get("IOTEDGE_GATEWAYHOSTNAME", ""),
+            "device": env.get("IOTEDGE_DEVICEID", ""),
+            "module": env.get("IOTEDGE_MODULEID", ""),
+        }
+    fields = {}
+    for part in env.get("EdgeHubConnectionString", "").split(";"):
+        key, _, value = part.partition("=")
+        fields[key.strip()] = value.strip()
+    return {
+        "hub": fields.get("HostName", ""),
+        "gateway": fields.get("GatewayHostName", ""),
+        "device": fields.get("DeviceId", ""),
+        "module": fields.get("ModuleId", ""),
+    }

@@ -42,6 +42,7 @@ from edge_inference.control.protocols import Predictor
 from edge_inference.errors import FrameError, UnavailableError
 from edge_inference.ops.metrics import MetricsRegistry
 from edge_inference.settings import Settings
+from edge_inference.workers import Supervisor, Worker
 
 log = logging.getLogger(__name__)
 
@@ -320,8 +321,8 @@ class _JsonErrorTask(ErrorTask):  # type: ignore[misc]
         self.write(body)
 
 
-class HttpServer:
-    """A WSGI app served by waitress on a background thread; `port` is the bound port (pass 0 for any).
+class HttpServer(Worker):
+    """A WSGI app served by waitress on a worker thread (`http-api`); `port` is the bound port (pass 0 for any).
 
     The socket is bound in the constructor (a port in use fails there, not in the thread). `stop()` closes
     the listening socket, lets requests in flight finish within `timeout`, then closes every connection.
@@ -341,7 +342,9 @@ class HttpServer:
         on_refused: Callable[[str, int], None] | None = None,
         idle_connection_seconds: float = IDLE_CONNECTION_SECONDS,
         connection_limit: int = CONNECTION_LIMIT,
+        supervisor: Supervisor | None = None,
     ) -> None:
+        super().__init__("http-api", supervisor, daemon=True)
         needs = getattr(app, "extensions", {}).get(SERVER_NEEDS)
         if isinstance(needs, ServerNeeds):  # the REST API app: its limits apply unless given here
             threads = max(threads, needs.min_threads)
@@ -375,11 +378,8 @@ class HttpServer:
         channel = type("_JsonErrorChannel", (HTTPChannel,), {"error_task_class": error_task})
         for listener in self._listeners:
             listener.channel_class = channel
-        self._draining = threading.Event()
         self._abort = threading.Event()
-        self._thread: threading.Thread | None = None
         self._stopped = False
-        self.error: BaseException | None = None
 
     @property
     def port(self) -> int:
@@ -389,15 +389,11 @@ class HttpServer:
     def host(self) -> str:
         return str(self._listeners[0].effective_host)
 
-    def is_alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
     def start(self) -> None:
-        if self._thread is not None or self._stopped:
+        if self.started or self._stopped:
             raise RuntimeError("HttpServer can be started once")
         self._dispatcher.set_thread_count(self._threads)
-        self._thread = threading.Thread(target=self._serve, name="http-api", daemon=True)
-        self._thread.start()
+        super().start()
         log.info("REST API listening on %s:%d", self.host, self.port)
 
     def __enter__(self) -> HttpServer:
@@ -407,17 +403,16 @@ class HttpServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def _serve(self) -> None:
-        try:
-            while self._map and not self._draining.is_set():
-                loop(timeout=1.0, map=self._map, use_poll=True, count=1)
-            for listener in self._listeners:  # stop accepting; keep the trigger and open connections
-                dispatcher.close(listener)
-            while self._map and not self._abort.is_set() and not self._idle():
-                loop(timeout=0.05, map=self._map, use_poll=True, count=1)
-        except BaseException as exc:  # the thread dies: say so, the composition root can see `error`
-            self.error = exc
-            log.exception("REST API server loop failed")
+    def run(self) -> None:
+        while self._map and not self.stopping:
+            loop(timeout=1.0, map=self._map, use_poll=True, count=1)
+        for listener in self._listeners:  # stop accepting; keep the trigger and open connections
+            dispatcher.close(listener)
+        while self._map and not self._abort.is_set() and not self._idle():
+            loop(timeout=0.05, map=self._map, use_poll=True, count=1)
+
+    def wake(self) -> None:
+        self._server.pull_trigger()
 
     def _idle(self) -> bool:
         """No request queued, running, or waiting for its response to be sent."""
@@ -428,29 +423,34 @@ class HttpServer:
                 return False
         return True
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 5.0) -> bool:
         """Stop within about `timeout` seconds; requests still running then are abandoned."""
         if self._stopped:
-            return
+            return not self.is_alive()
         self._stopped = True
         deadline = time.monotonic() + timeout
-        self._draining.set()
-        thread = self._thread
-        if thread is not None:
-            self._server.pull_trigger()
-            thread.join(max(0.0, deadline - time.monotonic()))
-            if thread.is_alive():
-                log.warning("REST API: requests still running after %.1f s; closing their connections", timeout)
-                self._abort.set()
-                self._server.pull_trigger()
-                thread.join(1.0)
+        self.request_stop()
+        if self.started and not self.join(max(0.0, deadline - time.monotonic())):
+            log.warning("REST API: requests still running after %.1f s; closing their connections", timeout)
+            self._abort.set()
+            self.wake()
+            self.join(1.0)
         self._dispatcher.shutdown(cancel_pending=True, timeout=max(0.1, deadline - time.monotonic()))
         close_all(self._map, ignore_all=True)
-        if thread is not None and thread.is_alive():
+        if self.is_alive():
             log.warning("REST API server thread did not stop")
+        return not self.is_alive()
 
 
-def build_http_server(predictor: Predictor, metrics: MetricsRegistry, settings: Settings) -> HttpServer:
+def build_http_server(
+    predictor: Predictor, metrics: MetricsRegistry, settings: Settings, supervisor: Supervisor | None = None
+) -> HttpServer:
     """The REST API as the module runs it, on HTTP_HOST:HTTP_PORT, sized by the settings. Not started."""
     app = create_http_app(predictor, metrics, settings)
-    return HttpServer(app, settings.http_host, settings.http_port, settings.http_max_concurrency + SPARE_THREADS)
+    return HttpServer(
+        app,
+        settings.http_host,
+        settings.http_port,
+        settings.http_max_concurrency + SPARE_THREADS,
+        supervisor=supervisor,
+    )

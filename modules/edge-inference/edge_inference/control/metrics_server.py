@@ -1,31 +1,54 @@
 """`GET /metrics` on METRICS_PORT: the module's registry in Prometheus text format.
 
 Port 9600 is the IoT Edge metrics-collector convention (edgeAgent and edgeHub expose theirs there too), so
-the collector module scrapes `http://edge-inference:9600/metrics`. Served by the official client library's
-own small threaded server (`prometheus_client.start_http_server`), on its own port so that scrapes never
-wait behind /predict requests; it answers any path with the metrics, gzip-compressed when asked.
+the collector module scrapes `http://edge-inference:9600/metrics`. The official client library's WSGI app
+(`prometheus_client.make_wsgi_app`) answers any path with the metrics, gzip-compressed when asked; a small
+threading WSGI server runs it on a worker thread (`metrics-server`), on its own port so that scrapes never
+wait behind /predict requests.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-from wsgiref.simple_server import WSGIServer
+import socket
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, make_wsgi_app
+
+from edge_inference.workers import Supervisor, Worker
 
 log = logging.getLogger(__name__)
 
 
-class MetricsServer:
-    """Serves `registry` on `addr:port` in a daemon thread; `port` 0 binds any free port (see `.port`)."""
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    """One thread per scrape (daemons: a stuck scraper never holds the module's exit)."""
 
-    def __init__(self, registry: CollectorRegistry, port: int, addr: str = "0.0.0.0") -> None:
+    daemon_threads = True
+
+
+class _IPv6Server(_ThreadingServer):
+    address_family = socket.AF_INET6
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No access log line per scrape."""
+
+    def log_message(self, format: str, *args: object) -> None:
+        return None
+
+
+class MetricsServer(Worker):
+    """Serves `registry` on `addr:port` on a worker thread; `port` 0 binds any free port (see `.port`)."""
+
+    def __init__(
+        self, registry: CollectorRegistry, port: int, addr: str = "0.0.0.0", supervisor: Supervisor | None = None
+    ) -> None:
+        super().__init__("metrics-server", supervisor, daemon=True)
         self.registry = registry
         self.addr = addr
         self.requested_port = port
         self._server: WSGIServer | None = None
-        self._thread: threading.Thread | None = None
 
     @property
     def port(self) -> int:
@@ -36,22 +59,29 @@ class MetricsServer:
     def start(self) -> None:
         if self._server is not None:
             raise RuntimeError("MetricsServer can be started once")
-        self._server, self._thread = start_http_server(self.requested_port, self.addr, self.registry)
-        self._thread.name = "metrics-server"
+        server_class = _IPv6Server if ":" in self.addr else _ThreadingServer
+        self._server = make_server(
+            self.addr, self.requested_port, make_wsgi_app(self.registry), server_class, handler_class=_QuietHandler
+        )
+        super().start()
         log.info("Prometheus metrics on %s:%d/metrics", self.addr, self.port)
 
-    def is_alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+    def run(self) -> None:
+        assert self._server is not None
+        self._server.serve_forever(poll_interval=0.5)
 
-    def stop(self, timeout: float = 5.0) -> None:
-        server, thread = self._server, self._thread
-        if server is None or thread is None:
-            return
-        server.shutdown()  # returns once serve_forever has left its loop (it polls every 0.5 s)
-        server.server_close()
-        thread.join(timeout)
-        if thread.is_alive():
-            log.warning("metrics server thread did not stop within %.1f s", timeout)
+    def wake(self) -> None:
+        if self._server is not None and self.is_alive():
+            self._server.shutdown()  # returns once serve_forever has left its loop
+
+    def teardown(self) -> None:
+        if self._server is not None:
+            self._server.server_close()
+
+    def stop(self, timeout: float = 5.0) -> bool:
+        if self._server is None:
+            return True
+        return super().stop(timeout)
 
     def __enter__(self) -> MetricsServer:
         self.start()

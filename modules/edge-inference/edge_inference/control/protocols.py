@@ -1,40 +1,14 @@
-"""The seams between the pipeline core and its front ends (IoT Edge client, HTTP API).
+"""The seams between the running module and its front ends (IoT Edge direct methods, the REST API).
 
-The composition root (`app.py`) passes objects satisfying these protocols to the IoT client and the HTTP
-server, so neither imports the pipeline's internals, and tests can drive each side alone.
+`control/commands.py` (`ModuleCommands`) satisfies both; the composition root (`app.py`) hands it to the IoT
+client and the HTTP server, so neither imports the pipeline, and tests can drive each side alone.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from edge_inference.entities import FrameResult
-
-
-@dataclass(frozen=True)
-class OutgoingMessage:
-    """One message for an edgeHub output (`detections` or `alerts`).
-
-    `body` is the JSON object; `properties` are the routing application properties (strings);
-    `message_id` is deterministic per frame result so upstream can drop duplicates.
-    """
-
-    output: str
-    message_id: str
-    body: dict[str, Any]
-    properties: dict[str, str] = field(default_factory=dict)
-
-
-class TelemetrySink(Protocol):
-    """Where outgoing messages go: the durable outbox in IoT Edge, stdout + telemetry.jsonl locally.
-
-    `publish` must not block on the network: it stores the message (durably, in IoT mode) and returns.
-    """
-
-    def publish(self, message: OutgoingMessage) -> None: ...
-
-    def close(self) -> None: ...
 
 
 class ModuleControl(Protocol):
@@ -55,7 +29,7 @@ class ModuleControl(Protocol):
         ...
 
     def self_test(self) -> dict[str, Any]:
-        """Run a synthetic frame with a known defect through the model; {"passed": bool, ...}."""
+        """Run a frame with known defects through the model; {"passed": bool, ...}."""
         ...
 
     def enqueue_path(self, rel_path: str, source: str) -> bool:
@@ -65,7 +39,7 @@ class ModuleControl(Protocol):
 
 
 class Predictor(Protocol):
-    """What the HTTP API asks of the pipeline: the same batcher and model as the share frames."""
+    """What the HTTP API asks of the module: the same batcher and model as the share frames."""
 
     def predict(self, data: bytes, *, confidence: float | None = None, timeout: float = 30.0) -> FrameResult:
         """Run one in-memory image through the pipeline with the live twin settings (`confidence` overrides

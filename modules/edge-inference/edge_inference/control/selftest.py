@@ -1,22 +1,31 @@
-"""The `selfTest` direct method: one synthetic frame with known defects through the real model path.
+"""The `selfTest` direct method: a committed frame with known defects through the real model path.
 
-With the bundled demo model (or any model whose classes are the synthetic defect classes) the detections
-must match the drawn defects (IoU >= 0.5); with another model the round trip itself (decode, batcher,
-inference, postprocess) is what is tested.
+The frame is `models/selftest.jpg`, its truth `models/selftest.json` (`{"classes": [...], "defects": [{"label",
+"box"}]}`), both made by `tools/selftest_frame.py` from the synthetic generator the demo model was trained on.
+With a model whose classes are the frame's classes (the bundled demo model) every drawn defect must be found
+(same label, IoU >= 0.5); with another model the round trip itself (decode, batcher, inference, postprocess)
+is what is tested.
 """
 
 from __future__ import annotations
 
+import json
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
-import numpy as np
+from edge_inference.entities import FrameResult
+from edge_inference.settings import DEFAULT_MODEL_PATH
+from edge_inference.vision.model import OnnxModel
 
-if TYPE_CHECKING:
-    from edge_inference.pipeline.runner import Pipeline
+SELFTEST_FRAME = DEFAULT_MODEL_PATH.parent / "selftest.jpg"
+MIN_IOU = 0.5
+
+Predict = Callable[..., FrameResult]
 
 
-def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     inter = ix * iy
@@ -24,31 +33,38 @@ def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def run_self_test(pipeline: Pipeline) -> dict[str, Any]:
-    from edge_inference import synthetic
+class SelfTest:
+    """Runs the self-test frame through `predict` (the pipeline's /predict path) and judges the answer."""
 
-    rng = np.random.default_rng(20261123)
-    image, truth = synthetic.generate_frame(rng, 1280, 720, min_defects=2, max_defects=3)
-    data = synthetic.encode_jpeg(image)
-    t0 = time.monotonic()
-    result = pipeline.predict(data, timeout=30.0)
-    elapsed = (time.monotonic() - t0) * 1000
-    report: dict[str, Any] = {
-        "provider": pipeline.model.provider,
-        "latencyMs": round(elapsed, 1),
-        "detections": [d.as_dict() for d in result.detections],
-    }
-    if tuple(pipeline.model.class_names) != tuple(synthetic.CLASS_NAMES):
-        report.update(passed=result.ok, check="round trip (the model's classes are not the demo classes)")
+    def __init__(self, predict: Predict, model: OnnxModel, frame: Path = SELFTEST_FRAME) -> None:
+        self.predict = predict
+        self.model = model
+        self.frame = frame
+
+    def run(self) -> dict[str, Any]:
+        data = self.frame.read_bytes()
+        truth = json.loads(self.frame.with_suffix(".json").read_text(encoding="utf-8"))
+        t0 = time.monotonic()
+        result = self.predict(data, timeout=30.0)
+        elapsed = (time.monotonic() - t0) * 1000
+        report: dict[str, Any] = {
+            "provider": self.model.provider,
+            "latencyMs": round(elapsed, 1),
+            "detections": [d.as_dict() for d in result.detections],
+        }
+        if tuple(self.model.class_names) != tuple(truth["classes"]):
+            report.update(passed=result.ok, check="round trip (the model's classes are not the self-test's classes)")
+            return report
+        defects = truth["defects"]
+        found = sum(
+            1
+            for gt in defects
+            if any(d.label == gt["label"] and iou(d.box, tuple(gt["box"])) >= MIN_IOU for d in result.detections)
+        )
+        report.update(
+            passed=result.ok and found == len(defects),
+            check="known defects found",
+            expected=len(defects),
+            found=found,
+        )
         return report
-    found = 0
-    for gt in truth:
-        if any(d.label == gt.label and _iou(d.box, gt.box) >= 0.5 for d in result.detections):
-            found += 1
-    report.update(
-        passed=result.ok and found == len(truth),
-        check="synthetic defects found",
-        expected=len(truth),
-        found=found,
-    )
-    return report

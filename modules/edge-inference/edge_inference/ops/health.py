@@ -1,12 +1,11 @@
 """The operator's watches: free space on the volumes, the GPU, runs of failed frames.
 
-Each watch raises and clears named health alarms through one callback, `on_change(alarm, active, details)`;
-the composition root wires it to the pipeline (intake pauses while `outputShareLow` is active) and to the
-`alerts` telemetry. A watch calls it only on transitions (raised once, cleared once), from its own thread
-or from the caller of `check_now()`/`record()`, one call at a time per watch; a callback that raises is
-logged and does not stop the watch. Each also sets `edge_inference_alarm_active{alarm}`.
+Each watch raises and clears named alarms in the alarm registry (`ops/alarms.py`), only on transitions
+(raised once, cleared once); the registry sends them on `alerts`, sets the gauge and tells the intake gate
+(intake pauses while `outputShareLow` is active). The disk and GPU watches are `PeriodicWorker`s: a bad reading
+is logged and the next one comes; `check_now()` takes one reading on the caller's thread.
 
-Alarms:
+Alarms raised here:
     outputShareLow     a watched volume has less free space than MIN_FREE_MB; cleared when every volume is back
                        above MIN_FREE_MB x 1.2 (hysteresis, so the pipeline does not flap at the threshold)
     gpuOverTemperature the GPU is at or above its temperature limit; cleared 5 C below it
@@ -19,108 +18,27 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from edge_inference.ops.alarms import GPU_LOST, GPU_OVER_TEMPERATURE, OUTPUT_SHARE_LOW, REPEATED_FAILURES, AlarmRegistry
 from edge_inference.ops.metrics import MetricsRegistry
+from edge_inference.workers import PeriodicWorker, Supervisor
 
 log = logging.getLogger(__name__)
-
-AlarmCallback = Callable[[str, bool, dict[str, Any]], None]
-
-OUTPUT_SHARE_LOW = "outputShareLow"
-GPU_OVER_TEMPERATURE = "gpuOverTemperature"
-GPU_LOST = "gpuLost"
-REPEATED_FAILURES = "repeatedFailures"
 
 FREE_SPACE_RECOVERY_RATIO = 1.2
 TEMPERATURE_HYSTERESIS_C = 5
 
 
-def _notify(
-    on_change: AlarmCallback, metrics: MetricsRegistry | None, alarm: str, active: bool, details: dict[str, Any]
-) -> None:
-    if metrics is not None:
-        metrics.alarms.labels(alarm=alarm).set(1 if active else 0)
-    if active:
-        log.warning("health alarm %s raised: %s", alarm, details)
-    else:
-        log.info("health alarm %s cleared: %s", alarm, details)
-    try:
-        on_change(alarm, active, details)
-    except Exception:
-        log.exception("health alarm callback failed for %s", alarm)
-
-
-class _PeriodicWatch:
-    """A stoppable thread that calls `_check()` at start and then every `interval` seconds."""
-
-    def __init__(self, name: str, interval: float) -> None:
-        if interval <= 0:
-            raise ValueError(f"{name}: interval must be positive, got {interval}")
-        self.name = name
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        if self._thread is not None:
-            raise RuntimeError(f"{self.name} can be started once")
-        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is None:
-            self._end()  # used through check_now() alone
-        elif self._thread is not threading.current_thread():
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                log.warning("%s did not stop within %.1f s", self.name, timeout)
-
-    def is_alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def __enter__(self) -> _PeriodicWatch:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def _run(self) -> None:
-        if not self._begin():
-            return
-        try:
-            while not self._stop.is_set():
-                try:
-                    self._check()
-                except Exception:  # a watch never dies of one bad reading
-                    log.exception("%s: check failed", self.name)
-                self._stop.wait(self.interval)
-        finally:
-            self._end()
-
-    def _begin(self) -> bool:
-        """Set up on the watch thread; False ends the thread quietly."""
-        return True
-
-    def _end(self) -> None:
-        """Tear down on the watch thread."""
-
-    def _check(self) -> None:
-        raise NotImplementedError
-
-
-class DiskSpaceMonitor(_PeriodicWatch):
+class DiskSpaceMonitor(PeriodicWorker):
     """Free space of the output share and the state volume (`{"output": Path, "state": Path}`).
 
     Sets `edge_inference_free_bytes{volume}`; raises `outputShareLow` when any volume has less than
     `min_free_bytes` free (details: the volume, its free bytes, the threshold, every low volume) and clears
     it when all are back above `min_free_bytes * recovery_ratio`. `min_free_bytes <= 0` only measures.
-    `check_now()` measures at once (the dispatcher calls it after ENOSPC) and says whether the alarm is active.
+    `check_now()` measures at once and says whether the alarm is active.
     """
 
     def __init__(
@@ -128,19 +46,22 @@ class DiskSpaceMonitor(_PeriodicWatch):
         volumes: dict[str, Path],
         min_free_bytes: int,
         metrics: MetricsRegistry,
-        on_change: AlarmCallback,
+        alarms: AlarmRegistry,
         interval: float = 5.0,
         *,
         recovery_ratio: float = FREE_SPACE_RECOVERY_RATIO,
+        supervisor: Supervisor | None = None,
     ) -> None:
-        super().__init__("disk-space-monitor", interval)
+        super().__init__(
+            "disk-space-monitor", interval, supervisor, first_tick_at_start=True, tolerant=True, daemon=True
+        )
         if recovery_ratio < 1.0:
             raise ValueError(f"recovery_ratio must be >= 1, got {recovery_ratio}")
         self.volumes = dict(volumes)
         self.min_free_bytes = int(min_free_bytes)
         self.recover_free_bytes = int(self.min_free_bytes * recovery_ratio)
         self.metrics = metrics
-        self.on_change = on_change
+        self.alarms = alarms
         self._lock = threading.RLock()
         self._low: dict[str, int] = {}  # volume -> free bytes when it went low
         self._unreadable: set[str] = set()
@@ -197,16 +118,14 @@ class DiskSpaceMonitor(_PeriodicWatch):
                 }
                 if not active:
                     details["recoverFreeBytes"] = self.recover_free_bytes
-                _notify(self.on_change, self.metrics, OUTPUT_SHARE_LOW, active, details)
-            elif not was_active and not active:
-                self.metrics.alarms.labels(alarm=OUTPUT_SHARE_LOW).set(0)
+                self.alarms.set(OUTPUT_SHARE_LOW, active, details)
             return active
 
-    def _check(self) -> None:
+    def tick(self) -> None:
         self.check_now()
 
 
-class GpuMonitor(_PeriodicWatch):
+class GpuMonitor(PeriodicWorker):
     """The GPU through NVML (`pynvml`, from nvidia-ml-py): temperature, utilisation and memory as gauges,
     alarms `gpuOverTemperature` and `gpuLost`.
 
@@ -219,16 +138,17 @@ class GpuMonitor(_PeriodicWatch):
         self,
         device_index: int,
         metrics: MetricsRegistry,
-        on_change: AlarmCallback,
+        alarms: AlarmRegistry,
         interval: float = 10.0,
         temp_limit_c: float = 85,
         *,
         nvml: ModuleType | Any | None = None,
+        supervisor: Supervisor | None = None,
     ) -> None:
-        super().__init__("gpu-monitor", interval)
+        super().__init__("gpu-monitor", interval, supervisor, first_tick_at_start=True, tolerant=True, daemon=True)
         self.device_index = device_index
         self.metrics = metrics
-        self.on_change = on_change
+        self.alarms = alarms
         self.temp_limit_c = temp_limit_c
         self._nvml = nvml
         self._label = str(device_index)
@@ -244,10 +164,17 @@ class GpuMonitor(_PeriodicWatch):
         """True once NVML answered for the device."""
         return bool(self._available)
 
-    def _begin(self) -> bool:
+    def setup(self) -> bool:
         return self._init()
 
-    def _end(self) -> None:
+    def stop(self, timeout: float = 5.0) -> bool:
+        if not self.started:
+            self.request_stop()
+            self.teardown()  # used through check_now() alone
+            return True
+        return super().stop(timeout)
+
+    def teardown(self) -> None:
         with self._lock:
             if self._initialised and self._nvml is not None:
                 try:
@@ -301,14 +228,14 @@ class GpuMonitor(_PeriodicWatch):
             m.gpu_memory_total.labels(device=self._label).set(total)
             if self._lost:
                 self._lost = False
-                _notify(self.on_change, m, GPU_LOST, False, {"device": self.device_index})
+                self.alarms.clear(GPU_LOST, {"device": self.device_index})
             details = {"device": self.device_index, "temperatureC": temperature, "limitC": self.temp_limit_c}
             if not self._hot and temperature >= self.temp_limit_c:
                 self._hot = True
-                _notify(self.on_change, m, GPU_OVER_TEMPERATURE, True, details)
+                self.alarms.raise_alarm(GPU_OVER_TEMPERATURE, details)
             elif self._hot and temperature <= self.temp_limit_c - TEMPERATURE_HYSTERESIS_C:
                 self._hot = False
-                _notify(self.on_change, m, GPU_OVER_TEMPERATURE, False, details)
+                self.alarms.clear(GPU_OVER_TEMPERATURE, details)
 
     def _read_failed(self, exc: Exception) -> None:
         if not self._worked:
@@ -316,15 +243,15 @@ class GpuMonitor(_PeriodicWatch):
             if self._available is not False:
                 log.info("GPU watch off: NVML cannot read device %d (%s)", self.device_index, exc)
             self._available = False
-            self._stop.set()
+            self.request_stop()  # nothing to watch: the worker ends, as asked
             return
         if not self._lost:
             self._lost = True
-            _notify(self.on_change, self.metrics, GPU_LOST, True, {"device": self.device_index, "error": str(exc)})
+            self.alarms.raise_alarm(GPU_LOST, {"device": self.device_index, "error": str(exc)})
         else:
             log.debug("GPU %d still unreadable: %s", self.device_index, exc)
 
-    def _check(self) -> None:
+    def tick(self) -> None:
         self.check_now()
 
 
@@ -332,12 +259,11 @@ class FailureRunMonitor:
     """Counts consecutive failed frames: `repeatedFailures` after `threshold` in a row, cleared by the next
     success. The dispatcher calls `record(ok)` once per frame."""
 
-    def __init__(self, threshold: int, on_change: AlarmCallback, *, metrics: MetricsRegistry | None = None) -> None:
+    def __init__(self, threshold: int, alarms: AlarmRegistry) -> None:
         if threshold < 1:
             raise ValueError(f"threshold must be at least 1, got {threshold}")
         self.threshold = threshold
-        self.on_change = on_change
-        self.metrics = metrics
+        self.alarms = alarms
         self._lock = threading.Lock()
         self._run = 0
         self._active = False
@@ -356,21 +282,11 @@ class FailureRunMonitor:
                 failures, self._run = self._run, 0
                 if self._active:
                     self._active = False
-                    _notify(
-                        self.on_change,
-                        self.metrics,
-                        REPEATED_FAILURES,
-                        False,
-                        {"consecutiveFailures": failures, "threshold": self.threshold},
-                    )
+                    self.alarms.clear(REPEATED_FAILURES, {"consecutiveFailures": failures, "threshold": self.threshold})
                 return
             self._run += 1
             if not self._active and self._run >= self.threshold:
                 self._active = True
-                _notify(
-                    self.on_change,
-                    self.metrics,
-                    REPEATED_FAILURES,
-                    True,
-                    {"consecutiveFailures": self._run, "threshold": self.threshold},
+                self.alarms.raise_alarm(
+                    REPEATED_FAILURES, {"consecutiveFailures": self._run, "threshold": self.threshold}
                 )

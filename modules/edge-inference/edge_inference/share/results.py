@@ -20,13 +20,9 @@ import cv2
 import numpy as np
 
 from edge_inference.entities import Detection, FrameResult
-from edge_inference.errors import EdgeInferenceError
+from edge_inference.errors import EdgeInferenceError, OutputFullError
 from edge_inference.share.claims import safe_join
 from edge_inference.share.tempfiles import discard, temp_path
-
-
-class OutputFullError(EdgeInferenceError):
-    """The output share has no space left (ENOSPC/EDQUOT): nothing was left half-written."""
 
 
 def write_atomic(path: Path, data: bytes, *, fsync: bool = True) -> None:

@@ -8,6 +8,11 @@ settle window. Temp and hidden names are ignored; symlinks are never followed.
 
 Intake may refuse a ready frame (queue full, paused, output share full): it then stays on the share as a
 candidate and is offered again later - frames wait on the share, not in memory.
+
+Threads: watchdog's observer (and its emitter) notes paths; two workers (`workers.py`) do the rest:
+`watcher-settle` offers candidates once complete and checks that the observer is still alive (a dead
+observer kills the worker, so the module stops and IoT Edge restarts it), `watcher-sweep` walks the share
+every RESCAN_INTERVAL_SECONDS.
 """
 
 from __future__ import annotations
@@ -27,8 +32,10 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
+from edge_inference.errors import WorkerDied
 from edge_inference.share.mounts import filesystem_type, needs_polling
 from edge_inference.vision.decode import IMAGE_EXTENSIONS
+from edge_inference.workers import PeriodicWorker, Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +93,7 @@ class FrameWatcher:
         rescan_interval: float = 30.0,
         exclude_dirs: tuple[str, ...] = (".edge-inference",),
         on_sweep: Callable[[], None] | None = None,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self.input_dir = input_dir
         self._root = os.path.realpath(input_dir)
@@ -98,13 +106,13 @@ class FrameWatcher:
         self._on_sweep = on_sweep
         self._lock = threading.Lock()
         self._candidates: dict[str, _Candidate] = {}
-        self._stop = threading.Event()
-        self._wake = threading.Event()
         self._observer: BaseObserver | None = None
-        self._threads: list[threading.Thread] = []
         self._warned: set[str] = set()
         self.running = False
-        self.error: BaseException | None = None
+        tick = max(0.02, min(0.1, settle_seconds / 3 if settle_seconds else 0.05))
+        self._settler = PeriodicWorker("watcher-settle", tick, supervisor, tick=self._settle_tick, daemon=True)
+        sweep_every = rescan_interval if rescan_interval > 0 else 3600.0
+        self._sweeper = PeriodicWorker("watcher-sweep", sweep_every, supervisor, tick=self._sweep_tick, daemon=True)
 
     # -- lifecycle ------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -118,34 +126,31 @@ class FrameWatcher:
         observer.start()
         self._observer = observer
         self.sweep()  # the backlog: frames dropped while the module was down
-        for name, target in (("settle", self._settle_loop), ("sweep", self._sweep_loop)):
-            thread = threading.Thread(target=self._guard, args=(target,), name=f"watcher-{name}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        self._settler.start()
+        self._sweeper.start()
         self.running = True
         log.info("watching %s (%s mode, settle %.2fs)", self.input_dir, self.mode, self.settle)
 
     def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        self._wake.set()
+        self.running = False
+        self._settler.request_stop()
+        self._sweeper.request_stop()
         if self._observer is not None:
             self._observer.stop()
             self._observer.join(timeout)
-        for thread in self._threads:
-            thread.join(timeout)
-        self.running = False
+        self._settler.join(timeout)
+        self._sweeper.join(timeout)
 
     def alive(self) -> bool:
-        observer_ok = self._observer is not None and self._observer.is_alive()
-        return self.running and observer_ok and all(t.is_alive() for t in self._threads)
+        return self.running and self._observer_alive() and self._settler.is_alive() and self._sweeper.is_alive()
 
-    def _guard(self, loop: Callable[[], None]) -> None:
-        try:
-            loop()
-        except BaseException as exc:  # a dead watcher must stop the module, not hide
-            self.error = exc
-            self.running = False
-            log.exception("watcher thread died")
+    @property
+    def error(self) -> BaseException | None:
+        """Why the watcher died (one of its workers), or None."""
+        return self._settler.error or self._sweeper.error
+
+    def _observer_alive(self) -> bool:
+        return self._observer is not None and self._observer.is_alive()
 
     # -- candidates -----------------------------------------------------------------------------------------
     def note(self, path: str, *, complete: bool = False, source: str = "events") -> bool:
@@ -160,7 +165,7 @@ class FrameWatcher:
             elif complete:
                 known.complete = True
         if complete:
-            self._wake.set()
+            self._settler.wake()
         return known is None
 
     def relative(self, path: str) -> str | None:
@@ -198,25 +203,21 @@ class FrameWatcher:
             log.info("sweep found %d frames not yet seen", found)
         return found
 
-    def _sweep_loop(self) -> None:
-        interval = self.rescan_interval
-        while not self._stop.wait(interval if interval > 0 else 3600):
-            if interval > 0:
-                self.sweep()
+    def _sweep_tick(self) -> None:
+        if self.rescan_interval > 0:
+            self.sweep()
 
-    def _settle_loop(self) -> None:
-        tick = max(0.02, min(0.1, self.settle / 3 if self.settle else 0.05))
-        while not self._stop.is_set():
-            self._wake.wait(tick)
-            self._wake.clear()
-            self._settle_once()
+    def _settle_tick(self) -> None:
+        if self.running and not self._observer_alive():
+            raise WorkerDied("the file-system observer thread of the input watcher died")
+        self._settle_once()
 
     def _settle_once(self) -> None:
         now, wall = time.monotonic(), time.time()
         with self._lock:
             items = list(self._candidates.items())
         for path, cand in items:
-            if self._stop.is_set():
+            if self._settler.stopping:
                 return
             try:
                 st = os.stat(path, follow_symlinks=False)

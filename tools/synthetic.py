@@ -1,7 +1,8 @@
 """Synthetic industrial frames with defects at known boxes.
 
 The bundled demo model is trained on these frames (``tools/train_demo_model.py``), ``make demo`` drops them
-onto the input share (``tools/drop_frames.py``), and the module's selfTest runs the model on one of them.
+onto the input share (``tools/drop_frames.py``), the tests and benchmarks use them, and
+``tools/selftest_frame.py`` made the module's selfTest frame (``models/selftest.jpg``) from one of them.
 A frame is a metal or plastic surface (brushed texture, lighting gradient, sensor noise and some clutter that
 is not a defect: faint brushing lines, seams, mottling) with 0..N defects of three classes:
 
@@ -11,7 +12,7 @@ is not a defect: faint brushing lines, seams, mottling) with 0..N defects of thr
 
 Defect sizes scale with the frame's longer side, so they stay visible after the frame is letterboxed to the
 model's input (1920x1080 -> 320x180). Boxes are tight (x1, y1, x2, y2) in frame pixels. NumPy and OpenCV
-only: this file runs inside the module. Everything is drawn from the caller's ``numpy.random.Generator``, so a
+only (the module's own pins): a development tool, not shipped in the image. Everything is drawn from the caller's ``numpy.random.Generator``, so a
 frame is a pure function of the generator's state.
 """
 
