@@ -19,7 +19,7 @@ export INPUT_DIR OUTPUT_DIR STATE_DIR
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run demo simulate test test-faults lint bench soak model config validate build push clean apt-deps
+.PHONY: help install run demo simulate test test-faults lint bench soak model config validate build push clean apt-deps settings-doc
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -74,6 +74,9 @@ model: ## retrain the bundled demo model (needs PyTorch CPU; never needed at run
 
 config: install ## expand the deployment templates into config/deployment.<target>.json
 	$(PY) tools/manifest.py config
+
+settings-doc: install ## rewrite the README settings table and .env.example from the table in settings.py
+	$(PY) tools/settings_doc.py
 
 validate: install ## validate config/*.json against the schemas and each target's rules
 	$(PY) tools/manifest.py validate

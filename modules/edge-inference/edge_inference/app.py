@@ -38,7 +38,7 @@ from edge_inference.ops.publisher import LocalTelemetrySink, NullSink, Telemetry
 from edge_inference.ops.telemetry import TelemetrySink
 from edge_inference.pipeline.finish import ResultListener
 from edge_inference.pipeline.runner import Pipeline
-from edge_inference.settings import Settings, iot_edge_environment, read_settings
+from edge_inference.settings import Settings, iot_edge_environment, read_settings, unknown_variable_warnings
 from edge_inference.share import tempfiles
 from edge_inference.share.claims import ClaimArea
 from edge_inference.share.ledger import Ledger
@@ -204,9 +204,12 @@ def main(env: Mapping[str, str] | None = None) -> int:
         settings = read_settings(env)
     except SettingsError as exc:
         setup_logging("INFO")
-        log.error("invalid setting: %s", exc)
+        for problem in exc.problems:
+            log.error("invalid setting: %s", problem)
         return EXIT_CONFIG
     setup_logging(settings.log_level)
+    for warning in unknown_variable_warnings(env):
+        log.warning("%s", warning)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

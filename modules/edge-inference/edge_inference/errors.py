@@ -27,7 +27,11 @@ class EdgeInferenceError(Exception):
 
 
 class SettingsError(EdgeInferenceError):
-    """A boot setting is invalid."""
+    """Boot settings are invalid: `problems` has one sentence per bad variable."""
+
+    def __init__(self, problems: str | list[str]) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("; ".join(self.problems))
 
 
 class ModelError(EdgeInferenceError):
