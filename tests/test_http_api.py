@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 import requests
 
-from edge_inference.control.http_api import HttpServer, build_http_server, create_http_app
+from edge_inference.control.http_api import build_http_server, create_http_app
+from edge_inference.control.http_server import HttpServer
 from edge_inference.entities import FrameResult
 from edge_inference.errors import FrameError
 from edge_inference.ops.metrics import MetricsRegistry

@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from edge_inference.iot.client import IoTEdgeClient, open_outbox
+from edge_inference.iot.client import IoTEdgeClient
+from edge_inference.iot.outbox import open_outbox
 from edge_inference.ops.alarms import OUTBOX_OVERFLOW, AlarmRegistry
 from edge_inference.ops.live_settings import LiveSettings, TwinSettings
 from edge_inference.ops.metrics import MetricsRegistry

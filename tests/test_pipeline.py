@@ -512,3 +512,25 @@ def test_an_output_share_unmounted_under_the_module_gets_nothing_written_into_it
         assert eventually(lambda: run.pipeline.gate.blocked == {})
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_self_test_finds_the_known_defects_with_the_demo_model_and_round_trips_with_another(  # type: ignore[no-untyped-def]
+    start, tmp_path
+) -> None:
+    from tools import selftest_frame
+
+    # given the committed self-test frame is the one tools/selftest_frame.py makes
+    assert selftest_frame.main(["--check"]) == 0
+    # when the demo model's module runs its selfTest, then every drawn defect is found
+    demo = start(
+        "demo", MODEL_PATH=str(DEMO_MODEL), INPUT_DIR=str(tmp_path / "in1"), OUTPUT_DIR=str(tmp_path / "out1"),
+        STATE_DIR=str(tmp_path / "state1"),
+    )  # fmt: skip
+    report = demo.commands.self_test()
+    assert report["passed"] is True and report["check"] == "known defects found", report
+    assert report["found"] == report["expected"] == 2 and report["provider"] == "CPUExecutionProvider"
+    # and a model with other classes passes on the round trip alone
+    other = start()
+    report = other.commands.self_test()
+    assert report["passed"] is True and report["check"].startswith("round trip"), report
+    assert not list((tmp_path / "out1").rglob("*.json"))  # the self-test writes nothing to the share

@@ -24,11 +24,12 @@ from types import FrameType
 
 from edge_inference import __version__
 from edge_inference.control.commands import ModuleCommands
-from edge_inference.control.http_api import HttpServer, build_http_server
+from edge_inference.control.http_api import build_http_server
+from edge_inference.control.http_server import HttpServer
 from edge_inference.control.metrics_server import MetricsServer
 from edge_inference.errors import EdgeInferenceError, ModelError, ProviderError, SettingsError
-from edge_inference.iot.client import IoTEdgeClient, open_outbox
-from edge_inference.iot.outbox import Outbox
+from edge_inference.iot.client import IoTEdgeClient
+from edge_inference.iot.outbox import Outbox, open_outbox
 from edge_inference.log import setup_logging
 from edge_inference.ops.alarms import AlarmRegistry
 from edge_inference.ops.health import DiskSpaceMonitor, GpuMonitor
@@ -69,6 +70,7 @@ class Module:
     ) -> None:
         s = self.settings = settings
         self.stop_event = stop_event or threading.Event()
+        self._shut_down = False
         self.metrics = MetricsRegistry()
         self.supervisor = Supervisor()
         self.live = LiveSettings(TwinSettings.from_boot(s))
@@ -181,6 +183,10 @@ class Module:
         self.stop_event.set()
 
     def shutdown(self) -> None:
+        """Stop everything in reverse order within SHUTDOWN_TIMEOUT_SECONDS (once; later calls do nothing)."""
+        if self._shut_down:
+            return
+        self._shut_down = True
         deadline = time.monotonic() + self.settings.shutdown_timeout_seconds
         for monitor in self.monitors:
             monitor.stop()

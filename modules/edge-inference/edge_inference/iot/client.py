@@ -4,34 +4,25 @@
     SDK handler threads --(patch | method | input message)--> inbox queue --owner thread--> twin / methods / files
 
 One owner thread (this class is its `Worker`, `iot-edge-client`) does all the work; the SDK's handler threads
-only put what arrived on a bounded queue. The sync SDK blocks without a deadline (`connect`, `get_twin`,
-`send_message_to_output`, ... wait on the pipeline's callback with no timeout), so every SDK call runs through
-`_SdkCaller`: on a worker thread, waited for at most `Settings.iot_timeout_seconds`; a worker stuck past that is
-abandoned (a daemon thread) and a fresh one takes the next call.
+only put what arrived on a bounded queue. Every SDK call runs with the IOT_TIMEOUT_SECONDS deadline of
+iot/calls.py. The outbox is built before this client; the twin's application state is iot/twin.py's
+`TwinState`; direct methods and file events go to `ModuleControl` (control/commands.py).
 
-The outbox is built before this client (the telemetry that fills it exists first); the twin's application
-state (version in force, reported properties waiting) is `iot/twin.py`'s `TwinState`; direct methods and file
-events go to `ModuleControl` (`control/commands.py`).
-
-- `start(timeout)`: connect, GET the twin, validate and apply the desired properties to `live`, report the
-  acknowledgements and `runtime`, then return True. When edgeHub cannot be reached in `timeout`, it logs a
-  warning and returns False with the boot values in force; the owner thread keeps trying and applies the twin
-  when it comes.
-- Desired patches: the SDK also delivers the whole desired document after each reconnect (its
-  "ensure desired properties" stage); validation is idempotent, and a patch older than the version applied
-  is skipped.
-- Telemetry: `sink` is the durable `Outbox`; the owner drains it in order whenever edgeHub answers (send,
-  then ack; on error back off and retry). The SDK may raise for a message that was in fact delivered, so a
-  message can be sent twice: its stable message id lets upstream drop the duplicate.
+- `connect(timeout)`: start the owner thread, connect, GET the twin, apply the desired properties, report the
+  acknowledgements and `runtime`, then return True; False (boot values in force, still trying in the
+  background) when edgeHub does not answer in `timeout`.
+- Desired patches: the SDK also delivers the whole desired document after each reconnect; validation is
+  idempotent, and a patch older than the version applied is skipped.
+- Telemetry: the owner drains the outbox in order whenever edgeHub answers (send, then ack; on error back off
+  and retry). A message the SDK reports failed may have been delivered: its stable id lets upstream drop it.
 - Reported `stats` are throttled (every `stats_interval_s`, only when changed); `runtime` once per process.
-- The outbox's bound: when it drops messages the client raises `outboxOverflow` (ops/alarms.py) and clears it
+- When the outbox drops messages at its bound the client raises `outboxOverflow` (ops/alarms.py); it clears it
   once the outbox is back under half its bound.
 - Secrets are never logged: only the hub host, device and module ids.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import logging
 import queue
 import threading
@@ -40,7 +31,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from edge_inference.control.protocols import ModuleControl
-from edge_inference.errors import SdkCallTimeout
+from edge_inference.iot.calls import SdkCaller
 from edge_inference.iot.file_events import parse_file_events
 from edge_inference.iot.methods import MethodDispatcher
 from edge_inference.iot.outbox import Outbox
@@ -62,81 +53,10 @@ _DRAIN_BATCH = 100
 _BACKOFF_MIN_S, _BACKOFF_MAX_S = 0.5, 10.0
 
 
-_Job = tuple[Callable[[], Any], "concurrent.futures.Future[Any]"]
-
-
-class _SdkCallWorker(Worker):
-    """Runs the SDK calls handed to it, one at a time. A daemon that nobody joins: when a call hangs past the
-    timeout the worker is abandoned (asked to stop, so it ends if the call ever returns)."""
-
-    def __init__(self) -> None:
-        super().__init__("iot-sdk-call", daemon=True)
-        self.jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-
-    def wake(self) -> None:
-        self.jobs.put(None)
-
-    def run(self) -> None:
-        while not self.stopping:
-            job = self.jobs.get()
-            if job is None:
-                continue
-            fn, future = job
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                future.set_result(fn())
-            except BaseException as e:  # handed to the waiting caller
-                future.set_exception(e)
-
-
-class _SdkCaller:
-    """Runs blocking SDK calls on a worker thread and waits for each at most `timeout` seconds."""
-
-    def __init__(self) -> None:
-        self._worker: _SdkCallWorker | None = None
-        self._lock = threading.Lock()
-        self._abandoned = 0
-
-    def call(self, fn: Callable[[], T], timeout: float, what: str) -> T:
-        future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        with self._lock:
-            if self._worker is None:
-                self._worker = _SdkCallWorker()
-                self._worker.start()
-            worker = self._worker
-        worker.jobs.put((fn, future))
-        try:
-            return future.result(timeout=timeout)
-        except concurrent.futures.TimeoutError:
-            with self._lock:
-                if self._worker is worker:  # abandon the stuck worker; it ends when (if) its call returns
-                    self._worker = None
-                    self._abandoned += 1
-                    worker.request_stop()
-            raise SdkCallTimeout(f"{what} did not complete within {timeout:g} s") from None
-
-    def close(self) -> None:
-        with self._lock:
-            if self._worker is not None:
-                self._worker.request_stop()
-                self._worker = None
-
-
 def _default_factory() -> Any:
     from azure.iot.device import IoTHubModuleClient
 
     return IoTHubModuleClient.create_from_edge_environment(connection_retry_interval=5)
-
-
-def open_outbox(settings: Settings, metrics: MetricsRegistry) -> Outbox:
-    """The durable outbox of STATE_DIR, bounded by OUTBOX_MAX_MESSAGES and OUTBOX_MAX_AGE_HOURS."""
-    return Outbox(
-        settings.state_dir / "outbox.sqlite",
-        settings.outbox_max_messages,
-        settings.outbox_max_age_hours * 3600.0,
-        metrics,
-    )
 
 
 class IoTEdgeClient(Worker):
@@ -173,7 +93,7 @@ class IoTEdgeClient(Worker):
         self.twin = TwinState(live, metrics)
         self.outbox.subscribe(self.wake)
         self._dropped_seen = outbox.dropped()
-        self._caller = _SdkCaller()
+        self._caller = SdkCaller()
         self._inbox: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=_INBOX_SIZE)
         self._wake = threading.Event()
         self._synced = threading.Event()  # the twin was fetched and applied at least once

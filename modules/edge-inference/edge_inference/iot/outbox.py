@@ -27,6 +27,7 @@ from pathlib import Path
 
 from edge_inference.ops.metrics import MetricsRegistry
 from edge_inference.ops.telemetry import OutgoingMessage
+from edge_inference.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -237,3 +238,13 @@ class Outbox:
         self.metrics.outbox_depth.set(self._count)
         with contextlib.suppress(RuntimeError, sqlite3.Error):
             self.metrics.outbox_age.set(self.oldest_age() if self._count else 0.0)
+
+
+def open_outbox(settings: Settings, metrics: MetricsRegistry) -> Outbox:
+    """The durable outbox of STATE_DIR, bounded by OUTBOX_MAX_MESSAGES and OUTBOX_MAX_AGE_HOURS."""
+    return Outbox(
+        settings.state_dir / "outbox.sqlite",
+        settings.outbox_max_messages,
+        settings.outbox_max_age_hours * 3600.0,
+        metrics,
+    )

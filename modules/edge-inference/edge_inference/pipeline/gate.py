@@ -36,7 +36,7 @@ TWIN_PAUSED = "twinPaused"
 INPUT_UNAVAILABLE = "inputUnavailable"
 OUTPUT_ERROR = "outputError"
 OUTPUT_FULL = "outputFull"
-OUTPUT_LOW = "outputShareLow"
+OUTPUT_LOW = OUTPUT_SHARE_LOW  # the alarm that pauses intake gives the reason its name
 
 OPERATOR_REASONS = frozenset({PAUSED, TWIN_PAUSED})  # a pause an operator asked for (getStatus `paused`)
 OUTPUT_REASONS = (OUTPUT_FULL, OUTPUT_ERROR)  # lifted by the housekeeping once the output share takes writes
