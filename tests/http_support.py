@@ -1,8 +1,10 @@
-"""Shared by the HTTP tests: test images, a thinly faked `Predictor` that really decodes, a thread-leak check."""
+"""Shared by the HTTP tests: test images, a thinly faked `Predictor` that really decodes, free ports, a thread-leak
+check."""
 
 from __future__ import annotations
 
 import hashlib
+import socket
 import threading
 import time
 import uuid
@@ -77,6 +79,13 @@ class DecodingPredictor:
 
     def active_provider(self) -> str:
         return "CPUExecutionProvider"
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a server the test starts next)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def assert_no_new_threads(before: set[threading.Thread], grace: float = 3.0) -> None:

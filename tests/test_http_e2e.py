@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -24,19 +23,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from edge_inference.app import Module
 from edge_inference.settings import DEFAULT_MODEL_PATH, Settings
-from tests.http_support import assert_no_new_threads
+from tests.http_support import assert_no_new_threads, free_port
 from tools.synthetic import encode_jpeg, generate_frame
 
 HTTP_REQUESTS = 200
 CLIENT_THREADS = 8
 SHARE_FRAMES = 40
 WIDTH, HEIGHT = 320, 240
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def model_path(tmp_path: Path) -> tuple[Path, bool]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ctypes
 import shutil
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,7 +22,7 @@ import pytest
 
 from edge_inference.app import EXIT_FATAL, EXIT_OK, Module
 from edge_inference.settings import Settings
-from tests.http_support import assert_no_new_threads
+from tests.http_support import assert_no_new_threads, free_port
 from tests.onnx_models import build_constant_model, yolov8_output
 
 HOSTS = ("127.0.0.12", "127.0.0.13", "127.0.0.14")
@@ -44,12 +43,6 @@ def named(name: str) -> threading.Thread:
     found = [t for t in threading.enumerate() if t.name == name]
     assert len(found) == 1, f"threads named {name}: {found} (all: {[t.name for t in threading.enumerate()]})"
     return found[0]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Validation of module twin desired properties, and their IoT Plug and Play acknowledgements.
+"""The module twin: validation of desired properties, their IoT Plug and Play acknowledgements, and `TwinState`.
 
 `validate_desired(desired, current)` looks at the whole patch (or the whole desired document, which the SDK
 delivers after every reconnect: applying it again is harmless), builds the new `TwinSettings` from the valid

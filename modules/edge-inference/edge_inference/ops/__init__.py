@@ -1,1 +1,1 @@
-"""Operations: metrics, health watches, telemetry, live (twin) settings."""
+"""Operations: the alarm registry, health monitors, telemetry (message form and publisher), live settings, metrics."""

@@ -1,7 +1,7 @@
 """Settings that change while the module runs (the module twin's desired properties).
 
 `TwinSettings` is frozen; `LiveSettings` holds the current one and swaps it atomically, so every frame
-sees one consistent set of values (the batcher reads it once per frame). Validation of twin patches
+sees one consistent set of values (the dispatcher reads it once per frame). Validation of twin patches
 lives in `edge_inference.iot.twin`; the initial values come from the boot settings.
 """
 

@@ -19,7 +19,7 @@ import numpy as np
 from edge_inference.entities import PreparedFrame
 from edge_inference.errors import FrameError, InferenceError
 from edge_inference.ops.metrics import MetricsRegistry
-from edge_inference.pipeline.envelopes import WAIT_S, Failed, Inferred, StageQueues, put_until_stopped
+from edge_inference.pipeline.envelopes import Failed, Inferred, StageQueues, put_until_stopped, take
 from edge_inference.pipeline.prepare import FramePreparer
 from edge_inference.settings import Settings
 from edge_inference.vision.model import OnnxModel
@@ -68,9 +68,8 @@ class Batcher(Worker):
         consecutive_failures = 0
         prepared = self.queues.prepared
         while not self.stopping:
-            try:
-                first = prepared.get(timeout=WAIT_S)
-            except queue.Empty:
+            first = take(prepared)
+            if first is None:
                 continue
             batch: list[PreparedFrame] = []
             pending: list[PreparedFrame | Failed] = [first]

@@ -16,7 +16,7 @@ from dataclasses import replace
 
 from edge_inference.ops.live_settings import LiveSettings, TwinSettings
 from edge_inference.ops.metrics import MetricsRegistry
-from edge_inference.pipeline.envelopes import WAIT_S, Failed, Finished, Inferred, StageQueues
+from edge_inference.pipeline.envelopes import Failed, Finished, Inferred, StageQueues, take
 from edge_inference.pipeline.finish import Finisher
 from edge_inference.pipeline.outcomes import FrameCounters, ResultMaker
 from edge_inference.pipeline.predict import PendingRequests
@@ -60,9 +60,8 @@ class Dispatcher(Worker):
 
     def run(self) -> None:
         while not self.stopping:
-            try:
-                first = self.queues.inferred.get(timeout=WAIT_S)
-            except queue.Empty:
+            first = take(self.queues.inferred)
+            if first is None:
                 continue
             group = [first]  # whatever else is already done joins this group: one durable write for all
             while len(group) < DISPATCH_GROUP:

@@ -16,7 +16,7 @@ import queue
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -26,6 +26,8 @@ from edge_inference.ops.live_settings import TwinSettings
 from edge_inference.ops.metrics import MetricsRegistry
 
 WAIT_S = 0.1  # the longest any stage waits before checking whether it is asked to stop
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,14 @@ class StageQueues:
         """Set `edge_inference_queue_depth{queue}`."""
         for name, depth in self.depths().items():
             metrics.queue_depth.labels(queue=name).set(depth)
+
+
+def take(q: queue.Queue[T]) -> T | None:
+    """The next item of `q`, or None after a short wait (the caller then checks whether it is asked to stop)."""
+    try:
+        return q.get(timeout=WAIT_S)
+    except queue.Empty:
+        return None
 
 
 def put_until_stopped(q: queue.Queue[Any], item: Any, stopping: Callable[[], bool]) -> bool:

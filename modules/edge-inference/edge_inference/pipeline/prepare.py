@@ -12,14 +12,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import queue
 import threading
 import time
 
 from edge_inference.entities import FrameJob, PreparedFrame
 from edge_inference.errors import FrameError
 from edge_inference.ops.live_settings import LiveSettings
-from edge_inference.pipeline.envelopes import WAIT_S, Failed, StageQueues, put_until_stopped
+from edge_inference.pipeline.envelopes import Failed, StageQueues, put_until_stopped, take
 from edge_inference.settings import Settings
 from edge_inference.share.guard import ShareGuard
 from edge_inference.vision import decode as decoding
@@ -96,8 +95,6 @@ class PrepareWorker(Worker):
 
     def run(self) -> None:
         while not self.stopping:
-            try:
-                job = self.queues.frames.get(timeout=WAIT_S)
-            except queue.Empty:
-                continue
-            put_until_stopped(self.queues.prepared, self.preparer.prepare(job), lambda: self.stopping)
+            job = take(self.queues.frames)
+            if job is not None:
+                put_until_stopped(self.queues.prepared, self.preparer.prepare(job), lambda: self.stopping)
