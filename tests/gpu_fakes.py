@@ -1,7 +1,7 @@
 """A fake GPU for the one edge that cannot run here: a real ONNX Runtime CPU session that says it runs on CUDA.
 
 `install()` replaces `onnxruntime.InferenceSession` so that a session asked for CUDA first becomes a
-`FakeGpuSession` (everything else is the real class). Its runs are real; from the `fail_after`-th run on each
+`FakeGpuSession` (everything else is the real class), and IO binding's "device" values live in host memory. Its runs are real; from the `fail_after`-th run on each
 raises the error a CUDA session raises when the device fails. Used in-process, or in a child
 `python -m edge_inference` through `child_command()` (the settings travel as environment variables as usual).
 """
@@ -50,6 +50,14 @@ class FakeGpuSession:
         return getattr(self._real, name)
 
 
+REAL_ORTVALUE = ort.OrtValue.ortvalue_from_shape_and_type
+
+
+def ortvalue_on_host(shape: Any, element_type: Any, device_type: str = "cpu", device_id: int = 0) -> Any:
+    """IO binding's device input, kept in host memory: the fake GPU's "device" is the CPU."""
+    return REAL_ORTVALUE(shape, element_type, "cpu", 0)
+
+
 def session_factory(*args: Any, **kwargs: Any) -> Any:
     providers = kwargs.get("providers") or []
     if providers and providers[0] == "CUDAExecutionProvider":
@@ -61,6 +69,7 @@ def install(fail_after: int | None = None) -> None:
     FakeGpuSession.fail_after = fail_after
     FakeGpuSession.shapes = []
     ort.InferenceSession = session_factory  # type: ignore[misc]
+    ort.OrtValue.ortvalue_from_shape_and_type = ortvalue_on_host  # type: ignore[method-assign]
 
 
 def child_command(fail_after: int | None) -> list[str]:

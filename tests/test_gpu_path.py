@@ -34,6 +34,7 @@ def fake_gpu(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[FakeGpuSession]]:
     monkeypatch.setattr(FakeGpuSession, "fail_after", None)
     monkeypatch.setattr(FakeGpuSession, "shapes", [])
     monkeypatch.setattr(ort, "InferenceSession", gpu_fakes.session_factory)
+    monkeypatch.setattr(ort.OrtValue, "ortvalue_from_shape_and_type", gpu_fakes.ortvalue_on_host)
     yield FakeGpuSession
 
 

@@ -371,6 +371,15 @@ class OnnxModel:
         }
 
 
+def build_info() -> dict[str, Any]:
+    """This ONNX Runtime: version, the CUDA it was built with, and the providers the build has."""
+    try:
+        from onnxruntime.capi.build_and_package_info import cuda_version
+    except ImportError:
+        cuda_version = None
+    return {"onnxruntime": ort.__version__, "cudaBuild": cuda_version, "available": ort.get_available_providers()}
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0][:300]
