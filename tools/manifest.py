@@ -210,6 +210,7 @@ def build_manifest(target: str, values: Mapping[str, str], platform: str = DEFAU
     for name in module_spec["image"]["tag"]["platforms"]:
         images[f"MODULES.{MODULE_NAME}.{name}"] = module_image(values, name)
     problems: list[Problem] = []
+    values = {**values, **platform_defaults(platform, values)} if is_gpu_platform(platform) else values
     manifest = expand(template, {**values, **images}, "", problems)
     if problems:
         raise ManifestError([Problem(p.rule, p.place.lstrip("."), p.message) for p in problems])
@@ -220,6 +221,20 @@ def build_manifest(target: str, values: Mapping[str, str], platform: str = DEFAU
             if isinstance(module.get("settings"), dict):
                 module["settings"] = split_create_options(module["settings"], f"{AGENT}.{group}.{name}.settings")
     return manifest  # type: ignore[no-any-return]
+
+
+# A GPU image must not serve from the CPU without anyone noticing (a pod whose GPU request was ignored): on a
+# GPU platform the deployment sets these unless .env gives a value.
+GPU_PLATFORM_DEFAULTS = {"REQUIRE_GPU": "true"}
+
+
+def is_gpu_platform(platform_or_image: str) -> bool:
+    return platform_or_image.endswith(".gpu")
+
+
+def platform_defaults(platform: str, values: Mapping[str, str]) -> dict[str, str]:
+    """The GPU platform's defaults for the settings that .env leaves empty."""
+    return {k: v for k, v in GPU_PLATFORM_DEFAULTS.items() if not values.get(k)}
 
 
 def write_manifest(manifest: dict[str, Any], path: Path) -> None:
@@ -498,7 +513,7 @@ def _route_problems(content: Mapping[str, Any], modules: Mapping[str, Any]) -> l
 
 
 def _is_gpu_image(module: Mapping[str, Any]) -> bool:
-    return str((module.get("settings") or {}).get("image", "")).endswith(".gpu")
+    return is_gpu_platform(str((module.get("settings") or {}).get("image", "")))
 
 
 def _docker_problems(modules: Mapping[str, Any], options: Mapping[str, dict[str, Any]]) -> list[Problem]:
@@ -713,7 +728,10 @@ UPSTREAM_PROTOCOL=
 # --- module settings (settings.ENV_VARS): empty = the module's default, shown in the comment
 """
 # Deployment values that differ from the module's own default, and why.
-ENV_EXAMPLE_OVERRIDES = {"INPUT_DISPOSITION": ("keep", "the templates mount the input share read-only")}
+ENV_EXAMPLE_OVERRIDES = {
+    "INPUT_DISPOSITION": ("keep", "the templates mount the input share read-only"),
+    "REQUIRE_GPU": ("", "empty: true for a GPU image platform (amd64.gpu), false for the CPU ones"),
+}
 _DESCRIPTIVE_DEFAULTS = {"bundled demo model", "hostname", ""}
 
 
