@@ -44,8 +44,13 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         print(f"{r['installedMiB']:>8} MiB  {r['prunedMiB']:>6} MiB pruned  {r['wheel']}")
     print(f"{total:>8} MiB installed; {pruned} MiB pruned; {round(total - pruned, 1)} MiB left")
-    report = {"wheels": rows, "installedMiB": total, "prunedMiB": pruned, "leftMiB": round(total - pruned, 1),
-              "prune": list(PRUNE)}
+    report = {
+        "wheels": rows,
+        "installedMiB": total,
+        "prunedMiB": pruned,
+        "leftMiB": round(total - pruned, 1),
+        "prune": list(PRUNE),
+    }
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=1) + "\n")
