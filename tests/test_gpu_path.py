@@ -24,7 +24,7 @@ from edge_inference.settings import read_settings
 from tests import gpu_fakes
 from tests.gpu_fakes import FakeGpuSession
 from tests.onnx_models import build_constant_model, yolov8_output
-from tools.module_process import module_process_env
+from tests.test_module_process import module_env
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -97,27 +97,14 @@ def test_a_failing_run_on_the_gpu_raises_gpu_error(tmp_path: Path, fake_gpu: typ
         model.run(np.zeros((2, 3, 64, 64), np.float32))
 
 
-def module_env(tmp_path: Path, model: Path, **extra: str) -> dict[str, str]:
-    dirs = {name: tmp_path / name for name in ("input", "output", "state")}
-    for d in dirs.values():
-        d.mkdir(exist_ok=True)
-    return module_process_env(
-        MODEL_PATH=str(model),
-        INPUT_DIR=str(dirs["input"]),
-        OUTPUT_DIR=str(dirs["output"]),
-        STATE_DIR=str(dirs["state"]),
-        SETTLE_SECONDS="0.05",
-        HTTP_PORT="0",
-        METRICS_PORT="0",
-        LOCAL_TELEMETRY="true",
-        EXECUTION_PROVIDERS="cuda,cpu",
-        PYTHONUNBUFFERED="1",
-        **extra,
-    )
+def gpu_module_env(shares: dict[str, Path], model: Path, **extra: str) -> dict[str, str]:
+    env = module_env(shares, model, EXECUTION_PROVIDERS="cuda,cpu", **extra)
+    env["LOCAL_TELEMETRY"] = "true"  # alerts land in output/telemetry.jsonl
+    return env
 
 
-def test_a_warm_up_failure_under_require_gpu_exits_2_with_one_line(tmp_path: Path) -> None:
-    env = module_env(tmp_path, tiny(tmp_path), REQUIRE_GPU="true")
+def test_a_warm_up_failure_under_require_gpu_exits_2_with_one_line(tmp_path: Path, shares: dict[str, Path]) -> None:
+    env = gpu_module_env(shares, tiny(tmp_path), REQUIRE_GPU="true")
     done = subprocess.run(gpu_fakes.child_command(0), env=env, capture_output=True, text=True, timeout=50)
     assert done.returncode == 2, done.stdout + done.stderr
     errors = [line for line in (done.stdout + done.stderr).splitlines() if " ERROR " in line]
@@ -127,10 +114,11 @@ def test_a_warm_up_failure_under_require_gpu_exits_2_with_one_line(tmp_path: Pat
     assert "Traceback" not in done.stdout + done.stderr
 
 
-def test_a_gpu_lost_while_serving_raises_the_alarm_keeps_the_frame_and_exits_2(tmp_path: Path) -> None:
+def test_a_gpu_lost_while_serving_raises_the_alarm_keeps_the_frame_and_exits_2(
+    tmp_path: Path, shares: dict[str, Path]
+) -> None:
     # given a module on a (fake) GPU that fails after its warm-up, with REQUIRE_GPU
-    model = tiny(tmp_path)
-    env = module_env(tmp_path, model, REQUIRE_GPU="true")
+    env = gpu_module_env(shares, tiny(tmp_path), REQUIRE_GPU="true")
     log = tmp_path / "module.log"
     with log.open("w") as out:
         proc = subprocess.Popen(gpu_fakes.child_command(8), env=env, stdout=out, stderr=subprocess.STDOUT)

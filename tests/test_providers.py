@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -113,3 +114,19 @@ def test_this_machine_has_no_gpu() -> None:
 def test_tensorrt_libraries_are_absent_here_and_named() -> None:
     missing = load_tensorrt_libraries()
     assert missing is not None and "libnvinfer.so.10" in missing and "libnvonnxparser.so.10" in missing
+
+
+def test_the_cuda_cache_goes_to_state_dir_only_where_there_are_device_nodes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CUDA_CACHE_PATH", "-")  # recorded, so that the value the test sets is undone too
+    monkeypatch.delenv("CUDA_CACHE_PATH")
+    cache = tmp_path / "state" / "cuda-cache"
+    detect_gpu(tmp_path / "no-nodes", cuda_cache=cache)
+    assert "CUDA_CACHE_PATH" not in os.environ and not cache.exists()
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    (dev / "nvidiactl").touch()
+    (dev / "nvidia0").touch()
+    detect_gpu(dev, driver="libcuda-absent-here.so.1", cuda_cache=cache)
+    assert os.environ["CUDA_CACHE_PATH"] == str(cache) and cache.is_dir()

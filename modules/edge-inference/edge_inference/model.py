@@ -40,7 +40,6 @@ from edge_inference.providers import (
     load_tensorrt_libraries,
     plan_providers,
     preload_cuda_libraries,
-    set_cuda_cache,
 )
 from edge_inference.settings import Settings
 
@@ -114,9 +113,9 @@ class OnnxModel:
         auto = s.execution_providers == ("auto",)
         wants_gpu = auto or any(p in GPU_PROVIDERS for p in s.execution_providers)
         wants_trt = s.tensorrt_enabled if auto else TENSORRT in s.execution_providers
-        if wants_gpu:
-            set_cuda_cache(s.cuda_cache_path)  # before the driver initialises
-        presence = gpu or (detect_gpu() if wants_gpu else GpuPresence(0, "no GPU provider requested"))
+        if gpu is None and wants_gpu:
+            gpu = detect_gpu(cuda_cache=s.cuda_cache_path)  # the cache path is set before the driver starts
+        presence = gpu or GpuPresence(0, "no GPU provider requested")
         facts = ChainFacts(ort.get_available_providers(), presence)
         if wants_gpu and (presence.present or not auto):
             preload_cuda_libraries(ort)

@@ -54,12 +54,15 @@ class GpuPresence:
         return self.count > 0
 
 
-def detect_gpu(dev_dir: Path = Path("/dev"), driver: str = CUDA_DRIVER) -> GpuPresence:
-    """Device nodes first (cheap, and no driver library is loaded where there are none), then the driver API."""
+def detect_gpu(dev_dir: Path = Path("/dev"), driver: str = CUDA_DRIVER, cuda_cache: Path | None = None) -> GpuPresence:
+    """Device nodes first (cheap, and no driver library is loaded where there are none), then the driver API.
+    `cuda_cache` becomes CUDA_CACHE_PATH before the driver initialises (only where there are device nodes)."""
     nodes = [p for p in dev_dir.glob("nvidia[0-9]*") if p.name[6:].isdigit()]
     wsl = (dev_dir / "dxg").exists()
     if not wsl and (not nodes or not (dev_dir / "nvidiactl").exists()):
         return GpuPresence(0, f"no NVIDIA device nodes in {dev_dir}: the container was given no GPU")
+    if cuda_cache is not None:
+        set_cuda_cache(cuda_cache)
     try:
         cuda = ctypes.CDLL(driver)
     except OSError as exc:
