@@ -19,6 +19,7 @@ import onnxruntime as ort
 import pytest
 
 from edge_inference.errors import GpuError
+from edge_inference import model as model_module
 from edge_inference.model import CPU, CUDA, OnnxModel
 from edge_inference.settings import read_settings
 from tests import gpu_fakes
@@ -78,6 +79,21 @@ def test_the_cuda_attempt_carries_its_own_options_to_onnx_runtime(
     options = model.provider_options()[CUDA]
     assert options["device_id"] == "0" and options["arena_extend_strategy"] == "kSameAsRequested"
     assert model.provider == CUDA and chain[CUDA]["outcome"] == "active"
+
+
+def test_tensorrt_that_fails_for_real_hands_over_to_cuda_with_cudas_options(
+    tmp_path: Path, fake_gpu: type[FakeGpuSession], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given the TensorRT libraries "load" but ONNX Runtime's TensorRT provider really cannot start here
+    monkeypatch.setattr(model_module, "load_tensorrt_libraries", lambda: None)
+    model = OnnxModel(settings(tmp_path, tiny(tmp_path), EXECUTION_PROVIDERS="tensorrt,cuda,cpu", BATCH_SIZE="4"))
+    trt, cuda = model.attempts[0], model.attempts[1]
+    # then the TensorRT attempt failed with ONNX Runtime's reason, carrying its profile for batch 1..4
+    assert (trt.outcome, cuda.outcome) == ("failed", "active")
+    assert "TensorRT" in trt.detail and trt.options["trt_profile_max_shapes"] == "images:4x3x64x64"
+    # and CUDA serves with its own options; the GPU is not "lost"
+    assert model.provider == CUDA and model.provider_options()[CUDA]["arena_extend_strategy"] == "kSameAsRequested"
+    assert model.gpu_fault is None
 
 
 def test_a_gpu_warm_up_failure_moves_on_to_the_cpu_and_is_recorded(

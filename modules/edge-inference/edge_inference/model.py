@@ -4,8 +4,9 @@ At start-up it walks the provider chain of providers.py (TensorRT when enabled a
 CPU): one session per attempt, each with its own provider options and ONNX Runtime's own fallback off, until a
 session is made, checked and warmed up. The first real output tells the layout; then every batch shape the
 batcher can send is warmed, so cuDNN's algorithm search (or a TensorRT profile) never stalls the line. What
-happened to each attempt is logged and reported (`attempts`). A GPU attempt that fails (it cannot load, or it
-fails at warm-up) is recorded in `gpu_fault`: the composition root raises `gpuLost` for it. `REQUIRE_GPU=true`
+happened to each attempt is logged and reported (`attempts`). When a GPU attempt fails (it cannot load, or it
+fails at warm-up) and no GPU provider serves in the end, `gpu_fault` says why: the composition root raises
+`gpuLost` for it. `REQUIRE_GPU=true`
 turns "no GPU provider started" into a refusal to start (ProviderError, one sentence, exit 2).
 
 Serving: a run that fails on a GPU provider raises GpuError (the GPU, not the frames, is at fault); IO binding
@@ -157,6 +158,8 @@ class OnnxModel:
                 log.warning("execution provider %s failed: %s", attempt.provider, exc)
                 continue
             attempt.outcome = "active"
+            if self.on_gpu:
+                self.gpu_fault = None  # TensorRT failed but CUDA serves: the GPU is not lost (the chain says why)
             log.info(
                 "execution provider: %s (chain: %s)",
                 self.provider,
