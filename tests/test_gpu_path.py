@@ -18,8 +18,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from edge_inference.errors import GpuError
 from edge_inference import model as model_module
+from edge_inference.errors import GpuError
 from edge_inference.model import CPU, CUDA, OnnxModel
 from edge_inference.settings import read_settings
 from tests import gpu_fakes
