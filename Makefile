@@ -19,7 +19,7 @@ export INPUT_DIR OUTPUT_DIR STATE_DIR
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run demo simulate test test-faults lint bench soak model config validate build push clean apt-deps
+.PHONY: help install run demo simulate test test-faults lint bench soak model config validate deploy-check build push clean apt-deps
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -72,11 +72,14 @@ model: ## retrain the bundled demo model (needs PyTorch CPU; never needed at run
 	.venv-train/bin/pip install --quiet --disable-pip-version-check -r tools/requirements-train.txt
 	.venv-train/bin/python tools/train_demo_model.py --out $(MODULE_DIR)/models/demo-defects.onnx
 
-config: install ## expand the deployment templates into config/deployment.<target>.json
-	$(PY) tools/manifest.py config
+config: install ## expand the deployment templates (docker, debug, ase) into config/deployment.<target>.json
+	$(PY) -m tools.manifest config
 
-validate: install ## validate config/*.json against the schemas and each target's rules
-	$(PY) tools/manifest.py validate
+validate: install ## validate config/*.json against the schemas and each target's rules (placeholders: warnings)
+	$(PY) -m tools.manifest validate
+
+deploy-check: config ## ready to deploy? validate --strict: .env.example placeholders left in .env fail too
+	$(PY) -m tools.manifest validate --strict
 
 build: ## build the module images with docker buildx (needs a Docker engine)
 	tools/docker.sh build

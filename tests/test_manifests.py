@@ -1,7 +1,7 @@
 """Deployment manifests, module images and their contract with the code.
 
-Given the templates, .env.example and module.json, `tools/manifest.py config` and `validate` pass for both
-targets; a manifest broken against any one rule is refused with a message naming the rule and the JSON
+Given the templates, .env.example and module.json, `python -m tools.manifest config` and `validate` pass for
+every target (docker, debug, ase) and image platform (GPU or CPU); a manifest broken against any one rule is refused with a message naming the rule and the JSON
 place; the templates name exactly the env vars, twin properties, outputs and inputs the code uses; the
 Dockerfiles are well formed (structure, hadolint) and the requirements they install resolve.
 """
@@ -9,6 +9,7 @@ Dockerfiles are well formed (structure, hadolint) and the requirements they inst
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import json
 import os
 import re
@@ -46,9 +47,14 @@ def values() -> dict[str, str]:
     return mf.read_env_file(mf.ENV_EXAMPLE)
 
 
+# Manifests under test: each target with the default GPU image, and the CPU variants ("<target>-cpu").
+BUILDS = {"docker": "amd64.gpu", "ase": "amd64.gpu", "debug": "amd64.gpu", "docker-cpu": "amd64", "ase-cpu": "amd64"}
+TODAY = dt.date(2026, 12, 1)
+
+
 @pytest.fixture(scope="module")
 def built(values: dict[str, str]) -> dict[str, dict[str, Any]]:
-    return {target: mf.build_manifest(target, values) for target in mf.TARGETS}
+    return {name: mf.build_manifest(name.split("-")[0], values, platform) for name, platform in BUILDS.items()}
 
 
 def _template(target: str) -> dict[str, Any]:
@@ -65,7 +71,7 @@ def test_config_then_validate_pass_for_both_targets(tmp_path: Path, capsys: pyte
 
     assert mf.main(["config", "--env", str(env), "--out", str(tmp_path / "config")]) == 0
     files = sorted((tmp_path / "config").glob("deployment.*.json"))
-    assert [f.name for f in files] == ["deployment.ase.json", "deployment.docker.json"]
+    assert [f.name for f in files] == ["deployment.ase.json", "deployment.debug.json", "deployment.docker.json"]
     assert mf.main(["validate", *map(str, files)]) == 0
 
     out = capsys.readouterr().out
@@ -78,19 +84,35 @@ def test_config_then_validate_pass_for_both_targets(tmp_path: Path, capsys: pyte
 
 
 def test_manifest_image_and_gpu_per_target(built: dict[str, dict[str, Any]]) -> None:
-    for target, manifest in built.items():
+    gpu_request = [{"Driver": "", "Count": -1, "Capabilities": [["gpu"]]}]
+    for name, manifest in built.items():
         module = manifest["modulesContent"]["$edgeAgent"]["properties.desired"]["modules"][MODULE]
-        assert module["settings"]["image"] == "myregistry.azurecr.io/edge-inference:0.1.0-amd64.gpu"
+        platform = "amd64.debug" if name == "debug" else BUILDS[name]
+        assert module["settings"]["image"] == f"myregistry.azurecr.io/edge-inference:0.1.0-{platform}"
         options = _options(manifest)
-        if target == "docker":
-            assert options["HostConfig"]["DeviceRequests"] == [{"Driver": "", "Count": -1, "Capabilities": [["gpu"]]}]
+        gpu = platform.endswith(".gpu")
+        if name.startswith(("docker", "debug")):
+            assert options["HostConfig"].get("DeviceRequests") == (gpu_request if gpu else None), name
             assert "/app/input:ro" in options["HostConfig"]["Binds"][0]
         else:
-            assert options["k8s-experimental"]["resources"]["limits"]["nvidia.com/gpu"] == 1
+            resources = options["k8s-experimental"]["resources"]
+            assert resources["limits"].get("nvidia.com/gpu") == (1 if gpu else None), name
+            assert resources.get("requests", {}).get("nvidia.com/gpu") == (1 if gpu else None), name
+            assert resources["limits"]["cpu"] == "4" and resources["limits"]["memory"] == "8Gi"
             assert options["k8s-experimental"]["strategy"] == {"type": "Recreate"}
+        system = manifest["modulesContent"]["$edgeAgent"]["properties.desired"]["systemModules"]
+        assert system["edgeAgent"]["settings"]["image"] == "mcr.microsoft.com/azureiotedge-agent:1.6"
+        assert system["edgeHub"]["settings"]["image"] == "mcr.microsoft.com/azureiotedge-hub:1.6"
         routes = manifest["modulesContent"]["$edgeHub"]["properties.desired"]["routes"]
         assert routes["alertsToUpstream"]["priority"] == 0
         assert routes["alertsToUpstream"]["timeToLiveSecs"] > routes["detectionsToUpstream"]["timeToLiveSecs"]
+        assert mf.validate_manifest(manifest, name.split("-")[0], TODAY) == [], name
+
+
+def test_debug_manifest_publishes_the_debugger_port(built: dict[str, dict[str, Any]]) -> None:
+    options = _options(built["debug"])
+    assert options["ExposedPorts"]["5678/tcp"] == {}
+    assert options["HostConfig"]["PortBindings"]["5678/tcp"] == [{"HostPort": "5678"}]
 
 
 def test_platform_override_and_empty_env_values_are_left_out(values: dict[str, str]) -> None:
@@ -400,25 +422,87 @@ ASE_CASES: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
         f"{MOD}.settings.createOptions.k8s-experimental.strategy",
     ),
 ]
-CASES = [("docker", *c) for c in COMMON_CASES + DOCKER_CASES] + [("ase", *c) for c in COMMON_CASES + ASE_CASES]
 
 
-@pytest.mark.parametrize(("target", "rule", "change", "place"), CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES])
+def _runtime(agent: str, hub: str | None = None) -> Callable[[dict[str, Any]], None]:
+    def change(m: dict[str, Any]) -> None:
+        system = m["modulesContent"]["$edgeAgent"]["properties.desired"]["systemModules"]
+        system["edgeAgent"]["settings"]["image"] = f"mcr.microsoft.com/azureiotedge-agent:{agent}"
+        system["edgeHub"]["settings"]["image"] = f"mcr.microsoft.com/azureiotedge-hub:{hub or agent}"
+
+    return change
+
+
+def _add_gpu_resource(o: dict[str, Any]) -> None:
+    o["k8s-experimental"]["resources"]["limits"]["nvidia.com/gpu"] = 1
+
+
+def _drop_debug_port(o: dict[str, Any]) -> None:
+    del o["ExposedPorts"]["5678/tcp"]
+    del o["HostConfig"]["PortBindings"]["5678/tcp"]
+
+
+AGENT_IMAGE = f"{AGENT}.systemModules.edgeAgent.settings.image"
+# (manifest of BUILDS, rule, change, place): the rules about images, GPU and runtime, where they apply
+IMAGE_CASES: list[tuple[str, str, Callable[[dict[str, Any]], None], str]] = [
+    (
+        "docker-cpu",
+        "docker/cpu-gpu-request",
+        _options_change(_add_device_requests),
+        f"{MOD}.settings.createOptions.HostConfig.DeviceRequests",
+    ),
+    (
+        "debug",
+        "docker/cpu-gpu-request",
+        _options_change(_add_device_requests),
+        f"{MOD}.settings.createOptions.HostConfig.DeviceRequests",
+    ),
+    (
+        "ase-cpu",
+        "ase/cpu-gpu-resource",
+        _options_change(_add_gpu_resource),
+        f"{MOD}.settings.createOptions.k8s-experimental.resources",
+    ),
+    (
+        "debug",
+        "module/debug-port",
+        _options_change(_drop_debug_port),
+        f"{MOD}.settings.createOptions.HostConfig.PortBindings",
+    ),
+    ("docker", "runtime/end-of-support", _runtime("1.5"), AGENT_IMAGE),
+    ("ase", "runtime/end-of-support", _runtime("1.1"), AGENT_IMAGE),
+    ("debug", "runtime/end-of-support", _runtime("1.4.38"), AGENT_IMAGE),
+    ("docker", "runtime/unknown-version", _runtime("latest"), AGENT_IMAGE),
+    ("docker", "runtime/unknown-version", _runtime("0.9"), AGENT_IMAGE),
+    ("docker", "runtime/mismatch", _runtime("1.6", "1.5"), f"{AGENT}.systemModules"),
+]
+CASES = (
+    [("docker", *c) for c in COMMON_CASES + DOCKER_CASES]
+    + [("ase", *c) for c in COMMON_CASES + ASE_CASES]
+    + [("debug", *c) for c in COMMON_CASES]
+    + IMAGE_CASES
+)
+
+
+@pytest.mark.parametrize(("name", "rule", "change", "place"), CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES])
 def test_a_manifest_breaking_one_rule_is_refused_naming_rule_and_place(
-    built: dict[str, dict[str, Any]], target: str, rule: str, change: Callable[[dict[str, Any]], None], place: str
+    built: dict[str, dict[str, Any]], name: str, rule: str, change: Callable[[dict[str, Any]], None], place: str
 ) -> None:
-    assert mf.validate_manifest(built[target], target) == []  # given a valid manifest
-    broken = copy.deepcopy(built[target])
+    target = name.split("-")[0]
+    assert mf.validate_manifest(built[name], target, TODAY) == []  # given a valid manifest
+    broken = copy.deepcopy(built[name])
     change(broken)  # when one rule is broken
-    messages = [str(p) for p in mf.validate_manifest(broken, target)]
+    messages = [str(p) for p in mf.validate_manifest(broken, target, TODAY)]
     assert any(m.startswith(f"{rule}: {place}: ") for m in messages), messages  # then that rule names that place
 
 
 def test_every_rule_has_a_broken_case_for_every_target_it_applies_to() -> None:
-    source = Path(mf.__file__).read_text(encoding="utf-8")
+    package = Path(mf.__file__).parent
+    source = "\n".join(f.read_text(encoding="utf-8") for f in sorted(package.glob("*.py")))
     rules = set(re.findall(r'Problem\(\s*"([a-z0-9-]+/[a-z0-9-]+)"', source))
     rules -= {"config/platform", "config/target", "template/empty-value"}  # config-time, tested above
     covered = {rule for _, rule, _, _ in CASES} | {"createoptions/size"}
+    assert len(rules) > 30
     assert rules <= covered, sorted(rules - covered)
 
 
@@ -435,6 +519,125 @@ def test_validate_command_prints_rule_and_place_and_exits_non_zero(
         "ase/no-binds: modulesContent.$edgeAgent.properties.desired.modules.edge-inference.settings.createOptions."
         "HostConfig.Binds: Binds are not supported on Azure Stack Edge Kubernetes; use Mounts of type volume"
     ) in out
+
+
+@pytest.mark.parametrize(
+    ("name", "change", "expected"),
+    [
+        ("docker-cpu", _options_change(_add_device_requests), "docker/cpu-gpu-request: "),
+        ("docker", _options_change(lambda o: o["HostConfig"].pop("DeviceRequests")), "docker/gpu-device-request: "),
+        ("ase", _options_change(_drop_k8s(("resources", "limits", "nvidia.com/gpu"))), "ase/gpu-resource: "),
+        ("docker", _runtime("1.5"), "runtime/end-of-support: "),
+        ("debug", _options_change(_drop_debug_port), "module/debug-port: "),
+    ],
+    ids=[
+        "gpu-request-on-cpu-image",
+        "no-gpu-request-on-gpu-image",
+        "no-gpu-resource-on-ase",
+        "eol-runtime",
+        "debug-port",
+    ],
+)
+def test_validate_names_the_rule_and_the_fix(
+    built: dict[str, dict[str, Any]],
+    name: str,
+    change: Callable[[dict[str, Any]], None],
+    expected: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    broken = copy.deepcopy(built[name])
+    change(broken)
+    path = tmp_path / f"deployment.{name.split('-')[0]}.json"
+    path.write_text(json.dumps(broken), encoding="utf-8")
+    assert mf.main(["validate", str(path)]) == 1
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if expected in ln)
+    fixes = (
+        "drop DeviceRequests",
+        "needs [{",
+        'request "nvidia.com/gpu"',
+        "EDGE_RUNTIME_TAG=1.6",
+        '"HostPort": "5678"',
+    )
+    assert any(fix in line for fix in fixes), line
+
+
+def test_runtime_support_ends_on_its_date_and_a_newer_release_only_warns(built: dict[str, dict[str, Any]]) -> None:
+    manifest = copy.deepcopy(built["docker"])
+    _runtime("1.5")(manifest)
+    assert mf.validate_manifest(manifest, "docker", dt.date(2026, 11, 10)) == []  # the last supported day
+    agent, hub = mf.validate_manifest(manifest, "docker", dt.date(2026, 11, 11))
+    assert (agent.rule, hub.rule) == ("runtime/end-of-support", "runtime/end-of-support")
+    assert hub.place.endswith("edgeHub.settings.image")
+    problem = agent
+    assert "IoT Edge 1.5 LTS reached its end of support on 2026-11-10" in problem.message
+    assert "IoT Edge 1.6 (supported to 2028-11-14)" in problem.message
+    _runtime("1.7")(manifest)
+    found = mf.check_manifest(manifest, "docker", TODAY)
+    runtime_warnings = [w for w in found.warnings if w.rule.startswith("runtime/")]
+    assert found.problems == [] and [w.rule for w in runtime_warnings] == ["runtime/unknown-version"] * 2
+    assert "newer than the support table" in runtime_warnings[0].message
+
+
+def test_validate_strict_fails_on_the_untouched_env_example(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Given `cp .env.example .env` and nothing else, `make config validate` passes with warnings, registry and
+    # password first, and `validate --strict` (make deploy-check) fails on them.
+    env = tmp_path / ".env"
+    shutil.copy(mf.ENV_EXAMPLE, env)
+    assert mf.main(["config", "--env", str(env), "--out", str(tmp_path / "config")]) == 0
+    assert "warning: still the .env.example placeholder: CONTAINER_REGISTRY_SERVER" in capsys.readouterr().out
+    files = [str(f) for f in sorted((tmp_path / "config").glob("*.json"))]
+    assert mf.main(["validate", *files]) == 0
+    out = capsys.readouterr().out
+    assert "ok, 3 warning(s)" in out
+    assert mf.main(["validate", "--strict", *files]) == 1
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("deployment.docker.json")]
+    assert [ln.split(": ")[2] for ln in lines[:3]] == [
+        "placeholder/registry-server",
+        "placeholder/registry-password",
+        "placeholder/registry-username",
+    ]
+    assert "set CONTAINER_REGISTRY_PASSWORD in .env" in lines[1] and "replace-with" not in lines[1]
+    assert lines[-1] == "deployment.docker.json: FAILED, 3 problem(s) (target docker)"
+
+
+def test_a_filled_in_env_passes_strict(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    env = tmp_path / ".env"
+    env.write_text(
+        "CONTAINER_REGISTRY_SERVER=contoso.azurecr.io\nCONTAINER_REGISTRY_USERNAME=contoso\n"
+        "CONTAINER_REGISTRY_PASSWORD='pa$$word # not a comment'  # the real one lives in a vault\n",
+        encoding="utf-8",
+    )
+    assert mf.main(["config", "--env", str(env), "--out", str(tmp_path / "config")]) == 0
+    files = [str(f) for f in sorted((tmp_path / "config").glob("*.json"))]
+    assert mf.main(["validate", "--strict", *files]) == 0
+    out = capsys.readouterr().out
+    assert "pa$$word" not in out and "warning" not in out.split("wrote", 1)[1]
+    manifest = json.loads((tmp_path / "config" / "deployment.docker.json").read_text())
+    registry = manifest["modulesContent"]["$edgeAgent"]["properties.desired"]["runtime"]["settings"]
+    assert registry["registryCredentials"]["registry"]["password"] == "pa$$word # not a comment"
+
+
+def test_env_files_are_read_by_python_dotenv(tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    env.write_text(
+        "# comment\nA=v  # a note\nexport B=\"quoted # kept\"\nC='${A}'\nD=\nE\n  F = spaced  \n", encoding="utf-8"
+    )
+    assert mf.read_env_file(env) == {"A": "v", "B": "quoted # kept", "C": "${A}", "D": "", "F": "spaced"}
+
+
+def test_config_writes_a_cpu_deployment_without_any_gpu_request(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A CPU-only deployment for a plain Ubuntu IoT Edge host: no DeviceRequests, no nvidia.com/gpu.
+    out_dir = tmp_path / "config"
+    assert mf.main(["config", "--platform", "amd64", "--env", str(mf.ENV_EXAMPLE), "--out", str(out_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "deployment.docker.json (image edge-inference:0.1.0-amd64: CPU image, no GPU requested)" in out
+    for path in out_dir.glob("*.json"):
+        text = path.read_text()
+        assert "DeviceRequests" not in text and "nvidia.com/gpu" not in text, path.name
+    assert mf.main(["validate", *map(str, sorted(out_dir.glob("*.json")))]) == 0
 
 
 # ------------------------------------------------------------------------------------------ contract with the code
