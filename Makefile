@@ -20,9 +20,9 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 # What `make install` downloads the first time (measured on Linux x86-64 into an empty venv and pip cache).
-INSTALL_DOWNLOAD := 470 MB
+INSTALL_DOWNLOAD := 450 MB
 INSTALL_DISK := 1.1 GB
-INSTALL_BIGGEST := onnxruntime-gpu alone is 300 MB
+INSTALL_BIGGEST := onnxruntime-gpu alone is 277 MB, opencv 60 MB
 
 .PHONY: help install lock run demo simulate test test-faults lint bench soak model config validate deploy-check build push clean apt-deps
 

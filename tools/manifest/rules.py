@@ -47,7 +47,7 @@ def create_options(settings: Mapping[str, Any], place: str, problems: list[Probl
     if any(not isinstance(v, str) for v in chunks.values()):
         problems.append(
             Problem(
-                "createoptions/json", f"{place}.createOptions", "must be a JSON string (run tools/manifest.py config)"
+                "createoptions/json", f"{place}.createOptions", "must be a JSON string (run make config)"
             )
         )
         return {}
