@@ -46,9 +46,7 @@ def create_options(settings: Mapping[str, Any], place: str, problems: list[Probl
         return {}
     if any(not isinstance(v, str) for v in chunks.values()):
         problems.append(
-            Problem(
-                "createoptions/json", f"{place}.createOptions", "must be a JSON string (run make config)"
-            )
+            Problem("createoptions/json", f"{place}.createOptions", "must be a JSON string (run make config)")
         )
         return {}
     expected = ["createOptions"] + [f"createOptions{i:02d}" for i in range(1, len(chunks))]
