@@ -20,6 +20,7 @@ import pytest
 
 from edge_inference.log import escape_controls, setup_logging
 from edge_inference.settings import read_settings
+from tests.iot_fakes import IOT_EDGE_ENV
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -31,15 +32,6 @@ IOTEDGE_LINE = re.compile(
 TEXT_LINE = re.compile(
     r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2},\d{3} (?P<level>[A-Z]+) (?P<logger>\S+) \[(?P<thread>[^]]+)\] "
 )
-IOT_EDGE_ENV = {
-    "IOTEDGE_WORKLOADURI": "unix:///var/run/iotedge/workload.sock",
-    "IOTEDGE_DEVICEID": "d",
-    "IOTEDGE_MODULEID": "edge-inference",
-    "IOTEDGE_MODULEGENERATIONID": "g",
-    "IOTEDGE_IOTHUBHOSTNAME": "hub.azure-devices.net",
-    "IOTEDGE_GATEWAYHOSTNAME": "edgehub",
-    "IOTEDGE_APIVERSION": "2019-01-30",
-}
 
 
 @pytest.fixture(autouse=True)
