@@ -169,7 +169,8 @@ class ProviderAttempt:
         return self.provider in GPU_PROVIDERS
 
     def as_dict(self) -> dict[str, Any]:
-        return {"provider": self.provider, "outcome": self.outcome, "detail": self.detail, "options": self.options}
+        options = {k: str(v) for k, v in self.options.items()}  # as ONNX Runtime reports them: strings
+        return {"provider": self.provider, "outcome": self.outcome, "detail": self.detail, "options": options}
 
 
 @dataclass(frozen=True)
