@@ -4,6 +4,8 @@
     ├── SettingsError             a boot setting (environment variable) is invalid: exit non-zero at start
     ├── ModelError                the model file is missing, unreadable or has inputs/outputs we cannot serve
     ├── ProviderError             no acceptable execution provider (e.g. REQUIRE_GPU=true on a CPU-only host)
+    │   └── GpuError              the GPU failed under a running session (CUDA error, device lost): the
+    │                             inference stage stops, frames stay claimed, and the module exits to restart
     ├── UnavailableError          the module cannot take the request now (not ready, overloaded, paused);
     │                             `retry_after` seconds is a hint (HTTP 503 + Retry-After)
     └── FrameError                one frame cannot be processed; stays per-frame (result with `error`, file
@@ -30,6 +32,10 @@ class ModelError(EdgeInferenceError):
 
 class ProviderError(EdgeInferenceError):
     """No acceptable execution provider is active."""
+
+
+class GpuError(ProviderError):
+    """The GPU failed under a session that had worked (run raised on a GPU provider)."""
 
 
 class FrameError(EdgeInferenceError):

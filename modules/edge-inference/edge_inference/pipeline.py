@@ -43,7 +43,7 @@ from edge_inference import decode as decoding
 from edge_inference import postprocess, tempfiles
 from edge_inference.claims import ClaimArea, copy_atomic, safe_join
 from edge_inference.entities import FrameJob, FrameResult, ModelInfo, PreparedFrame, utc_now_iso
-from edge_inference.errors import FrameError, UnavailableError
+from edge_inference.errors import FrameError, GpuError, UnavailableError
 from edge_inference.ledger import Ledger, LedgerEntry
 from edge_inference.live_settings import LiveSettings, TwinSettings
 from edge_inference.metrics import MetricsRegistry
@@ -138,8 +138,7 @@ class Pipeline:
         # (`/` needs no watching), and never use a share folder whose mount is gone.
         self._output_mount = _share_mount(settings.output_dir)
         self._input_mount = _share_mount(settings.input_dir)
-        wanted = settings.effective_batch_size(model.on_gpu)
-        self.max_batch = 1 if model.layout == "rows" else max(1, min(wanted, model.max_batch))
+        self.max_batch = model.serving_batch  # the batch sizes the model warmed up
         self.frames: queue.Queue[FrameJob] = queue.Queue(maxsize=settings.queue_size)
         self.prepared: queue.Queue[PreparedFrame | _Failed] = queue.Queue(maxsize=2 * self.max_batch + 2)
         self.done: queue.Queue[_Done] = queue.Queue(maxsize=4 * self.max_batch + 4)
@@ -185,6 +184,10 @@ class Pipeline:
     def _guard(self, name: str, loop: Callable[[], None]) -> None:
         try:
             loop()
+        except GpuError as exc:  # not a bug: one line, no traceback; the module exits and restarts
+            log.error("pipeline stage %s stopped: %s", name, exc)
+            self.fatal = exc
+            self.fatal_event.set()
         except BaseException as exc:
             log.exception("pipeline stage %s died", name)
             self.fatal = exc
@@ -423,6 +426,8 @@ class Pipeline:
             try:
                 tensor = self._stack([p.tensor for p in batch])
                 outputs = self.model.run(tensor)
+            except GpuError:
+                raise  # the GPU failed, not these frames: they stay claimed and run again after the restart
             except Exception as exc:
                 consecutive_failures += 1
                 log.error("inference failed for a batch of %d: %s", len(batch), exc)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from edge_inference.cpu_quota import cpu_budget
 from edge_inference.errors import SettingsError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -59,9 +60,15 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("RESCAN_INTERVAL_SECONDS", "30", "reconciliation sweep of the input tree (0 = only at start-up)"),
     EnvVar("QUEUE_SIZE", "64", "frames claimed and waiting for decode; beyond it frames wait on the share"),
     EnvVar(
-        "DECODE_WORKERS", "0", "decode/preprocess threads; 0 = auto: one per core on a GPU, half the cores on the CPU"
+        "DECODE_WORKERS",
+        "0",
+        "decode/preprocess threads; 0 = auto: one per usable CPU on a GPU, half of them on the CPU",
     ),
-    EnvVar("INFERENCE_THREADS", "0", "ONNX Runtime intra-op threads on CPU (0 = cores)"),
+    EnvVar(
+        "INFERENCE_THREADS",
+        "0",
+        "ONNX Runtime intra-op threads (0 = the CPUs the container may use: affinity and cgroup quota)",
+    ),
     EnvVar(
         "BATCH_SIZE",
         "0",
@@ -162,7 +169,14 @@ class Settings:
 
     @property
     def cpu_count(self) -> int:
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        """CPUs this process may use: its affinity, capped by the container's cgroup CPU quota (cpu_quota.py)."""
+        return cpu_budget().cpus
+
+    @property
+    def cuda_cache_path(self) -> Path:
+        """CUDA's JIT kernel cache (CUDA_CACHE_PATH): in STATE_DIR, which persists and which uid 1000 can write
+        (the image's HOME, /app, is not writable)."""
+        return self.state_dir / "cuda-cache"
 
     def effective_decode_workers(self, on_gpu: bool) -> int:
         """DECODE_WORKERS, or for 0: one per core when a GPU runs the model (decoding is then the limit); half
