@@ -45,6 +45,13 @@ class FrameError(EdgeInferenceError):
     READ_FAILED = "read_failed"
     NOT_A_FILE = "not_a_regular_file"
     INFERENCE_FAILED = "inference_failed"
+    TOO_MANY_SCANS = "too_many_scans"  # a progressive JPEG over JPEG_MAX_SCANS (a scan bomb)
+    DECODE_MEMORY = "decode_memory_over_limit"  # the decode would need more than MAX_DECODE_MB
+    DECODE_TIMEOUT = "decode_timeout"  # the decode ran past DECODE_TIMEOUT_SECONDS
+    PREPARE_FAILED = "prepare_failed"  # anything else that went wrong while decoding/letterboxing this frame
+    POSTPROCESS_FAILED = "postprocess_failed"  # the model's output for this frame could not be read
+    WRITE_FAILED = "write_failed"  # this frame's outputs could not be written (not a share outage)
+    QUARANTINED = "quarantined"  # started MAX_FRAME_ATTEMPTS times without finishing: set aside (quarantine.py)
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
