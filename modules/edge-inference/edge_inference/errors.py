@@ -4,6 +4,7 @@
     ├── SettingsError             a boot setting (environment variable) is invalid: exit non-zero at start
     ├── ModelError                the model file is missing, unreadable or has inputs/outputs we cannot serve
     ├── ProviderError             no acceptable execution provider (e.g. REQUIRE_GPU=true on a CPU-only host)
+    ├── ShareError                a share cannot be used as the module needs it at start (one sentence, exit 1)
     ├── UnavailableError          the module cannot take the request now (not ready, overloaded, paused);
     │                             `retry_after` seconds is a hint (HTTP 503 + Retry-After)
     └── FrameError                one frame cannot be processed; stays per-frame (result with `error`, file
@@ -30,6 +31,10 @@ class ModelError(EdgeInferenceError):
 
 class ProviderError(EdgeInferenceError):
     """No acceptable execution provider is active."""
+
+
+class ShareError(EdgeInferenceError):
+    """A share cannot be used as the module needs it (e.g. its state folder is a plain file)."""
 
 
 class FrameError(EdgeInferenceError):

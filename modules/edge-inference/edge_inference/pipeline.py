@@ -48,7 +48,7 @@ from edge_inference import postprocess, tempfiles
 from edge_inference.claims import ClaimArea, copy_atomic, safe_join
 from edge_inference.decode_guard import DecodeGuard
 from edge_inference.entities import FrameJob, FrameResult, ModelInfo, PreparedFrame, utc_now_iso
-from edge_inference.errors import FrameError, UnavailableError
+from edge_inference.errors import FrameError, ShareError, UnavailableError
 from edge_inference.ledger import Ledger, LedgerEntry
 from edge_inference.live_settings import LiveSettings, TwinSettings
 from edge_inference.metrics import MetricsRegistry
@@ -182,7 +182,14 @@ class Pipeline:
     def start(self) -> None:
         # The decode pool is the parallelism: OpenCV's own thread pool inside each call would oversubscribe.
         cv2.setNumThreads(1)
-        self.claims.prepare()
+        try:
+            self.claims.prepare()
+        except OSError as exc:  # e.g. `.edge-inference` is a plain file on the share: one sentence, no traceback
+            raise ShareError(
+                f"cannot make the claim area {shown(str(self.claims.own))} on the input share ({exc.strerror}):"
+                " is `.edge-inference` on the share a plain file, or the share read-only? remove or rename it, or"
+                " set INPUT_DISPOSITION=keep for a read-only share"
+            ) from None
         workers = self.settings.effective_decode_workers(self.model.on_gpu)
         specs: list[tuple[str, Callable[[], None]]] = [(f"decode-{i}", self._decode_loop) for i in range(workers)]
         specs += [("inference", self._inference_loop), ("dispatch", self._dispatch_loop)]
