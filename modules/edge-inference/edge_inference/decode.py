@@ -187,7 +187,10 @@ def decode_checked(data: bytes, header: ImageHeader, target_hw: tuple[int, int] 
     if target_hw is not None and header.format == "JPEG":
         factor = reduction_factor(width, height, target_hw)
     flags = _REDUCED_FLAGS[factor] if factor > 1 else cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH
-    image = cv2.imdecode(buffer, flags)
+    try:
+        image = cv2.imdecode(buffer, flags)
+    except cv2.error as exc:  # a header the decoder itself refuses (OpenCV raises instead of returning None)
+        raise FrameError(FrameError.CORRUPT, f"corrupt {header.format} image: {str(exc).strip()[-200:]}") from None
     if image is None or image.size == 0:
         raise FrameError(FrameError.CORRUPT, f"corrupt {header.format} image: the decoder could not read it")
     if image.dtype == np.uint16:
