@@ -575,11 +575,18 @@ class Pipeline:
         try:
             self._write_outputs(group)
         except (OutputFullError, OSError) as exc:
-            share_away = not self._output_writable()  # else the failure is this frame's: it counts
-            for f in group:
-                self.attempts.retry_later(f.job, f"cannot write its outputs: {exc}", share_away=share_away)
-                self._output_failed(f.job, exc)
-            return
+            share_away = not self._output_writable()  # else the failure is a frame's own: find it, and it counts
+            if not share_away and len(group) > 1:
+                for f in group:
+                    self._finish_share_frames([f])
+                return
+            error = group[0].result.error
+            if share_away or error is None or error.get("code") != FrameError.QUARANTINED:
+                for f in group:
+                    self.attempts.retry_later(f.job, f"cannot write its outputs: {exc}", share_away=share_away)
+                    self._output_failed(f.job, exc)
+                return
+            group = [self._unwritable(group[0], exc)]  # quarantined and still unwritable: the ledger alone says so
         except Exception as exc:  # not a share error: find the frame at fault, and fail it alone
             if len(group) > 1:
                 for f in group:
