@@ -537,4 +537,6 @@ def test_more_than_32_multipart_parts_is_refused_as_such(serve: Callable[..., Ap
     response = requests.post(f"{api.url}/predict", files=fields, timeout=10)
     body = assert_error(response, 413, "too_many_parts")
     assert "more than 32 parts" in body["error"]["message"] and "HTTP_MAX_BODY_MB" not in body["error"]["message"]
-    assert requests.post(f"{api.url}/predict", files={"image": ("a.jpg", JPEG)}, timeout=10).status_code == 200
+    exactly_32: list[Any] = [(f"f{i}", (None, b"x")) for i in range(31)]
+    exactly_32.append(("image", ("a.jpg", JPEG, "image/jpeg")))
+    assert requests.post(f"{api.url}/predict", files=exactly_32, timeout=10).status_code == 200

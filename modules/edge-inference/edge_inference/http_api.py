@@ -302,7 +302,8 @@ class _Predict(_ApiHandler):
             return None
         arguments: dict[str, list[bytes]] = {}
         files: dict[str, list[httputil.HTTPFile]] = {}
-        config = httputil.ParseBodyConfig(multipart=httputil.ParseMultipartConfig(max_parts=MAX_FORM_PARTS))
+        # Tornado counts the preamble before the first boundary as a part too: one more than MAX_FORM_PARTS
+        config = httputil.ParseBodyConfig(multipart=httputil.ParseMultipartConfig(max_parts=MAX_FORM_PARTS + 1))
         try:
             httputil.parse_body_arguments(self.request.headers["Content-Type"], body, arguments, files, config=config)
         except (httputil.HTTPInputError, UnicodeDecodeError, ValueError) as exc:

@@ -127,7 +127,7 @@ class HardenedHttpServer:
         self.limits = limits
         self.name = name
         self._busy = busy
-        self._sockets: list[socket.socket] = bind_sockets(port, address=host or None, family=socket.AF_INET)
+        self._sockets: list[socket.socket] = bind_sockets(port, address=host or None, family=socket.AF_UNSPEC)
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
         self._ioloop: IOLoop | None = None
