@@ -8,6 +8,7 @@ import pytest
 
 from edge_inference.errors import SettingsError
 from edge_inference.settings import DEFAULT_MODEL_PATH, ENV_VARS, Settings, iot_edge_environment, read_settings
+from tests.iot_fakes import IOT_EDGE_ENV
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -66,15 +67,7 @@ def test_blank_values_mean_default_and_booleans_are_flexible() -> None:
 
 
 def test_iot_edge_environment_needs_all_seven_variables_or_the_connection_string() -> None:
-    seven = {
-        "IOTEDGE_WORKLOADURI": "unix:///var/run/iotedge/workload.sock",
-        "IOTEDGE_DEVICEID": "d",
-        "IOTEDGE_MODULEID": "edge-inference",
-        "IOTEDGE_MODULEGENERATIONID": "g",
-        "IOTEDGE_IOTHUBHOSTNAME": "hub.azure-devices.net",
-        "IOTEDGE_GATEWAYHOSTNAME": "edgehub",
-        "IOTEDGE_APIVERSION": "2019-01-30",
-    }
+    seven = IOT_EDGE_ENV
     assert iot_edge_environment(seven)
     assert not iot_edge_environment({k: v for k, v in seven.items() if k != "IOTEDGE_MODULEID"})
     assert iot_edge_environment({"EdgeHubConnectionString": "x", "EdgeModuleCACertificateFile": "/ca.pem"})

@@ -264,13 +264,14 @@ class _NullSink:
 
 def main(env: Mapping[str, str] | None = None) -> int:
     """`python -m edge_inference`: read settings, run until SIGTERM, exit with a meaningful code."""
+    in_iot_edge = iot_edge_environment(env)
     try:
         settings = read_settings(env)
     except SettingsError as exc:
-        setup_logging("INFO")
+        setup_logging("INFO", "iotedge" if in_iot_edge else "text")
         log.error("invalid setting: %s", exc)
         return EXIT_CONFIG
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.effective_log_format(in_iot_edge))
     module = Module(settings, env)
     signal.signal(signal.SIGTERM, module.request_stop)
     signal.signal(signal.SIGINT, module.request_stop)

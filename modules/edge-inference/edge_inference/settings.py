@@ -128,6 +128,12 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("IOT_TIMEOUT_SECONDS", "30", "timeout of each IoT SDK call (twin, send, method response)"),
     EnvVar("LOCAL_TELEMETRY", "auto", "auto: outside IoT Edge print telemetry and append telemetry.jsonl"),
     EnvVar("LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING, ERROR"),
+    EnvVar(
+        "LOG_FORMAT",
+        "auto",
+        "iotedge (`<6> 2026-11-30 10:00:00.123 +00:00 ...`: iotedge logs and the portal filter it by level),"
+        " text (the local console format), or auto: iotedge inside IoT Edge, text elsewhere",
+    ),
 )
 
 
@@ -184,6 +190,13 @@ class Settings:
     iot_timeout_seconds: float = 30.0
     local_telemetry: Literal["auto", "true", "false"] = "auto"
     log_level: str = "INFO"
+    log_format: Literal["auto", "iotedge", "text"] = "auto"
+
+    def effective_log_format(self, in_iot_edge: bool) -> Literal["iotedge", "text"]:
+        """LOG_FORMAT, or for auto: the IoT Edge format inside IoT Edge, the text format elsewhere."""
+        if self.log_format == "auto":
+            return "iotedge" if in_iot_edge else "text"
+        return self.log_format
 
     @property
     def max_file_bytes(self) -> int:
@@ -370,6 +383,7 @@ def read_settings(env: Mapping[str, str] | None = None) -> Settings:
         iot_timeout_seconds=r.number("IOT_TIMEOUT_SECONDS", d.iot_timeout_seconds, 0.1, 3600.0),
         local_telemetry=r.choice("LOCAL_TELEMETRY", d.local_telemetry, ("auto", "true", "false")),
         log_level=r.choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper(),
+        log_format=r.choice("LOG_FORMAT", d.log_format, ("auto", "iotedge", "text")),
     )
     if settings.http_port and settings.http_port == settings.metrics_port:
         raise SettingsError(f"HTTP_PORT and METRICS_PORT are both {settings.http_port}: they must differ")

@@ -49,6 +49,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 FILE_EVENTS_INPUT = "fileEvents"
+# The module's IoT Plug and Play interface (modules/edge-inference/pnp/, DTDL v2). The SDK announces a
+# `product_info` that starts with "dtmi" as the model ID when it connects (the MQTT `model-id` field), for
+# modules as for devices; IoT Central and IoT Explorer then render the properties, telemetry and commands.
+PNP_MODEL_ID = "dtmi:edgeinference:EdgeInference;1"
 OUTBOX_ALARM = "outboxOverflow"
 _INBOX_SIZE = 1000  # patches, method calls and input messages waiting for the owner thread; beyond: dropped
 _DRAIN_BATCH = 100
@@ -131,7 +135,7 @@ def edge_identity(env: dict[str, str] | None = None) -> dict[str, str]:
 def _default_factory() -> Any:
     from azure.iot.device import IoTHubModuleClient
 
-    return IoTHubModuleClient.create_from_edge_environment(connection_retry_interval=5)
+    return IoTHubModuleClient.create_from_edge_environment(connection_retry_interval=5, product_info=PNP_MODEL_ID)
 
 
 class IoTEdgeClient:
