@@ -35,6 +35,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from email.message import Message
+from http.client import responses
 from typing import Any
 
 from tornado import httputil
@@ -148,7 +149,7 @@ class _ApiHandler(RequestHandler):
             self.set_header("Allow", ", ".join(allowed))
         if isinstance(exc, HTTPError) or exc is None:
             code = _HTTP_ERROR_CODES.get(status_code, "bad_request" if status_code < 500 else "internal_error")
-            message = (exc.log_message if isinstance(exc, HTTPError) else None) or self._reason
+            message = (exc.log_message if isinstance(exc, HTTPError) else None) or responses.get(status_code, "error")
             self.error(status_code, code, message)
             return
         log.error("%s %s failed", self.request.method, self.request.path, exc_info=exc)
