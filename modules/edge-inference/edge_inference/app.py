@@ -154,15 +154,17 @@ class Module:
     def _start_servers(self, pipeline: Pipeline) -> None:
         s = self.settings
         if s.http_port:
-            from edge_inference.http_api import HttpServer, create_http_app
+            from edge_inference.http_api import build_http_server
 
-            app = create_http_app(pipeline, self.metrics, s)
-            self.http = HttpServer(app, s.http_host, s.http_port, threads=max(4, s.http_max_concurrency))
+            self.http = build_http_server(pipeline, self.metrics, s)
             self.http.start()
         if s.metrics_port:
+            from edge_inference.http_server import ConnectionLimits
             from edge_inference.metrics_server import MetricsServer
 
-            self.metrics_server = MetricsServer(self.metrics.registry, s.metrics_port, s.http_host)
+            self.metrics_server = MetricsServer(
+                self.metrics.registry, s.metrics_port, s.http_host, ConnectionLimits.from_settings(s)
+            )
             self.metrics_server.start()
 
     # -- events ---------------------------------------------------------------------------------------------

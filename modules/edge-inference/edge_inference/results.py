@@ -22,6 +22,7 @@ import numpy as np
 from edge_inference.claims import safe_join
 from edge_inference.entities import Detection, FrameResult
 from edge_inference.errors import EdgeInferenceError
+from edge_inference.names import shown
 from edge_inference.tempfiles import discard, temp_path
 
 
@@ -156,7 +157,7 @@ class ResultWriter:
 
     def write_error(self, rel_path: str, error: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
         path = safe_join(self.output_dir / "failed", fit_name(rel_path, ".error.json"))
-        body = {"path": rel_path, "error": error, **(extra or {})}
+        body = {"path": shown(rel_path), "error": {k: shown(str(v)) for k, v in error.items()}, **(extra or {})}
         write_atomic(path, json.dumps(body, ensure_ascii=False, indent=1).encode(), fsync=self.fsync)
         return path
 
