@@ -19,22 +19,55 @@ export INPUT_DIR OUTPUT_DIR STATE_DIR
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run demo simulate test test-faults lint bench soak model config validate build push clean apt-deps settings-doc
+# What `make install` downloads the first time (measured on Linux x86-64 into an empty venv and pip cache).
+INSTALL_DOWNLOAD := 450 MB
+INSTALL_DISK := 1.1 GB
+INSTALL_BIGGEST := onnxruntime-gpu alone is 277 MB, opencv 60 MB
+
+.PHONY: help install lock run demo simulate test test-faults lint bench soak gpu-smoke model config validate deploy-check build push clean apt-deps settings-doc
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
 
-$(STAMP): requirements-dev.txt $(MODULE_DIR)/requirements.txt
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --disable-pip-version-check -r requirements-dev.txt
-	@touch $@
+# Hash-locked requirements (`make lock` writes them from the direct pins in the requirements*.txt files).
+DEV_LOCK := requirements-dev.lock
+RUNTIME_LOCKS := $(MODULE_DIR)/requirements.lock $(MODULE_DIR)/requirements-gpu.lock $(MODULE_DIR)/requirements-debug.lock
+UV_COMPILE = $(VENV)/bin/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes \
+	--no-emit-package pip --custom-compile-command "make lock"
 
-install: $(STAMP) ## create .venv and install the pinned packages
+$(STAMP): $(DEV_LOCK)
+	@test -x $(PY) || { echo "make install: creating the virtual environment $(VENV) ($(PYTHON) -m venv)"; \
+	  $(PYTHON) -m venv $(VENV); }
+	@echo "make install: installing $$(grep -c '^[A-Za-z0-9].*==' $(DEV_LOCK)) hash-checked packages from $(DEV_LOCK) into $(VENV):"
+	@echo "  the first time about $(INSTALL_DOWNLOAD) to download and $(INSTALL_DISK) on disk ($(INSTALL_BIGGEST));"
+	@echo "  pip shows each download and its size below"
+	$(PIP) install --disable-pip-version-check --progress-bar on --require-hashes -r $(DEV_LOCK)
+	@touch $@
+	@echo "make install: done ($(VENV))"
+
+install: $(STAMP) ## create .venv and install the hash-locked packages (requirements-dev.lock), with pip's progress
+
+lock: $(STAMP) ## re-resolve the requirements*.txt pins into the hash-locked *.lock files (uv pip compile)
+	$(UV_COMPILE) $(MODULE_DIR)/requirements.txt -o $(MODULE_DIR)/requirements.lock
+	$(UV_COMPILE) $(MODULE_DIR)/requirements-gpu.txt -o $(MODULE_DIR)/requirements-gpu.lock
+	$(UV_COMPILE) $(MODULE_DIR)/requirements-debug.txt -o $(MODULE_DIR)/requirements-debug.lock
+	$(UV_COMPILE) requirements-dev.txt -c $(MODULE_DIR)/requirements.lock -o $(DEV_LOCK)
+
+# Debian packages the tests need; add one as `command package` (a packager for each missing command).
+APT_PACKAGES := mosquitto:mosquitto
+SUDO := $(shell test "$$(id -u)" = 0 || echo sudo)
 
 apt-deps: ## install the Debian packages the tests need (mosquitto broker) when missing
-	@command -v mosquitto >/dev/null 2>&1 || { \
-	  echo "installing mosquitto (MQTT broker for the IoT Edge test rig)"; \
-	  (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; }
+	@missing=""; for entry in $(APT_PACKAGES); do \
+	  command -v "$${entry%%:*}" >/dev/null 2>&1 || missing="$$missing $${entry#*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "make apt-deps: installing Debian packages:$$missing (for the tests: MQTT broker of the IoT Edge rig)"; \
+	  if [ -n "$(SUDO)" ] && ! command -v sudo >/dev/null 2>&1; then \
+	    echo "make apt-deps: not root and no sudo: run as root: apt-get install$$missing" >&2; exit 1; fi; \
+	  [ -z "$(SUDO)" ] || echo "  (not root: using sudo; it may ask for your password)"; \
+	  ($(SUDO) apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null \
+	    || { echo "make apt-deps: apt-get install$$missing failed; as root run: apt-get install$$missing" >&2; exit 1; }; \
+	fi
 
 run: install ## run the module locally on the bundled demo model (folders under data/)
 	@mkdir -p "$(INPUT_DIR)" "$(OUTPUT_DIR)" "$(STATE_DIR)"
@@ -67,19 +100,25 @@ bench: install ## benchmarks: ceiling vs naive vs module; JSON under bench/resul
 soak: install apt-deps ## hours of frames with faults injected on a schedule (not in CI)
 	$(PY) bench/soak.py
 
+gpu-smoke: install ## new GPU box first (< 2 min): REQUIRE_GPU load, providers, batch 1/max +-IO binding vs CPU, NVML; exit 0 ok, 1 off, 3 no GPU
+	$(PY) tools/gpu_smoke.py $(SMOKE_ARGS)
+
 model: ## retrain the bundled demo model (needs PyTorch CPU; never needed at run time)
 	@test -x .venv-train/bin/python || $(PYTHON) -m venv .venv-train
 	.venv-train/bin/pip install --quiet --disable-pip-version-check -r tools/requirements-train.txt
 	.venv-train/bin/python tools/train_demo_model.py --out $(MODULE_DIR)/models/demo-defects.onnx
 
-config: install ## expand the deployment templates into config/deployment.<target>.json
-	$(PY) tools/manifest.py config
+config: install ## expand the deployment templates (docker, debug, ase) into config/deployment.<target>.json
+	$(PY) -m tools.manifest config
 
 settings-doc: install ## rewrite the README settings table and .env.example from the table in settings.py
 	$(PY) tools/settings_doc.py
 
-validate: install ## validate config/*.json against the schemas and each target's rules
-	$(PY) tools/manifest.py validate
+validate: install ## validate config/*.json against the schemas and each target's rules (placeholders: warnings)
+	$(PY) -m tools.manifest validate
+
+deploy-check: config ## ready to deploy? validate --strict: .env.example placeholders left in .env fail too
+	$(PY) -m tools.manifest validate --strict
 
 build: ## build the module images with docker buildx (needs a Docker engine)
 	tools/docker.sh build

@@ -9,6 +9,16 @@ from edge_inference.entities import Detection, FrameResult, ModelInfo
 from edge_inference.ops.telemetry import OutgoingMessage
 
 MODEL = ModelInfo(name="demo-defects", version="1", provider="CPUExecutionProvider")
+# The seven variables the IoT Edge runtime gives a module (values of a made-up device).
+IOT_EDGE_ENV = {
+    "IOTEDGE_WORKLOADURI": "unix:///var/run/iotedge/workload.sock",
+    "IOTEDGE_DEVICEID": "d",
+    "IOTEDGE_MODULEID": "edge-inference",
+    "IOTEDGE_MODULEGENERATIONID": "g",
+    "IOTEDGE_IOTHUBHOSTNAME": "hub.azure-devices.net",
+    "IOTEDGE_GATEWAYHOSTNAME": "edgehub",
+    "IOTEDGE_APIVERSION": "2019-01-30",
+}
 
 
 def make_result(

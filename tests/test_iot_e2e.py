@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.dtdl import conformance, contents
 from tools.module_process import module_process_env
 
 pytestmark = pytest.mark.skipif(shutil.which("mosquitto") is None, reason="mosquitto is not installed")
@@ -100,6 +101,12 @@ def test_frames_become_messages_and_a_twin_edit_changes_the_next_frame(module: d
     # given the module running against edgeHub with the boot threshold 0.5
     wait_ready(module)
     rig.wait_reported(lambda r: "runtime" in r, timeout=20)
+    # it announced its Plug and Play model ID when it connected (the SDK puts it in the MQTT user name), and
+    # its reported runtime fits the DTDL interface
+    usernames = [c.username or "" for c in rig.connections()]
+    assert any("&model-id=dtmi%3Aedgeinference%3AEdgeInference%3B1" in u for u in usernames), usernames
+    read_only = contents("Property", writable=False)
+    assert conformance(rig.reported["runtime"], read_only["runtime"]["schema"], "runtime") == []
     # when N frames are dropped
     n = 5
     for i in range(n):
@@ -122,6 +129,8 @@ def test_frames_become_messages_and_a_twin_edit_changes_the_next_frame(module: d
     assert after["frame"]["path"] == "line1/cam2/after.jpg"
     assert after["thresholds"]["confidence"] == 0.8
     assert [d["label"] for d in after["detections"]] == ["scratch"]
+    if "stats" in rig.reported:  # throttled: reported when it changes, at most every 30 s
+        assert conformance(rig.reported["stats"], read_only["stats"]["schema"], "stats") == []
     # and SIGTERM stops it cleanly
     module["proc"].send_signal(signal.SIGTERM)
     assert module["proc"].wait(40) == 0

@@ -1,7 +1,7 @@
 """Deployment manifests, module images and their contract with the code.
 
-Given the templates, .env.example and module.json, `tools/manifest.py config` and `validate` pass for both
-targets; a manifest broken against any one rule is refused with a message naming the rule and the JSON
+Given the templates, .env.example and module.json, `python -m tools.manifest config` and `validate` pass for
+every target (docker, debug, ase) and image platform (GPU or CPU); a manifest broken against any one rule is refused with a message naming the rule and the JSON
 place; the templates name exactly the env vars, twin properties, outputs and inputs the code uses; the
 Dockerfiles are well formed (structure, hadolint) and the requirements they install resolve.
 """
@@ -9,6 +9,7 @@ Dockerfiles are well formed (structure, hadolint) and the requirements they inst
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import json
 import os
 import re
@@ -46,9 +47,14 @@ def values() -> dict[str, str]:
     return mf.read_env_file(mf.ENV_EXAMPLE)
 
 
+# Manifests under test: each target with the default GPU image, and the CPU variants ("<target>-cpu").
+BUILDS = {"docker": "amd64.gpu", "ase": "amd64.gpu", "debug": "amd64.gpu", "docker-cpu": "amd64", "ase-cpu": "amd64"}
+TODAY = dt.date(2026, 12, 1)
+
+
 @pytest.fixture(scope="module")
 def built(values: dict[str, str]) -> dict[str, dict[str, Any]]:
-    return {target: mf.build_manifest(target, values) for target in mf.TARGETS}
+    return {name: mf.build_manifest(name.split("-")[0], values, platform) for name, platform in BUILDS.items()}
 
 
 def _template(target: str) -> dict[str, Any]:
@@ -65,7 +71,7 @@ def test_config_then_validate_pass_for_both_targets(tmp_path: Path, capsys: pyte
 
     assert mf.main(["config", "--env", str(env), "--out", str(tmp_path / "config")]) == 0
     files = sorted((tmp_path / "config").glob("deployment.*.json"))
-    assert [f.name for f in files] == ["deployment.ase.json", "deployment.docker.json"]
+    assert [f.name for f in files] == ["deployment.ase.json", "deployment.debug.json", "deployment.docker.json"]
     assert mf.main(["validate", *map(str, files)]) == 0
 
     out = capsys.readouterr().out
@@ -78,19 +84,35 @@ def test_config_then_validate_pass_for_both_targets(tmp_path: Path, capsys: pyte
 
 
 def test_manifest_image_and_gpu_per_target(built: dict[str, dict[str, Any]]) -> None:
-    for target, manifest in built.items():
+    gpu_request = [{"Driver": "", "Count": -1, "Capabilities": [["gpu"]]}]
+    for name, manifest in built.items():
         module = manifest["modulesContent"]["$edgeAgent"]["properties.desired"]["modules"][MODULE]
-        assert module["settings"]["image"] == "myregistry.azurecr.io/edge-inference:0.1.0-amd64.gpu"
+        platform = "amd64.debug" if name == "debug" else BUILDS[name]
+        assert module["settings"]["image"] == f"myregistry.azurecr.io/edge-inference:0.1.0-{platform}"
         options = _options(manifest)
-        if target == "docker":
-            assert options["HostConfig"]["DeviceRequests"] == [{"Driver": "", "Count": -1, "Capabilities": [["gpu"]]}]
+        gpu = platform.endswith(".gpu")
+        if name.startswith(("docker", "debug")):
+            assert options["HostConfig"].get("DeviceRequests") == (gpu_request if gpu else None), name
             assert "/app/input:ro" in options["HostConfig"]["Binds"][0]
         else:
-            assert options["k8s-experimental"]["resources"]["limits"]["nvidia.com/gpu"] == 1
+            resources = options["k8s-experimental"]["resources"]
+            assert resources["limits"].get("nvidia.com/gpu") == (1 if gpu else None), name
+            assert resources.get("requests", {}).get("nvidia.com/gpu") == (1 if gpu else None), name
+            assert resources["limits"]["cpu"] == "4" and resources["limits"]["memory"] == "8Gi"
             assert options["k8s-experimental"]["strategy"] == {"type": "Recreate"}
+        system = manifest["modulesContent"]["$edgeAgent"]["properties.desired"]["systemModules"]
+        assert system["edgeAgent"]["settings"]["image"] == "mcr.microsoft.com/azureiotedge-agent:1.6"
+        assert system["edgeHub"]["settings"]["image"] == "mcr.microsoft.com/azureiotedge-hub:1.6"
         routes = manifest["modulesContent"]["$edgeHub"]["properties.desired"]["routes"]
         assert routes["alertsToUpstream"]["priority"] == 0
         assert routes["alertsToUpstream"]["timeToLiveSecs"] > routes["detectionsToUpstream"]["timeToLiveSecs"]
+        assert mf.validate_manifest(manifest, name.split("-")[0], TODAY) == [], name
+
+
+def test_debug_manifest_publishes_the_debugger_port(built: dict[str, dict[str, Any]]) -> None:
+    options = _options(built["debug"])
+    assert options["ExposedPorts"]["5678/tcp"] == {}
+    assert options["HostConfig"]["PortBindings"]["5678/tcp"] == [{"HostPort": "5678"}]
 
 
 def test_platform_override_and_empty_env_values_are_left_out(values: dict[str, str]) -> None:
@@ -400,25 +422,87 @@ ASE_CASES: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
         f"{MOD}.settings.createOptions.k8s-experimental.strategy",
     ),
 ]
-CASES = [("docker", *c) for c in COMMON_CASES + DOCKER_CASES] + [("ase", *c) for c in COMMON_CASES + ASE_CASES]
 
 
-@pytest.mark.parametrize(("target", "rule", "change", "place"), CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES])
+def _runtime(agent: str, hub: str | None = None) -> Callable[[dict[str, Any]], None]:
+    def change(m: dict[str, Any]) -> None:
+        system = m["modulesContent"]["$edgeAgent"]["properties.desired"]["systemModules"]
+        system["edgeAgent"]["settings"]["image"] = f"mcr.microsoft.com/azureiotedge-agent:{agent}"
+        system["edgeHub"]["settings"]["image"] = f"mcr.microsoft.com/azureiotedge-hub:{hub or agent}"
+
+    return change
+
+
+def _add_gpu_resource(o: dict[str, Any]) -> None:
+    o["k8s-experimental"]["resources"]["limits"]["nvidia.com/gpu"] = 1
+
+
+def _drop_debug_port(o: dict[str, Any]) -> None:
+    del o["ExposedPorts"]["5678/tcp"]
+    del o["HostConfig"]["PortBindings"]["5678/tcp"]
+
+
+AGENT_IMAGE = f"{AGENT}.systemModules.edgeAgent.settings.image"
+# (manifest of BUILDS, rule, change, place): the rules about images, GPU and runtime, where they apply
+IMAGE_CASES: list[tuple[str, str, Callable[[dict[str, Any]], None], str]] = [
+    (
+        "docker-cpu",
+        "docker/cpu-gpu-request",
+        _options_change(_add_device_requests),
+        f"{MOD}.settings.createOptions.HostConfig.DeviceRequests",
+    ),
+    (
+        "debug",
+        "docker/cpu-gpu-request",
+        _options_change(_add_device_requests),
+        f"{MOD}.settings.createOptions.HostConfig.DeviceRequests",
+    ),
+    (
+        "ase-cpu",
+        "ase/cpu-gpu-resource",
+        _options_change(_add_gpu_resource),
+        f"{MOD}.settings.createOptions.k8s-experimental.resources",
+    ),
+    (
+        "debug",
+        "module/debug-port",
+        _options_change(_drop_debug_port),
+        f"{MOD}.settings.createOptions.HostConfig.PortBindings",
+    ),
+    ("docker", "runtime/end-of-support", _runtime("1.5"), AGENT_IMAGE),
+    ("ase", "runtime/end-of-support", _runtime("1.1"), AGENT_IMAGE),
+    ("debug", "runtime/end-of-support", _runtime("1.4.38"), AGENT_IMAGE),
+    ("docker", "runtime/unknown-version", _runtime("latest"), AGENT_IMAGE),
+    ("docker", "runtime/unknown-version", _runtime("0.9"), AGENT_IMAGE),
+    ("docker", "runtime/mismatch", _runtime("1.6", "1.5"), f"{AGENT}.systemModules"),
+]
+CASES = (
+    [("docker", *c) for c in COMMON_CASES + DOCKER_CASES]
+    + [("ase", *c) for c in COMMON_CASES + ASE_CASES]
+    + [("debug", *c) for c in COMMON_CASES]
+    + IMAGE_CASES
+)
+
+
+@pytest.mark.parametrize(("name", "rule", "change", "place"), CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES])
 def test_a_manifest_breaking_one_rule_is_refused_naming_rule_and_place(
-    built: dict[str, dict[str, Any]], target: str, rule: str, change: Callable[[dict[str, Any]], None], place: str
+    built: dict[str, dict[str, Any]], name: str, rule: str, change: Callable[[dict[str, Any]], None], place: str
 ) -> None:
-    assert mf.validate_manifest(built[target], target) == []  # given a valid manifest
-    broken = copy.deepcopy(built[target])
+    target = name.split("-")[0]
+    assert mf.validate_manifest(built[name], target, TODAY) == []  # given a valid manifest
+    broken = copy.deepcopy(built[name])
     change(broken)  # when one rule is broken
-    messages = [str(p) for p in mf.validate_manifest(broken, target)]
+    messages = [str(p) for p in mf.validate_manifest(broken, target, TODAY)]
     assert any(m.startswith(f"{rule}: {place}: ") for m in messages), messages  # then that rule names that place
 
 
 def test_every_rule_has_a_broken_case_for_every_target_it_applies_to() -> None:
-    source = Path(mf.__file__).read_text(encoding="utf-8")
+    package = Path(mf.__file__).parent
+    source = "\n".join(f.read_text(encoding="utf-8") for f in sorted(package.glob("*.py")))
     rules = set(re.findall(r'Problem\(\s*"([a-z0-9-]+/[a-z0-9-]+)"', source))
     rules -= {"config/platform", "config/target", "template/empty-value"}  # config-time, tested above
     covered = {rule for _, rule, _, _ in CASES} | {"createoptions/size"}
+    assert len(rules) > 30
     assert rules <= covered, sorted(rules - covered)
 
 
@@ -435,6 +519,125 @@ def test_validate_command_prints_rule_and_place_and_exits_non_zero(
         "ase/no-binds: modulesContent.$edgeAgent.properties.desired.modules.edge-inference.settings.createOptions."
         "HostConfig.Binds: Binds are not supported on Azure Stack Edge Kubernetes; use Mounts of type volume"
     ) in out
+
+
+@pytest.mark.parametrize(
+    ("name", "change", "expected"),
+    [
+        ("docker-cpu", _options_change(_add_device_requests), "docker/cpu-gpu-request: "),
+        ("docker", _options_change(lambda o: o["HostConfig"].pop("DeviceRequests")), "docker/gpu-device-request: "),
+        ("ase", _options_change(_drop_k8s(("resources", "limits", "nvidia.com/gpu"))), "ase/gpu-resource: "),
+        ("docker", _runtime("1.5"), "runtime/end-of-support: "),
+        ("debug", _options_change(_drop_debug_port), "module/debug-port: "),
+    ],
+    ids=[
+        "gpu-request-on-cpu-image",
+        "no-gpu-request-on-gpu-image",
+        "no-gpu-resource-on-ase",
+        "eol-runtime",
+        "debug-port",
+    ],
+)
+def test_validate_names_the_rule_and_the_fix(
+    built: dict[str, dict[str, Any]],
+    name: str,
+    change: Callable[[dict[str, Any]], None],
+    expected: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    broken = copy.deepcopy(built[name])
+    change(broken)
+    path = tmp_path / f"deployment.{name.split('-')[0]}.json"
+    path.write_text(json.dumps(broken), encoding="utf-8")
+    assert mf.main(["validate", str(path)]) == 1
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if expected in ln)
+    fixes = (
+        "drop DeviceRequests",
+        "needs [{",
+        'request "nvidia.com/gpu"',
+        "EDGE_RUNTIME_TAG=1.6",
+        '"HostPort": "5678"',
+    )
+    assert any(fix in line for fix in fixes), line
+
+
+def test_runtime_support_ends_on_its_date_and_a_newer_release_only_warns(built: dict[str, dict[str, Any]]) -> None:
+    manifest = copy.deepcopy(built["docker"])
+    _runtime("1.5")(manifest)
+    assert mf.validate_manifest(manifest, "docker", dt.date(2026, 11, 10)) == []  # the last supported day
+    agent, hub = mf.validate_manifest(manifest, "docker", dt.date(2026, 11, 11))
+    assert (agent.rule, hub.rule) == ("runtime/end-of-support", "runtime/end-of-support")
+    assert hub.place.endswith("edgeHub.settings.image")
+    problem = agent
+    assert "IoT Edge 1.5 LTS reached its end of support on 2026-11-10" in problem.message
+    assert "IoT Edge 1.6 (supported to 2028-11-14)" in problem.message
+    _runtime("1.7")(manifest)
+    found = mf.check_manifest(manifest, "docker", TODAY)
+    runtime_warnings = [w for w in found.warnings if w.rule.startswith("runtime/")]
+    assert found.problems == [] and [w.rule for w in runtime_warnings] == ["runtime/unknown-version"] * 2
+    assert "newer than the support table" in runtime_warnings[0].message
+
+
+def test_validate_strict_fails_on_the_untouched_env_example(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Given `cp .env.example .env` and nothing else, `make config validate` passes with warnings, registry and
+    # password first, and `validate --strict` (make deploy-check) fails on them.
+    env = tmp_path / ".env"
+    shutil.copy(mf.ENV_EXAMPLE, env)
+    assert mf.main(["config", "--env", str(env), "--out", str(tmp_path / "config")]) == 0
+    assert "warning: still the .env.example placeholder: CONTAINER_REGISTRY_SERVER" in capsys.readouterr().out
+    files = [str(f) for f in sorted((tmp_path / "config").glob("*.json"))]
+    assert mf.main(["validate", *files]) == 0
+    out = capsys.readouterr().out
+    assert "ok, 3 warning(s)" in out
+    assert mf.main(["validate", "--strict", *files]) == 1
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("deployment.docker.json")]
+    assert [ln.split(": ")[2] for ln in lines[:3]] == [
+        "placeholder/registry-server",
+        "placeholder/registry-password",
+        "placeholder/registry-username",
+    ]
+    assert "set CONTAINER_REGISTRY_PASSWORD in .env" in lines[1] and "replace-with" not in lines[1]
+    assert lines[-1] == "deployment.docker.json: FAILED, 3 problem(s) (target docker)"
+
+
+def test_a_filled_in_env_passes_strict(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    env = tmp_path / ".env"
+    env.write_text(
+        "CONTAINER_REGISTRY_SERVER=contoso.azurecr.io\nCONTAINER_REGISTRY_USERNAME=contoso\n"
+        "CONTAINER_REGISTRY_PASSWORD='pa$$word # not a comment'  # the real one lives in a vault\n",
+        encoding="utf-8",
+    )
+    assert mf.main(["config", "--env", str(env), "--out", str(tmp_path / "config")]) == 0
+    files = [str(f) for f in sorted((tmp_path / "config").glob("*.json"))]
+    assert mf.main(["validate", "--strict", *files]) == 0
+    out = capsys.readouterr().out
+    assert "pa$$word" not in out and "warning" not in out.split("wrote", 1)[1]
+    manifest = json.loads((tmp_path / "config" / "deployment.docker.json").read_text())
+    registry = manifest["modulesContent"]["$edgeAgent"]["properties.desired"]["runtime"]["settings"]
+    assert registry["registryCredentials"]["registry"]["password"] == "pa$$word # not a comment"
+
+
+def test_env_files_are_read_by_python_dotenv(tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    env.write_text(
+        "# comment\nA=v  # a note\nexport B=\"quoted # kept\"\nC='${A}'\nD=\nE\n  F = spaced  \n", encoding="utf-8"
+    )
+    assert mf.read_env_file(env) == {"A": "v", "B": "quoted # kept", "C": "${A}", "D": "", "F": "spaced"}
+
+
+def test_config_writes_a_cpu_deployment_without_any_gpu_request(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A CPU-only deployment for a plain Ubuntu IoT Edge host: no DeviceRequests, no nvidia.com/gpu.
+    out_dir = tmp_path / "config"
+    assert mf.main(["config", "--platform", "amd64", "--env", str(mf.ENV_EXAMPLE), "--out", str(out_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "deployment.docker.json (image edge-inference:0.1.0-amd64: CPU image, no GPU requested)" in out
+    for path in out_dir.glob("*.json"):
+        text = path.read_text()
+        assert "DeviceRequests" not in text and "nvidia.com/gpu" not in text, path.name
+    assert mf.main(["validate", *map(str, sorted(out_dir.glob("*.json")))]) == 0
 
 
 # ------------------------------------------------------------------------------------------ contract with the code
@@ -469,7 +672,7 @@ def test_templates_name_exactly_what_the_code_reads_and_sends(target: str) -> No
 
 def test_env_example_is_generated_from_env_vars_and_up_to_date() -> None:
     text = mf.ENV_EXAMPLE.read_text(encoding="utf-8")
-    assert text == mf.render_env_example(), "run: python tools/manifest.py env-example"
+    assert text == mf.render_env_example(), "run: python -m tools.manifest env-example"
     names = set(mf.read_env_file(mf.ENV_EXAMPLE))
     assert {v.name for v in ENV_VARS} <= names
     used = {
@@ -514,8 +717,11 @@ def test_dockerfile_structure(dockerfile: Path) -> None:
     model = next(i for i, a in enumerate(copies) if a.startswith("models/"))
     assert req < model < code == len(copies) - 1  # requirements first, code last
     assert kinds.index("USER") > kinds.index("RUN")  # installs run as root, the module does not
+    # (the optional TensorRT layer is pinned by version only: its wheels are on NVIDIA's index, tests/test_gpu_image.py)
+    installs = [a for k, a in steps if k == "RUN" and "pip install" in a and "requirements-trt.txt" not in a]
+    assert installs and all("--require-hashes" in a and ".lock" in a for a in installs), installs
     if dockerfile.name.endswith(".gpu"):
-        assert "requirements-gpu.txt" in copies[req]
+        assert "requirements-gpu.lock" in copies[req]
         assert "preload_dlls" in dockerfile.read_text()
 
 
@@ -546,73 +752,111 @@ def test_docker_sh_says_so_and_exits_1_without_an_engine() -> None:
     assert "docker" in done.stderr.lower() and ("engine" in done.stderr or "not installed" in done.stderr)
 
 
-# Per Dockerfile: (pip platform tags, requirements files; "-common" = requirements.txt minus onnxruntime-gpu).
-_X86 = ["manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux_2_27_x86_64"]
-_ARM = ["manylinux_2_28_aarch64", "manylinux_2_17_aarch64", "manylinux2014_aarch64", "manylinux_2_27_aarch64"]
+# Per Dockerfile: (uv's --python-platform, the locks it installs, the ONNX Runtime package it must get).
 RESOLVE = {
-    "Dockerfile.amd64": (_X86, ["requirements.txt"]),
-    "Dockerfile.amd64.gpu": (_X86, ["requirements-gpu.txt", "requirements.txt"]),
-    "Dockerfile.amd64.debug": (_X86, ["requirements.txt", "requirements-debug.txt"]),
-    "Dockerfile.arm64v8": (_ARM, ["-common", "requirements-arm64v8.txt"]),
+    "Dockerfile.amd64": ("x86_64-manylinux_2_28", ["requirements.lock"], "onnxruntime-gpu"),
+    "Dockerfile.amd64.gpu": (
+        "x86_64-manylinux_2_28",
+        ["requirements-gpu.lock", "requirements.lock"],
+        "onnxruntime-gpu",
+    ),
+    "Dockerfile.amd64.debug": (
+        "x86_64-manylinux_2_28",
+        ["requirements.lock", "requirements-debug.lock"],
+        "onnxruntime-gpu",
+    ),
+    "Dockerfile.arm64v8": ("aarch64-manylinux_2_28", ["requirements.lock"], "onnxruntime"),
 }
+LOCKS = {
+    MODULE_DIR / "requirements.lock": MODULE_DIR / "requirements.txt",
+    MODULE_DIR / "requirements-gpu.lock": MODULE_DIR / "requirements-gpu.txt",
+    MODULE_DIR / "requirements-debug.lock": MODULE_DIR / "requirements-debug.txt",
+    ROOT / "requirements-dev.lock": ROOT / "requirements-dev.txt",
+}
+
+
+def _pins(path: Path) -> dict[str, str]:
+    """name -> version of every `name==version` line (markers and hashes aside), names normalised."""
+    text = path.read_text(encoding="utf-8")
+    return {
+        re.sub(r"[-_.]+", "-", m[1]).lower(): m[2]
+        for m in re.finditer(r"^([A-Za-z0-9][\w.-]*)==([^\s;\\]+)", text, re.M)
+    }
 
 
 def test_every_requirements_file_a_dockerfile_installs_is_checked() -> None:
     for dockerfile in DOCKERFILES:
         copied = " ".join(a for k, a in _instructions(dockerfile) if k == "COPY")
-        named = set(re.findall(r"(requirements[\w.-]*\.txt)", copied))
-        checked = {f if f != "-common" else "requirements.txt" for f in RESOLVE[dockerfile.name][1]}
-        assert named - {"requirements-common.txt"} == checked, dockerfile.name
+        assert set(re.findall(r"(requirements[\w.-]*\.lock)", copied)) == set(RESOLVE[dockerfile.name][1])
+        # locks only; but the optional TensorRT layer, whose wheels are on NVIDIA's index (tests/test_gpu_image.py)
+        assert set(re.findall(r"requirements[\w.-]*\.txt", copied)) <= {"requirements-trt.txt"}, dockerfile.name
 
 
-@pytest.fixture(scope="module")
-def paho_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """paho-mqtt 1.6.1 is published as an sdist only (pure Python): build its wheel for the platform checks."""
-    folder = tmp_path_factory.mktemp("wheels")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(folder), "paho-mqtt==1.6.1"],
-        check=True,
-        timeout=240,
-    )
-    return folder
+def test_locks_are_complete_hashed_and_agree_with_the_pins() -> None:
+    # Every line of a lock pins one version with at least one sha256; every direct pin is locked at its version;
+    # the dev lock carries the runtime packages at the runtime lock's versions.
+    for lock, source in LOCKS.items():
+        text = lock.read_text(encoding="utf-8")
+        assert text.startswith("# This file was autogenerated by uv via the following command:\n#    make lock\n")
+        entries = re.split(r"\n(?=[A-Za-z0-9])", text.split("\n", 2)[2].strip())
+        assert entries and all(re.search(r"==\S+.*--hash=sha256:[0-9a-f]{64}", e, re.S) for e in entries), lock.name
+        locked = _pins(lock)
+        direct = _pins(source)
+        assert all(locked.get(name) == version for name, version in direct.items()), (lock.name, direct, locked)
+    runtime, dev = _pins(MODULE_DIR / "requirements.lock"), _pins(ROOT / "requirements-dev.lock")
+    assert {k: dev.get(k) for k in runtime} == runtime
+    assert "pip" not in dev  # the venv's own pip serves pip-audit; the lock never up- or downgrades it
+
+
+def test_onnx_runtime_is_chosen_by_platform_marker() -> None:
+    # GPU build (it carries the CPU provider too) on Linux x86-64; the CPU build on macOS and Linux arm64.
+    text = (MODULE_DIR / "requirements.lock").read_text(encoding="utf-8")
+    assert "onnxruntime-gpu==1.26.0 ; platform_machine == 'x86_64' and sys_platform == 'linux'" in text
+    assert "onnxruntime==1.26.0 ; platform_machine != 'x86_64' or sys_platform != 'linux'" in text
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("dockerfile", sorted(RESOLVE), ids=sorted(RESOLVE))
-def test_dockerfile_requirements_resolve_for_its_platform(dockerfile: str, paho_wheel: Path, tmp_path: Path) -> None:
-    platforms, files = RESOLVE[dockerfile]
-    args: list[str] = []
-    for name in files:
-        if name == "-common":
-            common = tmp_path / "requirements-common.txt"
-            lines = (MODULE_DIR / "requirements.txt").read_text().splitlines()
-            common.write_text("\n".join(ln for ln in lines if not ln.startswith("onnxruntime-gpu==")) + "\n")
-            args += ["-r", str(common)]
-        else:
-            args += ["-r", str(MODULE_DIR / name)]
-    report = tmp_path / "report.json"
+def test_dockerfile_locks_resolve_for_its_platform(dockerfile: str, tmp_path: Path) -> None:
+    """uv installs each image's locks for its platform (a dry run: wheels exist, hashes and markers fit)."""
+    platform, locks, onnxruntime = RESOLVE[dockerfile]
+    uv = Path(sys.executable).parent / "uv"
+    args = [a for lock in locks for a in ("-r", str(MODULE_DIR / lock))]
+    command = [str(uv), "pip", "install", "--dry-run", "--require-hashes", "--python-platform", platform]
     done = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet", "--report", str(report)]
-        + [f"--platform={p}" for p in platforms]
-        + ["--python-version=3.11", "--implementation=cp", "--only-binary=:all:", "--find-links", str(paho_wheel)]
-        + ["--target", str(tmp_path / "target"), *args],
+        [*command, "--python-version", "3.11", "--target", str(tmp_path / "target"), *args],
         capture_output=True,
         text=True,
         timeout=580,
-        env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    installed = {
-        i["metadata"]["name"].lower(): i["metadata"]["version"] for i in json.loads(report.read_text())["install"]
-    }
-    if dockerfile == "Dockerfile.arm64v8":
-        assert installed["onnxruntime"] == "1.26.0" and "onnxruntime-gpu" not in installed
-    else:
-        assert installed["onnxruntime-gpu"] == "1.26.0"
+    would = dict(re.findall(r"^ \+ ([\w.-]+)==(\S+)$", done.stderr, re.M))
+    assert would.get(onnxruntime) == "1.26.0", done.stderr[-3000:]
+    assert ("onnxruntime-gpu" in would) == (onnxruntime == "onnxruntime-gpu")
     if dockerfile.endswith(".gpu"):
-        assert installed["nvidia-cudnn-cu12"].startswith("9.")
-        assert all(
-            installed[p].startswith("12.")
-            for p in ("nvidia-cuda-runtime-cu12", "nvidia-cublas-cu12", "nvidia-cuda-nvrtc-cu12")
-        )
+        assert would["nvidia-cudnn-cu12"].startswith("9.")
+        assert all(would[p].startswith("12.") for p in ("nvidia-cuda-runtime-cu12", "nvidia-cublas-cu12"))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1500)
+def test_the_dev_lock_installs_in_a_clean_venv(tmp_path: Path) -> None:
+    """`make install`'s step for real: a new venv, pip --require-hashes on requirements-dev.lock, then the
+    packages import and the module's settings load."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    pip = [str(venv / "bin" / "pip"), "install", "--disable-pip-version-check", "--require-hashes"]
+    done = subprocess.run(
+        [*pip, "-r", str(ROOT / "requirements-dev.lock")],
+        capture_output=True,
+        text=True,
+        timeout=1400,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    check = "import onnxruntime, cv2, azure.iot.device, dotenv, pytest; import edge_inference.settings as s; s.read_settings({})"
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(MODULE_DIR)}
+    ran = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", check], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert ran.returncode == 0, ran.stderr[-2000:]

@@ -16,6 +16,7 @@ from edge_inference.settings import (
     read_settings,
     unknown_variable_warnings,
 )
+from tests.iot_fakes import IOT_EDGE_ENV
 from tools import settings_doc
 
 pytestmark = pytest.mark.timeout(10)
@@ -75,15 +76,7 @@ def test_blank_values_mean_default_and_booleans_are_flexible() -> None:
 
 
 def test_iot_edge_environment_needs_all_seven_variables_or_the_connection_string() -> None:
-    seven = {
-        "IOTEDGE_WORKLOADURI": "unix:///var/run/iotedge/workload.sock",
-        "IOTEDGE_DEVICEID": "d",
-        "IOTEDGE_MODULEID": "edge-inference",
-        "IOTEDGE_MODULEGENERATIONID": "g",
-        "IOTEDGE_IOTHUBHOSTNAME": "hub.azure-devices.net",
-        "IOTEDGE_GATEWAYHOSTNAME": "edgehub",
-        "IOTEDGE_APIVERSION": "2019-01-30",
-    }
+    seven = IOT_EDGE_ENV
     assert iot_edge_environment(seven)
     assert not iot_edge_environment({k: v for k, v in seven.items() if k != "IOTEDGE_MODULEID"})
     assert iot_edge_environment({"EdgeHubConnectionString": "x", "EdgeModuleCACertificateFile": "/ca.pem"})
@@ -91,7 +84,7 @@ def test_iot_edge_environment_needs_all_seven_variables_or_the_connection_string
 
 
 def test_secret_looking_names_are_redacted_in_errors() -> None:
-    from edge_inference.settings import _Reader
+    from edge_inference.settings.reader import _Reader
 
     err = _Reader({"SAS_TOKEN": "abc"})._fail("SAS_TOKEN", "supersecret", "x")
     assert "supersecret" not in str(err)

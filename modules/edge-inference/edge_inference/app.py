@@ -10,7 +10,8 @@ stop, the pipeline drains what it took, HTTP closes, telemetry flushes, the IoT 
 disconnects, the stores close.
 Every long-lived thread is a `Worker` (workers.py) reporting to one `Supervisor`; when any of them dies the
 module stops and exits with code 1, so that IoT Edge restarts it. Exit codes: 0 after SIGTERM/SIGINT, 1 when a
-worker died, 2 on bad settings or a model that cannot be served.
+worker died, 2 on bad settings or a model that cannot be served (REQUIRE_GPU without a working GPU included: at
+start, or when the GPU fails under the running session; `gpuLost` is raised first).
 """
 
 from __future__ import annotations
@@ -24,14 +25,14 @@ from types import FrameType
 
 from edge_inference import __version__
 from edge_inference.control.commands import ModuleCommands
-from edge_inference.control.http_api import build_http_server
-from edge_inference.control.http_server import HttpServer
+from edge_inference.control.http_api import HttpServer, build_http_server
+from edge_inference.control.http_server import ConnectionLimits
 from edge_inference.control.metrics_server import MetricsServer
-from edge_inference.errors import EdgeInferenceError, ModelError, ProviderError, SettingsError
+from edge_inference.errors import EdgeInferenceError, GpuError, ModelError, ProviderError, SettingsError
 from edge_inference.iot.client import IoTEdgeClient
 from edge_inference.iot.outbox import Outbox, open_outbox
 from edge_inference.log import setup_logging
-from edge_inference.ops.alarms import AlarmRegistry
+from edge_inference.ops.alarms import GPU_LOST, AlarmRegistry
 from edge_inference.ops.health import DiskSpaceMonitor, GpuMonitor
 from edge_inference.ops.live_settings import LiveSettings, TwinSettings
 from edge_inference.ops.metrics import MetricsRegistry
@@ -117,7 +118,9 @@ class Module:
             build_http_server(self.commands, self.metrics, s, self.supervisor) if s.http_port else None
         )
         self.metrics_server = (
-            MetricsServer(self.metrics.registry, s.metrics_port, s.http_host, self.supervisor)
+            MetricsServer(
+                self.metrics.registry, s.metrics_port, s.http_host, ConnectionLimits.from_settings(s), self.supervisor
+            )
             if s.metrics_port
             else None
         )
@@ -143,7 +146,15 @@ class Module:
             )
         ]
         if self.model.on_gpu:
-            self.monitors.append(GpuMonitor(s.cuda_device_id, self.metrics, self.alarms, supervisor=self.supervisor))
+            self.monitors.append(
+                GpuMonitor(
+                    s.cuda_device_id,
+                    self.metrics,
+                    self.alarms,
+                    pci_bus_id=self.model.pci_bus_id,
+                    supervisor=self.supervisor,
+                )
+            )
 
     # -- run ----------------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -152,6 +163,9 @@ class Module:
         removed = tempfiles.remove_stale(s.output_dir, s.replica_id)
         if removed:
             log.info("removed %d temp files left by an earlier run", removed)
+        if self.model.gpu_fault is not None:  # a GPU provider failed at start: the module runs on what came next
+            details = {"phase": "start", "error": self.model.gpu_fault, "provider": self.model.provider}
+            self.alarms.raise_alarm(GPU_LOST, details)
         if self.http is not None:
             self.http.start()
         if self.metrics_server is not None:
@@ -172,12 +186,24 @@ class Module:
     def wait(self) -> int:
         """Block until asked to stop or a worker dies; then shut down. Returns the exit code."""
         while not self.stop_event.wait(0.5):
-            if self.supervisor.failed.is_set():
-                log.error("stopping: %s", self.supervisor.describe_death())
-                self.shutdown()
-                return EXIT_FATAL
+            death = self.supervisor.first_death()
+            if death is not None:
+                return self._stop_after(*death)
         self.shutdown()
         return EXIT_OK
+
+    def _stop_after(self, worker: str, error: BaseException) -> int:
+        """A worker died. A GPU that failed under the running session is reported (`gpuLost`) and, with
+        REQUIRE_GPU, ends the module with exit 2 and one sentence (the restart would only find it gone again)."""
+        if isinstance(error, GpuError):
+            details = {"phase": "inference", "error": str(error), "provider": self.model.provider}
+            self.alarms.raise_alarm(GPU_LOST, details)
+            log.error("stopping: %s; frames in flight stay claimed and are taken again at restart", error)
+            self.shutdown()
+            return EXIT_CONFIG if self.settings.require_gpu else EXIT_FATAL
+        log.error("stopping: %s", self.supervisor.describe_death())
+        self.shutdown()
+        return EXIT_FATAL
 
     def request_stop(self) -> None:
         self.stop_event.set()
@@ -206,14 +232,16 @@ class Module:
 
 def main(env: Mapping[str, str] | None = None) -> int:
     """`python -m edge_inference`: read settings, run until SIGTERM, exit with a meaningful code."""
+    in_iot_edge = iot_edge_environment(env)
+    in_iot_edge = iot_edge_environment(env)
     try:
         settings = read_settings(env)
     except SettingsError as exc:
-        setup_logging("INFO")
+        setup_logging("INFO", "iotedge" if in_iot_edge else "text")
         for problem in exc.problems:
             log.error("invalid setting: %s", problem)
         return EXIT_CONFIG
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.effective_log_format(in_iot_edge))
     for warning in unknown_variable_warnings(env):
         log.warning("%s", warning)
     stop = threading.Event()

@@ -20,7 +20,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from edge_inference.errors import WorkerDied
+from edge_inference.errors import EdgeInferenceError, WorkerDied
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,10 @@ class Worker:
                 raise WorkerDied(f"{self.name} ended without being asked to stop")
         except BaseException as exc:  # a dead worker stops the module (exit code 1), never hides
             self.error = exc
-            log.error("worker %s died: %s: %s", self.name, type(exc).__name__, exc, exc_info=exc)
+            if isinstance(exc, EdgeInferenceError):  # a failure the module names (a lost GPU): one line
+                log.error("worker %s stopped: %s", self.name, exc)
+            else:
+                log.error("worker %s died: %s: %s", self.name, type(exc).__name__, exc, exc_info=exc)
             if self._supervisor is not None:
                 self._supervisor.report(self, exc)
 

@@ -48,6 +48,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 FILE_EVENTS_INPUT = "fileEvents"
+# The module's IoT Plug and Play interface (modules/edge-inference/pnp/, DTDL v2). The SDK announces a
+# `product_info` that starts with "dtmi" as the model ID when it connects (the MQTT `model-id` field), for
+# modules as for devices; IoT Central and IoT Explorer then render the properties, telemetry and commands.
+PNP_MODEL_ID = "dtmi:edgeinference:EdgeInference;1"
 _INBOX_SIZE = 1000  # patches, method calls and input messages waiting for the owner thread; beyond: dropped
 _DRAIN_BATCH = 100
 _BACKOFF_MIN_S, _BACKOFF_MAX_S = 0.5, 10.0
@@ -56,7 +60,7 @@ _BACKOFF_MIN_S, _BACKOFF_MAX_S = 0.5, 10.0
 def _default_factory() -> Any:
     from azure.iot.device import IoTHubModuleClient
 
-    return IoTHubModuleClient.create_from_edge_environment(connection_retry_interval=5)
+    return IoTHubModuleClient.create_from_edge_environment(connection_retry_interval=5, product_info=PNP_MODEL_ID)
 
 
 class IoTEdgeClient(Worker):
@@ -323,7 +327,7 @@ class IoTEdgeClient(Worker):
             try:
                 queued = self.control.enqueue_path(rel, "fileEvent")
                 log.debug("fileEvents: %s %s", rel, "queued" if queued else "not queued")
-            except ValueError as e:
+            except (ValueError, OSError) as e:  # one bad entry never costs the rest of the message
                 log.warning("fileEvents: %r refused: %s", rel, e)
 
     def _drain(self) -> None:

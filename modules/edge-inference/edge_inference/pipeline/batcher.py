@@ -4,8 +4,10 @@ output.
 
 A batch is run at once when nothing else is in the pipe (no frame decoding or waiting to be): holding it open
 for frames that will not come only adds latency. Frames that failed before inference pass straight through.
-A batch that fails gives each of its frames an `inference_failed` result; `FATAL_BATCH_FAILURES` failed batches
-in a row mean the model cannot run any more: the stage dies with `InferenceError` and the module restarts.
+A batch that fails is run again frame by frame, so that only the frame the model cannot take fails
+(`inference_failed`); `FATAL_BATCH_FAILURES` batches in a row in which every frame failed mean the model cannot
+run any more: the stage dies with `InferenceError` and the module restarts. A GPU that fails under the session
+(`GpuError`) kills the stage at once: the frames stay claimed and run again after the restart.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import time
 import numpy as np
 
 from edge_inference.entities import PreparedFrame
-from edge_inference.errors import FrameError, InferenceError
+from edge_inference.errors import FrameError, GpuError, InferenceError
+from edge_inference.names import shown
 from edge_inference.ops.metrics import MetricsRegistry
 from edge_inference.pipeline.envelopes import Failed, Inferred, StageQueues, put_until_stopped, take
 from edge_inference.pipeline.prepare import FramePreparer
@@ -28,12 +31,6 @@ from edge_inference.workers import Supervisor, Worker
 log = logging.getLogger(__name__)
 
 FATAL_BATCH_FAILURES = 3  # consecutive failed inference batches before the stage is declared dead
-
-
-def batch_limit(settings: Settings, model: OnnxModel) -> int:
-    """The largest batch: BATCH_SIZE (auto: by provider) within what the model's batch dimension allows."""
-    wanted = settings.effective_batch_size(model.on_gpu)
-    return 1 if model.layout == "rows" else max(1, min(wanted, model.max_batch))
 
 
 class Batcher(Worker):
@@ -53,7 +50,7 @@ class Batcher(Worker):
         self.queues = queues
         self.preparer = preparer
         self.metrics = metrics
-        self.max_batch = batch_limit(settings, model)
+        self.max_batch = model.serving_batch  # the batch sizes the model warmed up
         self.max_wait = settings.batch_max_wait_ms / 1000
         self._batch_buffer: np.ndarray | None = None  # the reused batch input (see `_stack`)
 
@@ -91,36 +88,37 @@ class Batcher(Worker):
                     break
             if not batch:
                 continue
-            failure = self._infer(batch)
-            if failure is None:
-                consecutive_failures = 0
-                continue
-            consecutive_failures += 1
-            if consecutive_failures >= FATAL_BATCH_FAILURES:
-                raise InferenceError(
-                    f"{consecutive_failures} inference batches failed in a row: {failure}"
-                ) from failure
+            t0 = time.monotonic()
+            outputs = self._infer(batch)
+            elapsed = (time.monotonic() - t0) * 1000
+            self.metrics.batch_size.observe(len(batch))
+            failures = [out for out in outputs if isinstance(out, Exception)]
+            consecutive_failures = consecutive_failures + 1 if len(failures) == len(batch) else 0
+            for p, out in zip(batch, outputs, strict=True):
+                if isinstance(out, Exception):
+                    error = FrameError(FrameError.INFERENCE_FAILED, f"inference failed: {out}"[:500])
+                    self._pass_on(Inferred(Failed(p.job, error, p.timings_ms), None, p.timings_ms))
+                else:
+                    self._pass_on(Inferred(p, out, {**p.timings_ms, "inference": elapsed}))
+            if consecutive_failures >= FATAL_BATCH_FAILURES:  # the model itself fails, not a frame
+                raise InferenceError(f"{consecutive_failures} inference batches failed in a row: {failures[-1]}")
 
-    def _infer(self, batch: list[PreparedFrame]) -> Exception | None:
-        """Run one batch and pass each frame on with its output; the exception when the batch failed (each
-        frame then gets an `inference_failed` result)."""
-        t0 = time.monotonic()
+    def _infer(self, batch: list[PreparedFrame]) -> list[np.ndarray | Exception]:
+        """Each frame's output, or the exception that stands for it. A failed batch is run again frame by frame,
+        so that one frame the model cannot take fails alone."""
         try:
-            tensor = self._stack([p.tensor for p in batch])
-            outputs = self.model.run(tensor)
+            first_output = self.model.run(self._stack([p.tensor for p in batch]))[0]
+            if self.model.layout == "rows":
+                return [first_output]
+            return [first_output[i] for i in range(len(batch))]
+        except GpuError:
+            raise  # the GPU failed, not these frames: they stay claimed and run again after the restart
         except Exception as exc:
-            log.error("inference failed for a batch of %d: %s", len(batch), exc)
-            for p in batch:
-                error = FrameError(FrameError.INFERENCE_FAILED, f"inference failed: {exc}")
-                self._pass_on(Inferred(Failed(p.job, error, p.timings_ms), None, p.timings_ms))
-            return exc
-        elapsed = (time.monotonic() - t0) * 1000
-        self.metrics.batch_size.observe(len(batch))
-        first_output = outputs[0]
-        for i, p in enumerate(batch):
-            out = first_output if self.model.layout == "rows" else first_output[i]
-            self._pass_on(Inferred(p, out, {**p.timings_ms, "inference": elapsed}))
-        return None
+            if len(batch) == 1:
+                log.error("inference failed for %s: %s", shown(batch[0].job.rel_path), exc)
+                return [exc]
+            log.warning("inference failed for a batch of %d (%s): running its frames one by one", len(batch), exc)
+            return [self._infer([p])[0] for p in batch]
 
     def _stack(self, tensors: list[np.ndarray]) -> np.ndarray:
         """One [B, 3, H, W] input from per-frame [1, 3, H, W] tensors, copied into a buffer kept for the next

@@ -4,7 +4,8 @@ NMS, boxes mapped back to the original pixels) -> a `FrameResult`.
 A /predict request is answered here (its future completed, its own confidence threshold honoured); share frames
 are gathered into a group - whatever else is already done joins it, up to `DISPATCH_GROUP` - and handed to the
 finish stage (pipeline/finish.py) on this same thread, so a group costs one durable write. A frame whose file
-vanished with its share is handed back to be kept for later, with no result.
+vanished with its share is handed back to be kept for later, with no result; a frame whose output cannot be read
+fails alone (`postprocess_failed`).
 """
 
 from __future__ import annotations
@@ -14,9 +15,12 @@ import queue
 import time
 from dataclasses import replace
 
+from edge_inference.entities import FrameResult
+from edge_inference.errors import FrameError
+from edge_inference.names import shown
 from edge_inference.ops.live_settings import LiveSettings, TwinSettings
 from edge_inference.ops.metrics import MetricsRegistry
-from edge_inference.pipeline.envelopes import Failed, Finished, Inferred, StageQueues, take
+from edge_inference.pipeline.envelopes import Failed, Finished, Inferred, Request, StageQueues, take
 from edge_inference.pipeline.finish import Finisher
 from edge_inference.pipeline.outcomes import FrameCounters, ResultMaker
 from edge_inference.pipeline.predict import PendingRequests
@@ -88,26 +92,12 @@ class Dispatcher(Worker):
             return None
         live = self.live.current()
         request = self.requests.take(job) if job.source == "http" else None
-        t0 = time.monotonic()
-        if isinstance(item, Failed):
-            result = self.results.make(job, None, error=item.error, timings=done.timings_ms, live=live)
-        else:
-            confidence = request.confidence if request and request.confidence is not None else live.confidence_threshold
-            options = postprocess.DecodeOptions(
-                confidence=confidence,
-                iou=live.iou_threshold,
-                max_detections=live.max_detections,
-                agnostic=self.settings.agnostic_nms,
-                keep_class_ids=self._keep_ids(live),
-            )
-            assert done.output is not None
-            detections = postprocess.decode(
-                self.model.layout, done.output, item.letterbox, options, self.model.class_names
-            )
-            timings = {**done.timings_ms, "postprocess": (time.monotonic() - t0) * 1000}
-            result = self.results.make(job, item, detections=tuple(detections), timings=timings, live=live)
-            if request is not None and request.confidence is not None:
-                result = replace(result, confidence_threshold=request.confidence)
+        try:
+            result = self._postprocess(done, live, request)
+        except Exception as exc:  # this frame's output cannot be read: it fails alone
+            log.error("%s: postprocessing failed", shown(job.rel_path), exc_info=exc)
+            error = FrameError(FrameError.POSTPROCESS_FAILED, f"postprocessing failed: {type(exc).__name__}: {exc}")
+            result = self.results.make(job, None, error=error, timings=done.timings_ms, live=live)
         if request is not None:
             self.counters.answered(result)
             request.future.set_result(result)
@@ -115,3 +105,25 @@ class Dispatcher(Worker):
         if job.source == "http":
             return None  # a request given up (timed out) while in flight: nobody waits for its answer
         return Finished(job, item, result, live)
+
+    def _postprocess(self, done: Inferred, live: TwinSettings, request: Request | None) -> FrameResult:
+        item = done.item
+        if isinstance(item, Failed):
+            return self.results.make(item.job, None, error=item.error, timings=done.timings_ms, live=live)
+        t0 = time.monotonic()
+        confidence = request.confidence if request and request.confidence is not None else live.confidence_threshold
+        options = postprocess.DecodeOptions(
+            confidence=confidence,
+            iou=live.iou_threshold,
+            max_detections=live.max_detections,
+            agnostic=self.settings.agnostic_nms,
+            keep_class_ids=self._keep_ids(live),
+        )
+        if done.output is None:
+            raise ValueError("no model output for this frame")
+        detections = postprocess.decode(self.model.layout, done.output, item.letterbox, options, self.model.class_names)
+        timings = {**done.timings_ms, "postprocess": (time.monotonic() - t0) * 1000}
+        result = self.results.make(item.job, item, detections=tuple(detections), timings=timings, live=live)
+        if request is not None and request.confidence is not None:
+            result = replace(result, confidence_threshold=request.confidence)
+        return result

@@ -4,6 +4,11 @@
 annotation is wanted) or a `Failed` envelope with the frame's error; a file that cannot be read because its share
 went away is marked `vanished` (not the frame's fault: it stays claimed). It serves the decode workers and the
 /predict callers alike, and counts the frames inside it so that the batcher knows more are coming.
+
+Per-frame errors stay per-frame by construction: each start of a share frame is counted first (quarantine.py: a
+frame that keeps dying is set aside), the header is checked before a pixel is decoded (vision/decode.py), the
+decode runs under its time and memory budget (vision/decode_guard.py), and any other surprise of a library on
+these bytes fails this frame (`prepare_failed`), never the decode worker.
 `PrepareWorker` is one decode thread (`decode-<i>`); DECODE_WORKERS of them run.
 """
 
@@ -11,20 +16,26 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import threading
 import time
 
 from edge_inference.entities import FrameJob, PreparedFrame
-from edge_inference.errors import FrameError
+from edge_inference.errors import FrameError, UnavailableError
+from edge_inference.names import shown
 from edge_inference.ops.live_settings import LiveSettings
 from edge_inference.pipeline.envelopes import Failed, StageQueues, put_until_stopped, take
+from edge_inference.pipeline.quarantine import FrameAttempts
 from edge_inference.settings import Settings
 from edge_inference.share.guard import ShareGuard
 from edge_inference.vision import decode as decoding
+from edge_inference.vision.decode_guard import DecodeGuard
 from edge_inference.vision.model import OnnxModel
 from edge_inference.vision.preprocess import prepare_frame
 from edge_inference.workers import Supervisor, Worker
+
+log = logging.getLogger(__name__)
 
 DECODE_NICE_ON_CPU = 5  # decode threads' niceness when inference runs on the CPU (see PrepareWorker.setup)
 
@@ -32,11 +43,26 @@ DECODE_NICE_ON_CPU = 5  # decode threads' niceness when inference runs on the CP
 class FramePreparer:
     """Bytes (from the share or a request) to a letterboxed tensor; never raises for a bad frame."""
 
-    def __init__(self, settings: Settings, model: OnnxModel, live: LiveSettings, guard: ShareGuard) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        model: OnnxModel,
+        live: LiveSettings,
+        guard: ShareGuard,
+        attempts: FrameAttempts,
+        stopping: threading.Event,
+    ) -> None:
         self.settings = settings
         self.model = model
         self.live = live
         self.guard = guard
+        self.attempts = attempts
+        self.stopping = stopping  # set when the pipeline stops: a share frame stops waiting for the decode budget
+        self.decode_guard = DecodeGuard(
+            settings.decode_timeout_seconds,
+            settings.max_decode_bytes,
+            max_overruns=max(2, settings.cpu_count),  # abandoned decodes burn a core each until they end
+        )
         self._lock = threading.Lock()
         self._busy = 0  # frames inside `prepare` right now (decode workers and /predict callers)
 
@@ -56,11 +82,23 @@ class FramePreparer:
     def _prepare(self, job: FrameJob, keep_image: bool | None) -> PreparedFrame | Failed:
         t0 = time.monotonic()
         timings = {"queue": (t0 - job.enqueued_at) * 1000}
+        if job.data is None:  # a share frame: count this start before any work (a crash below counts too)
+            quarantined = self.attempts.begin(job)
+            if quarantined is not None:
+                return Failed(job, quarantined, timings)
+        s = self.settings
         try:
-            data = job.data if job.data is not None else decoding.read_file(job.path, self.settings.max_file_bytes)
+            data = job.data if job.data is not None else decoding.read_file(job.path, s.max_file_bytes)
             t1 = time.monotonic()
-            target = self.model.input_hw if self.settings.jpeg_reduced_decode else None
-            frame = decoding.decode_frame(data, self.settings.max_image_pixels, target)
+            target = self.model.input_hw if s.jpeg_reduced_decode else None
+            header = decoding.check_header(
+                data, s.max_image_pixels, max_scans=s.jpeg_max_scans, max_decode_bytes=s.max_decode_bytes
+            )
+            frame = self.decode_guard.run(
+                header.decode_bytes,
+                lambda: decoding.decode_checked(data, header, target),
+                None if job.data is not None else lambda: not self.stopping.is_set(),  # /predict: 503, never a wait
+            )
             image = frame.image
             tensor, box = prepare_frame(image, (frame.width, frame.height), self.model.input_hw, self.model.input.dtype)
             t2 = time.monotonic()
@@ -68,6 +106,13 @@ class FramePreparer:
             timings["decode"] = (time.monotonic() - t0) * 1000
             vanished = exc.code == FrameError.READ_FAILED and job.data is None and self.guard.frame_vanished(job.path)
             return Failed(job, exc, timings, vanished=vanished)
+        except UnavailableError:
+            raise  # /predict only: the decode budget is taken (503), not this frame's fault
+        except Exception as exc:  # a library's surprise on these bytes: this frame fails, never the decode stage
+            timings["decode"] = (time.monotonic() - t0) * 1000
+            log.warning("%s: cannot prepare the frame", shown(job.rel_path), exc_info=exc)
+            message = f"cannot prepare the frame: {type(exc).__name__}: {exc}"
+            return Failed(job, FrameError(FrameError.PREPARE_FAILED, message[:500]), timings)
         timings["read"] = (t1 - t0) * 1000
         timings["decode"] = (t2 - t1) * 1000
         keep = self.live.current().save_annotated if keep_image is None else keep_image

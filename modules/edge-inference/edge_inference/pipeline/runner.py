@@ -8,24 +8,30 @@
     housekeeping.py: share watch, claims, ledger retention (gate.py: pause reasons and the frames in flight)
 
 The stages meet only at the queues and the frozen envelopes of envelopes.py. Per-frame errors stay per-frame
-(an error result, the file to failed/). A stage that dies (an exception escaping its loop) reports to the
-supervisor (workers.py), and the composition root stops the module with a non-zero exit so IoT Edge restarts it.
+by construction: any exception while preparing, inferring, postprocessing or writing one frame fails that frame
+with a code and a reason (an error result, the file to failed/), never the stage; each start of a share frame is
+counted in the ledger first, and a frame that keeps dying is quarantined (quarantine.py). What still escapes a
+stage (the ledger's database failing, the model failing batch after batch, a lost GPU) kills it: it reports to
+the supervisor (workers.py), and the composition root stops the module with a non-zero exit so IoT Edge restarts
+it.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 
 import cv2
 
-from edge_inference.errors import UnavailableError
+from edge_inference.errors import ShareError, UnavailableError
+from edge_inference.names import shown
 from edge_inference.ops.alarms import AlarmRegistry
 from edge_inference.ops.health import FailureRunMonitor
 from edge_inference.ops.live_settings import LiveSettings
 from edge_inference.ops.metrics import MetricsRegistry
-from edge_inference.pipeline.batcher import Batcher, batch_limit
+from edge_inference.pipeline.batcher import Batcher
 from edge_inference.pipeline.dispatch import Dispatcher
 from edge_inference.pipeline.envelopes import StageQueues
 from edge_inference.pipeline.finish import Finisher, ResultListener
@@ -35,6 +41,7 @@ from edge_inference.pipeline.intake import Intake
 from edge_inference.pipeline.outcomes import FrameCounters, ResultMaker
 from edge_inference.pipeline.predict import PendingRequests, Predictions
 from edge_inference.pipeline.prepare import FramePreparer, PrepareWorker
+from edge_inference.pipeline.quarantine import FrameAttempts
 from edge_inference.settings import Settings
 from edge_inference.share.claims import ClaimArea
 from edge_inference.share.guard import ShareGuard
@@ -70,13 +77,15 @@ class Pipeline:
         self.model = model
         self.ledger = ledger
         self.claims = claims
-        self.max_batch = batch_limit(settings, model)
+        self.max_batch = model.serving_batch  # the batch sizes the model warmed up
+        self._stopping = threading.Event()  # set once the drain is over: the stages stop
         self.queues = StageQueues(settings.queue_size, self.max_batch)
         self.gate = IntakeGate(metrics, alarms, live)
         self.guard = ShareGuard(settings.input_dir, settings.output_dir, settings.min_free_mb, claims)
         self.results = ResultMaker(model, live, ledger.generations())
         self.counters = FrameCounters(metrics)
         self.failures = FailureRunMonitor(REPEATED_FAILURES_AFTER, alarms)
+        self.attempts = FrameAttempts(ledger, settings.max_frame_attempts)
         self.finisher = Finisher(
             writer,
             ledger,
@@ -87,10 +96,11 @@ class Pipeline:
             self.results,
             self.counters,
             self.failures,
+            self.attempts,
             metrics,
         )
         self.intake = Intake(claims, ledger, self.gate, self.guard, self.queues, self.finisher, metrics)
-        self.preparer = FramePreparer(settings, model, live, self.guard)
+        self.preparer = FramePreparer(settings, model, live, self.guard, self.attempts, self._stopping)
         self.requests = PendingRequests()
         self.predictions = Predictions(self.preparer, self.queues, self.requests)
         workers = settings.effective_decode_workers(model.on_gpu)
@@ -118,7 +128,14 @@ class Pipeline:
     def start(self) -> None:
         # The decode pool is the parallelism: OpenCV's own thread pool inside each call would oversubscribe.
         cv2.setNumThreads(1)
-        self.claims.prepare()
+        try:
+            self.claims.prepare()
+        except OSError as exc:  # e.g. `.edge-inference` is a plain file on the share: one sentence, no traceback
+            raise ShareError(
+                f"cannot make the claim area {shown(str(self.claims.own))} on the input share ({exc.strerror}):"
+                " is `.edge-inference` on the share a plain file, or the share read-only? remove or rename it, or"
+                " set INPUT_DISPOSITION=keep for a read-only share"
+            ) from None
         for stage in self.stages:
             stage.start()
         self.intake.reconcile_claims()
@@ -149,6 +166,7 @@ class Pipeline:
                 drained = True
                 break
             time.sleep(0.02)
+        self._stopping.set()
         for stage in self.stages:
             stage.request_stop()
         for stage in self.stages:

@@ -21,6 +21,7 @@ import numpy as np
 
 from edge_inference.entities import Detection, FrameResult
 from edge_inference.errors import EdgeInferenceError, OutputFullError
+from edge_inference.names import shown
 from edge_inference.share.claims import safe_join
 from edge_inference.share.tempfiles import discard, temp_path
 
@@ -152,7 +153,7 @@ class ResultWriter:
 
     def write_error(self, rel_path: str, error: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
         path = safe_join(self.output_dir / "failed", fit_name(rel_path, ".error.json"))
-        body = {"path": rel_path, "error": error, **(extra or {})}
+        body = {"path": shown(rel_path), "error": {k: shown(str(v)) for k, v in error.items()}, **(extra or {})}
         write_atomic(path, json.dumps(body, ensure_ascii=False, indent=1).encode(), fsync=self.fsync)
         return path
 

@@ -1,30 +1,21 @@
-"""Boot settings: the one place that reads the process environment.
+"""The settings table: each boot setting written once, as a field of the frozen `Settings` - its name (the field
+name in capitals), its type (the annotation), its default, its range and its meaning (`setting(...)`).
 
-Each variable is written once, as a field of the frozen `Settings` below: its name (the field name in capitals),
-its type (the annotation), its default, its range and its meaning (`setting(...)`). Everything else is derived
-from that one table: the reader (`read_settings`), the README table and `.env.example`'s module section
-(`tools/settings_doc.py` rewrites both; a test fails when they are stale), and `ENV_VARS` for the manifest tool.
-
-Every variable is read once at start-up and validated; every bad one is reported at once, each in one sentence
-naming the variable, the value and what is allowed (`SettingsError.problems`), and the module exits non-zero
-before touching the model or the shares. A variable that is not ours but looks like one of ours (a misspelt
-`CONFIDENCE_TRESHOLD`) is named in a warning (`unknown_variable_warnings`).
+Everything else is derived from this table (settings/reader.py): the reader, `ENV_VARS`, the README table and
+`.env.example`'s module section (`tools/settings_doc.py`). A new setting is one new field here.
 """
 
 from __future__ import annotations
 
-import difflib
-import os
 import socket
-import typing
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from edge_inference.errors import SettingsError
+from edge_inference.cpu_quota import cpu_budget
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL_PATH = PACKAGE_DIR.parent / "models" / "demo-defects.onnx"
 
 WatchMode = Literal["auto", "events", "poll"]
@@ -36,9 +27,6 @@ _PROVIDER_ALIASES = {
     "cuda": "CUDAExecutionProvider",
     "cpu": "CPUExecutionProvider",
 }
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-_SECRET_HINTS = ("KEY", "SECRET", "PASSWORD", "TOKEN", "CONNECTIONSTRING", "SAS")
 
 
 def parse_providers(text: str) -> tuple[str, ...]:
@@ -143,9 +131,11 @@ class Settings:
         64, "frames claimed and waiting for decode; beyond it frames wait on the share", lo=1, hi=100_000
     )
     decode_workers: int = setting(
-        0, "decode/preprocess threads; 0 = auto: one per core on a GPU, half the cores on the CPU", lo=0, hi=256
+        0, "decode/preprocess threads; 0 = auto: one per usable CPU on a GPU, half of them on the CPU", lo=0, hi=256
     )
-    inference_threads: int = setting(0, "ONNX Runtime intra-op threads on CPU (0 = cores)", lo=0, hi=256)
+    inference_threads: int = setting(
+        0, "ONNX Runtime intra-op threads (0 = the CPUs the container may use: affinity and cgroup quota)", lo=0, hi=256
+    )
     batch_size: int = setting(
         0,
         "largest inference batch; 0 = auto: 8 on a GPU, 1 on the CPU (batches only slow the CPU down)",
@@ -159,6 +149,32 @@ class Settings:
     )
     jpeg_reduced_decode: bool = setting(
         True, "decode large JPEGs at 1/2, 1/4 or 1/8 size when still at least the model input"
+    )
+    jpeg_max_scans: int = setting(
+        100,
+        "progressive JPEGs with more scans are failed before decoding (a scan bomb decodes for minutes)",
+        lo=1,
+        hi=100_000,
+    )
+    max_decode_mb: float = setting(
+        1024.0,
+        "estimated decode memory (pixels x channels x bytes per sample) of one frame, and of all decodes in flight"
+        " together; a larger frame is failed before decoding",
+        lo=1,
+        hi=10**6,
+    )
+    decode_timeout_seconds: float = setting(
+        10.0,
+        "a decode still running after this long fails its frame (decode_timeout); the next frame does not wait for it",
+        lo=0.01,
+        hi=3600,
+    )
+    max_frame_attempts: int = setting(
+        3,
+        "a frame whose processing started this many times without finishing (crash, kill, failing write) is"
+        " quarantined: moved to failed/ with code quarantined",
+        lo=1,
+        hi=1000,
     )
     replica_id: str = setting(
         None,
@@ -181,6 +197,18 @@ class Settings:
     http_port: int = setting(5000, "REST API port (/predict, /health, /ready)", lo=0, hi=65535)
     http_max_body_mb: float = setting(20.0, "largest /predict body", lo=0.001, hi=10_000)
     http_max_concurrency: int = setting(16, "concurrent /predict requests before 503", lo=1, hi=10_000)
+    http_header_timeout_seconds: float = setting(
+        10.0, "a connection that has not sent a whole request head in this long is closed (slowloris)", lo=0.1, hi=3600
+    )
+    http_body_timeout_seconds: float = setting(
+        60.0,
+        "a request body not received whole in this long is refused (408) and the connection closed",
+        lo=0.1,
+        hi=3600,
+    )
+    http_max_connections_per_client: int = setting(
+        32, "open connections per client address (REST API and metrics each); more are closed at once", lo=1, hi=100_000
+    )
     metrics_port: int = setting(9600, "Prometheus /metrics port (0 = off)", lo=0, hi=65535)
     min_free_mb: float = setting(
         200.0, "output share / state volume free-space alarm; intake pauses below it", lo=0, hi=10**9
@@ -203,14 +231,36 @@ class Settings:
         parse=_log_level,
         allowed="one of debug, info, warning, error",
     )
+    log_format: Literal["auto", "iotedge", "text"] = setting(
+        "auto",
+        "iotedge (`<6> 2026-11-30 10:00:00.123 +00:00 ...`: iotedge logs and the portal filter it by level),"
+        " text (the local console format), or auto: iotedge inside IoT Edge, text elsewhere",
+    )
+
+    def effective_log_format(self, in_iot_edge: bool) -> Literal["iotedge", "text"]:
+        """LOG_FORMAT, or for auto: the IoT Edge format inside IoT Edge, the text format elsewhere."""
+        if self.log_format == "auto":
+            return "iotedge" if in_iot_edge else "text"
+        return self.log_format
 
     @property
     def max_file_bytes(self) -> int:
         return int(self.max_file_mb * 1024 * 1024)
 
     @property
+    def max_decode_bytes(self) -> int:
+        return int(self.max_decode_mb * 1024 * 1024)
+
+    @property
     def cpu_count(self) -> int:
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        """CPUs this process may use: its affinity, capped by the container's cgroup CPU quota (cpu_quota.py)."""
+        return cpu_budget().cpus
+
+    @property
+    def cuda_cache_path(self) -> Path:
+        """CUDA's JIT kernel cache (CUDA_CACHE_PATH): in STATE_DIR, which persists and which uid 1000 can write
+        (the image's HOME, /app, is not writable)."""
+        return self.state_dir / "cuda-cache"
 
     def effective_decode_workers(self, on_gpu: bool) -> int:
         """DECODE_WORKERS, or for 0: one per core when a GPU runs the model (decoding is then the limit); half
@@ -233,178 +283,3 @@ class Settings:
 
     def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **changes)
-
-
-@dataclass(frozen=True)
-class EnvVar:
-    """One documented environment variable, as the docs show it: name, default (as text, "" = none), meaning."""
-
-    name: str
-    default: str
-    meaning: str
-
-
-def _rows() -> Iterator[tuple[str, str, Any, Spec]]:
-    """(variable name, field name, type, spec) of every setting, in table order."""
-    hints = typing.get_type_hints(Settings)
-    for f in fields(Settings):
-        yield f.name.upper(), f.name, hints[f.name], f.metadata["spec"]
-
-
-def _shown(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, tuple):
-        return ",".join(str(v) for v in value)
-    return "" if value is None else str(value)
-
-
-def _documented_default(name: str, spec: Spec) -> str:
-    if spec.shown is not None:
-        return spec.shown
-    f = Settings.__dataclass_fields__[name]
-    return _shown(f.default)
-
-
-ENV_VARS: tuple[EnvVar, ...] = tuple(
-    EnvVar(var, _documented_default(name, spec), spec.meaning) for var, name, _, spec in _rows()
-)
-SETTING_NAMES = frozenset(v.name for v in ENV_VARS)
-
-
-class _Reader:
-    """Reads every variable of the table from `env`, collecting every problem before it gives up."""
-
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self.env = env
-        self.problems: list[str] = []
-
-    def _fail(self, name: str, value: str, allowed: str) -> SettingsError:
-        shown = "<redacted>" if any(h in name.upper() for h in _SECRET_HINTS) else repr(value)
-        return SettingsError(f"{name}={shown} is invalid: expected {allowed}")
-
-    def read(self) -> dict[str, Any]:
-        values: dict[str, Any] = {}
-        for var, name, kind, spec in _rows():
-            text = self.env.get(var)
-            if text is None or not text.strip():
-                continue  # unset or blank: the default
-            convert, allowed = _converter(kind, spec)
-            try:
-                values[name] = convert(text.strip())
-            except (ValueError, TypeError):
-                self.problems.append(str(self._fail(var, text.strip(), allowed)))
-        return values
-
-
-def _converter(kind: Any, spec: Spec) -> tuple[Callable[[str], Any], str]:
-    """The conversion of one variable's text by its type and range, and what it accepts (for the error)."""
-    if spec.parse is not None:
-        return spec.parse, spec.allowed
-    if kind is bool:
-        return _boolean, "true or false"
-    if kind in (int, float):
-        integer = kind is int
-        lo = -float("inf") if spec.lo is None else spec.lo
-        hi = float("inf") if spec.hi is None else spec.hi
-
-        def number(text: str) -> float | int:
-            value: float | int = int(text) if integer else float(text)
-            if value != value or not lo <= value <= hi:  # NaN or out of range
-                raise ValueError(text)
-            return value
-
-        return number, f"{'an integer' if integer else 'a number'} from {lo:g} to {hi:g}"
-    if typing.get_origin(kind) is Literal:
-        choices = tuple(str(c) for c in typing.get_args(kind))
-
-        def choice(text: str) -> str:
-            if text.lower() not in choices:
-                raise ValueError(text)
-            return text.lower()
-
-        return choice, "one of " + ", ".join(choices)
-    if Path in (kind, *typing.get_args(kind)):
-        return lambda text: Path(text).expanduser(), "a path"
-    return str, spec.allowed or "a string"
-
-
-def _boolean(text: str) -> bool:
-    low = text.lower()
-    if low in _TRUE:
-        return True
-    if low in _FALSE:
-        return False
-    raise ValueError(text)
-
-
-def read_settings(env: Mapping[str, str] | None = None) -> Settings:
-    """Read and validate every boot setting from `env` (default: the process environment); raises
-    `SettingsError` naming every bad variable."""
-    reader = _Reader(os.environ if env is None else env)
-    values = reader.read()
-    problems = reader.problems
-    http_port, metrics_port = values.get("http_port", 5000), values.get("metrics_port", 9600)
-    if http_port and http_port == metrics_port:
-        problems.append(f"HTTP_PORT and METRICS_PORT are both {http_port}: they must differ")
-    if problems:
-        raise SettingsError(problems)
-    return Settings(**values)
-
-
-def unknown_variable_warnings(env: Mapping[str, str] | None = None) -> list[str]:
-    """A sentence for each variable that is not a setting but looks like a misspelt one (or one in lower case)."""
-    env = os.environ if env is None else env
-    ours = sorted(SETTING_NAMES)
-    warnings = []
-    for name in env:
-        if name in SETTING_NAMES or name in IOTEDGE_VARIABLES or name in EDGEHUB_VARIABLES:
-            continue
-        close = difflib.get_close_matches(name.upper(), ours, n=1, cutoff=0.8)
-        if close:
-            warnings.append(f"{name} is not a setting of this module and is ignored: did you mean {close[0]}?")
-    return sorted(warnings)
-
-
-# What the IoT Edge runtime gives a module (the SDK's create_from_edge_environment reads them), and the
-# connection-string pair that replaces them outside IoT Edge. They are not settings of ours.
-IOTEDGE_VARIABLES = (
-    "IOTEDGE_WORKLOADURI",
-    "IOTEDGE_DEVICEID",
-    "IOTEDGE_MODULEID",
-    "IOTEDGE_MODULEGENERATIONID",
-    "IOTEDGE_IOTHUBHOSTNAME",
-    "IOTEDGE_GATEWAYHOSTNAME",
-    "IOTEDGE_APIVERSION",
-)
-EDGEHUB_VARIABLES = ("EdgeHubConnectionString", "EdgeModuleCACertificateFile")
-
-
-def iot_edge_environment(env: Mapping[str, str] | None = None) -> bool:
-    """True when the IoT Edge runtime (or an explicit edgeHub connection string) is present."""
-    env = os.environ if env is None else env
-    return all(env.get(v) for v in IOTEDGE_VARIABLES) or all(env.get(v) for v in EDGEHUB_VARIABLES)
-
-
-def edge_identity(env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Hub host, device and module ids of the edge environment, for logs (never keys or tokens)."""
-    env = os.environ if env is None else env
-    if env.get("IOTEDGE_DEVICEID"):
-        return {
-            "hub": env.get("IOTEDGE_IOTHUBHOSTNAME", ""),
-            "gateway": env.get("IOTEDGE_GATEWAYHOSTNAME", ""),
-            "device": env.get("IOTEDGE_DEVICEID", ""),
-            "module": env.get("IOTEDGE_MODULEID", ""),
-        }
-    parts = {}
-    for part in env.get("EdgeHubConnectionString", "").split(";"):
-        key, _, value = part.partition("=")
-        parts[key.strip()] = value.strip()
-    return {
-        "hub": parts.get("HostName", ""),
-        "gateway": parts.get("GatewayHostName", ""),
-        "device": parts.get("DeviceId", ""),
-        "module": parts.get("ModuleId", ""),
-    }

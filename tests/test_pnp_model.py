@@ -1,0 +1,128 @@
+"""The IoT Plug and Play model (DTDL v2) against the code: writable properties, telemetry, commands, model ID.
+
+Given modules/edge-inference/pnp/dtmi/edgeinference/edgeinference-1.json, its writable properties are exactly the
+twin properties the module validates, its commands exactly the direct methods it serves, every top-level field of
+every message the code builds (per frame, alert, health alarm, summary) is a declared telemetry whose schema the
+real value fits, the reported `runtime` of a real ONNX Runtime session fits its schema, and the module
+announces the interface's id (the live check against the SDK is in test_iot_e2e).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from edge_inference.entities import Detection, FrameResult, ModelInfo
+from edge_inference.iot.client import PNP_MODEL_ID
+from edge_inference.iot.methods import METHODS
+from edge_inference.iot.twin import validate_desired
+from edge_inference.ops.alarms import ActiveAlarm, build_health_message
+from edge_inference.ops.live_settings import TWIN_PROPERTIES, TwinSettings
+from edge_inference.ops.telemetry import SummaryWindow, build_alert_message, build_detection_message
+from tests.dtdl import MODEL_FILE, conformance, contents, interface
+
+pytestmark = pytest.mark.timeout(60)
+
+DTMI = re.compile(
+    r"^dtmi:[A-Za-z](?:[A-Za-z0-9_]*[A-Za-z0-9])?(?::[A-Za-z](?:[A-Za-z0-9_]*[A-Za-z0-9])?)*;[1-9][0-9]*$"
+)
+# Top-level body fields the interface cannot declare (one schema per name in DTDL), by message type.
+NOT_DECLARED = {"summary": {"detections"}, "health": {"details"}}
+
+
+def _result(*, error: dict[str, str] | None = None, n: int = 2) -> FrameResult:
+    detections = tuple(Detection("scratch", 0, 0.9 - i / 10, (1.0, 2.0, 30.5, 40.0)) for i in range(n))
+    return FrameResult(
+        "line1/cam2/0001.jpg",
+        "f1",
+        1920,
+        1080,
+        "ab" * 32,
+        ModelInfo("demo", "1.0.0", "CPUExecutionProvider"),
+        0.5,
+        0.45,
+        detections if error is None else (),
+        {"decode": 3.1, "total": 9.9},
+        "2026-11-30T10:00:00.123Z",
+        error,
+    )
+
+
+def _messages() -> dict[str, list[dict[str, Any]]]:
+    alarm = ActiveAlarm("outputShareLow", "free 10 MB", "critical", {"freeMb": 10}, "2026-11-30T10:00:00.000Z")
+    window = SummaryWindow(start=1796032800.0, seconds=60.0)
+    window.add(_result())
+    window.add(_result(error={"code": "corrupt_image", "message": "cannot decode"}))
+    return {
+        "detection": [
+            build_detection_message(_result()).body,
+            build_detection_message(_result(error={"code": "empty_file", "message": "0 bytes"})).body,
+        ],
+        "alert": [build_alert_message(_result(), ["scratch"]).body],
+        "cut": [build_detection_message(_result(n=5000)).body],  # over 256 KB: cut, with truncated: true
+        "health": [
+            build_health_message(alarm, True, "2026-11-30T10:00:01.000Z").body,
+            build_health_message(alarm, False, "2026-11-30T10:05:00.000Z").body,
+        ],
+        "summary": [window.message().body],
+    }
+
+
+def test_the_interface_is_dtdl_v2_with_the_id_the_module_announces() -> None:
+    doc = interface()
+    assert doc["@context"] == "dtmi:dtdl:context;2" and doc["@type"] == "Interface"
+    assert DTMI.match(doc["@id"]) and doc["@id"] == PNP_MODEL_ID
+    # the model repository layout (dtmi/<segments>/<last>-<version>.json), so IoT Explorer can load the folder
+    path, version = doc["@id"].removeprefix("dtmi:").lower().split(";")
+    assert MODEL_FILE.as_posix().endswith(
+        f"pnp/dtmi/{'/'.join(path.split(':')[:-1])}/{path.split(':')[-1]}-{version}.json"
+    )
+    names = [c["name"] for c in doc["contents"]]
+    assert len(names) == len(set(names))
+
+
+def test_writable_properties_are_the_twin_properties_and_fit_their_schemas() -> None:
+    writable = contents("Property", writable=True)
+    assert set(writable) == set(TWIN_PROPERTIES)
+    changed, _acks = validate_desired(
+        {"classes": ["scratch"], "telemetry": {"mode": "summary", "summaryIntervalSeconds": 30}, "$version": 2},
+        TwinSettings(),
+    )
+    for twin in (TwinSettings().as_twin(), changed.as_twin()):
+        for name, value in twin.items():
+            assert conformance(value, writable[name]["schema"], name) == []
+
+
+def test_commands_are_the_direct_methods() -> None:
+    commands = contents("Command")
+    assert set(commands) == set(METHODS)
+    assert [f["name"] for f in commands["reprocess"]["request"]["schema"]["fields"]] == ["path"]
+
+
+def test_every_field_of_every_message_is_declared_telemetry_that_fits() -> None:
+    telemetry = contents("Telemetry")
+    used: set[str] = set()
+    for kind, bodies in _messages().items():
+        for body in bodies:
+            for key, value in body.items():
+                if key in NOT_DECLARED.get(kind, set()):
+                    continue
+                assert key in telemetry, f"{kind} message field {key!r} is not in the DTDL interface"
+                assert conformance(value, telemetry[key]["schema"], f"{kind}.{key}") == []
+                used.add(key)
+    assert set(telemetry) == used  # nothing declared that the module never sends
+
+
+def test_runtime_of_a_real_session_fits_the_read_only_property(tmp_path: Any) -> None:
+    import importlib.metadata as md
+
+    from edge_inference.settings import read_settings
+    from edge_inference.vision.model import OnnxModel
+
+    model = OnnxModel(read_settings({"EXECUTION_PROVIDERS": "cpu", "STATE_DIR": str(tmp_path)}))
+    runtime = {**model.runtime_info(), "moduleVersion": "0.1.0", "packages": {"numpy": md.version("numpy")}}
+    properties = contents("Property", writable=False)
+    assert set(properties) == {"runtime", "stats"}
+    assert conformance(runtime, properties["runtime"]["schema"], "runtime") == []
