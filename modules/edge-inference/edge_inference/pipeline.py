@@ -40,15 +40,16 @@ import cv2
 import numpy as np
 
 from edge_inference import decode as decoding
-from edge_inference import postprocess, tempfiles
-from edge_inference.claims import ClaimArea, copy_atomic, safe_join
+from edge_inference import output_layout, postprocess, share_fs, tempfiles
+from edge_inference.arrivals import ArrivingFrames
+from edge_inference.claims import ClaimArea, safe_join
 from edge_inference.entities import FrameJob, FrameResult, ModelInfo, PreparedFrame, utc_now_iso
 from edge_inference.errors import FrameError, UnavailableError
 from edge_inference.ledger import Ledger, LedgerEntry
 from edge_inference.live_settings import LiveSettings, TwinSettings
 from edge_inference.metrics import MetricsRegistry
 from edge_inference.model import OnnxModel
-from edge_inference.mounts import is_mount_point, mount_point_of
+from edge_inference.mounts import is_mount_point, mount_point_of, settle_window
 from edge_inference.preprocess import prepare_frame
 from edge_inference.results import OutputFullError, ResultWriter
 from edge_inference.settings import Settings
@@ -138,6 +139,11 @@ class Pipeline:
         # (`/` needs no watching), and never use a share folder whose mount is gone.
         self._output_mount = _share_mount(settings.output_dir)
         self._input_mount = _share_mount(settings.input_dir)
+        settle, trust_mtime = settle_window(settings.input_dir, settings.settle_seconds)
+        self.arrivals = ArrivingFrames(
+            settings.truncated_grace_seconds, settle, trust_mtime, lambda rel: share_fs.lstat(*claims.location(rel))
+        )
+        self._claim_warned: set[str] = set()  # frames whose failing claim was logged (once each)
         wanted = settings.effective_batch_size(model.on_gpu)
         self.max_batch = 1 if model.layout == "rows" else max(1, min(wanted, model.max_batch))
         self.frames: queue.Queue[FrameJob] = queue.Queue(maxsize=settings.queue_size)
@@ -169,7 +175,11 @@ class Pipeline:
     def start(self) -> None:
         # The decode pool is the parallelism: OpenCV's own thread pool inside each call would oversubscribe.
         cv2.setNumThreads(1)
-        self.claims.prepare()
+        try:
+            self.claims.prepare()
+        except OSError as exc:  # e.g. `.edge-inference` is a plain file: wait for the share to be fixed, alarm raised
+            log.error("cannot make the claim area %s: %s", self.claims.own, exc)
+            self.set_intake_blocked("inputUnavailable", True, f"input share unavailable: {exc}")
         workers = self.settings.effective_decode_workers(self.model.on_gpu)
         specs: list[tuple[str, Callable[[], None]]] = [(f"decode-{i}", self._decode_loop) for i in range(workers)]
         specs += [("inference", self._inference_loop), ("dispatch", self._dispatch_loop)]
@@ -253,7 +263,7 @@ class Pipeline:
         job = FrameJob(rel_path, Path(), st.st_size, st.st_mtime_ns, _source(source), time.monotonic())
         frame_id = job.frame_id
         with self._lock:
-            if rel_path in self._in_flight:
+            if rel_path in self._in_flight or self.arrivals.waiting(rel_path):
                 return Offer.DROP
             if not self.claims.moves_files and self.ledger.is_finished(frame_id):
                 return Offer.DROP
@@ -261,9 +271,8 @@ class Pipeline:
                 return Offer.DEFER
             try:
                 path = self.claims.claim(rel_path)
-            except OSError as exc:  # one frame's claim failing never stops the watcher: it is offered again
-                log.warning("cannot claim %s: %s (retried)", rel_path, exc)
-                return Offer.DEFER
+            except OSError as exc:  # one frame's claim failing never stops the others: this one backs off
+                return self._claim_failed(rel_path, exc)
             if path is None:
                 return Offer.DROP  # gone: another replica took it, or the writer removed it
             self.ledger.record(frame_id, rel_path, st.st_size, st.st_mtime_ns, "claimed")
@@ -271,6 +280,29 @@ class Pipeline:
             self.frames.put_nowait(FrameJob(rel_path, path, st.st_size, st.st_mtime_ns, job.source, job.enqueued_at))
         self._update_depths()
         return Offer.TAKEN
+
+    def _claim_failed(self, rel_path: str, exc: OSError) -> Offer:
+        """What the watcher does with a frame whose claim failed: never taken (a symlinked folder on its path),
+        not ready yet (its writer holds it: quiet), or backed off alone (logged once per frame)."""
+        if isinstance(exc, share_fs.OutsideShare):
+            self._log_claim_once(rel_path, "not taking %s: %s", rel_path, exc.strerror)
+            return Offer.DROP
+        if share_fs.is_busy(exc) and exc.errno != errno.EPERM:
+            log.debug("%s is still held by its writer (%s): not ready yet", rel_path, exc.strerror)
+            return Offer.BUSY
+        self._log_claim_once(rel_path, "cannot claim %s: %s (it waits; the other frames go on)", rel_path, exc)
+        if share_fs.is_transient(exc):
+            self._claims_dirty.set()  # the housekeeping looks at the share at its next round
+        return Offer.RETRY
+
+    def _log_claim_once(self, key: str, msg: str, *args: object) -> None:
+        if key in self._claim_warned:
+            log.debug(msg, *args)
+            return
+        if len(self._claim_warned) > 10_000:
+            self._claim_warned.clear()
+        self._claim_warned.add(key)
+        log.warning(msg, *args)
 
     def _refuse_special(self, rel_path: str, st: os.stat_result) -> None:
         """A FIFO, device node, socket or symlink on the share: never opened or followed, reported once."""
@@ -305,14 +337,10 @@ class Pipeline:
                 self.set_intake_blocked("inputUnavailable", True, f"input share unavailable ({exc.strerror})")
             return 0
         queued = 0
-        for rel_path, path in claimed:
-            try:
-                st = os.stat(path, follow_symlinks=False)
-            except FileNotFoundError:
-                continue
+        for rel_path, path, st in claimed:
             job = FrameJob(rel_path, path, st.st_size, st.st_mtime_ns, "recovered", time.monotonic())
             with self._lock:
-                if rel_path in self._in_flight:
+                if rel_path in self._in_flight or self.arrivals.waiting(rel_path):
                     continue
                 state = self.ledger.state(job.frame_id)
                 if state in ("done", "failed"):
@@ -326,7 +354,7 @@ class Pipeline:
                     self.frames.put_nowait(job)
                     queued += 1
             if finish:
-                self._dispose(rel_path, path, state == "done")
+                self._dispose(rel_path, state == "done")
         if queued:
             log.info("resumed %d claimed frames left unfinished", queued)
         return queued
@@ -372,7 +400,7 @@ class Pipeline:
         t0 = time.monotonic()
         timings = {"queue": (t0 - job.enqueued_at) * 1000}
         try:
-            data = job.data if job.data is not None else decoding.read_file(job.path, self.settings.max_file_bytes)
+            data = job.data if job.data is not None else self._read_share_frame(job)
             t1 = time.monotonic()
             target = self.model.input_hw if self.settings.jpeg_reduced_decode else None
             frame = decoding.decode_frame(data, self.settings.max_image_pixels, target)
@@ -384,10 +412,24 @@ class Pipeline:
             if exc.code == FrameError.READ_FAILED and job.data is None and self._share_problem(job):
                 return _Failed(job, exc, timings, vanished=True)
             return _Failed(job, exc, timings)
+        except OSError as exc:  # the share answered the read with an error: the frame waits, the share is checked
+            timings["decode"] = (time.monotonic() - t0) * 1000
+            error = FrameError(FrameError.READ_FAILED, f"{job.path.name}: cannot read: {exc.strerror}")
+            return _Failed(job, error, timings, vanished=True)
         timings["read"] = (t1 - t0) * 1000
         timings["decode"] = (t2 - t1) * 1000
         keep = self.live.current().save_annotated if keep_image is None else keep_image
         return PreparedFrame(job, tensor, box, hashlib.sha256(data).hexdigest(), timings, image if keep else None)
+
+    def _read_share_frame(self, job: FrameJob) -> bytes:
+        """The bytes of a claimed frame, read through the folders the claim area checked (never a symlink)."""
+        try:
+            with self.claims.readable(job.rel_path) as path:
+                return decoding.read_file(path, self.settings.max_file_bytes)
+        except FileNotFoundError:
+            raise FrameError(FrameError.READ_FAILED, f"{job.path.name}: file disappeared before it was read") from None
+        except share_fs.OutsideShare as exc:
+            raise FrameError(FrameError.NOT_A_FILE, f"{job.rel_path}: {exc.strerror}") from None
 
     def _inference_loop(self) -> None:
         consecutive_failures = 0
@@ -479,6 +521,10 @@ class Pipeline:
         if isinstance(item, _Failed) and item.vanished:
             self._input_unavailable(job, item.error)
             return None
+        if isinstance(item, _Failed) and job.source != "http" and self.arrivals.hold(job, item.error):
+            with self._lock:  # it waits for its writer where it is, with no result: `arrivals` hands it back
+                self._in_flight.pop(job.rel_path, None)
+            return None
         live = self.live.current()
         request = self._requests.pop(id(job), None) if job.source == "http" else None
         t0 = time.monotonic()
@@ -545,7 +591,7 @@ class Pipeline:
             ]
         )
         for f in group:
-            self._dispose(f.job.rel_path, f.job.path, f.result.ok, mount_checked=True)  # checked for the group
+            self._dispose(f.job.rel_path, f.result.ok, mount_checked=True)  # checked for the group
             with self._lock:
                 self._in_flight.pop(f.job.rel_path, None)
             self.metrics.stage_seconds.labels(stage="write").observe(write_s)
@@ -558,7 +604,13 @@ class Pipeline:
 
     def _share_problem(self, job: FrameJob) -> bool:
         """A claimed file that cannot be read: did the share go away (rather than the frame being bad)?"""
-        if job.path.exists():
+        try:
+            share_fs.lstat(*self.claims.location(job.rel_path))
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError):
+            return True  # the share answers with an error (EIO, ESTALE...): not the frame's fault
+        else:
             return False
         if self.claims.moves_files:
             return True  # the claim area is ours alone: a missing file there means the share is away
@@ -584,11 +636,11 @@ class Pipeline:
         self.set_intake_blocked("outputFull" if full else "outputError", True, f"output share: {exc}")
         self._claims_dirty.set()
 
-    def _dispose(self, rel_path: str, path: Path, ok: bool, *, mount_checked: bool = False) -> None:
+    def _dispose(self, rel_path: str, ok: bool, *, mount_checked: bool = False) -> None:
         try:
             if not mount_checked and (not ok or self.settings.input_disposition == "archive"):  # writes to output
                 self._check_output_mounted()
-            self.claims.dispose(rel_path, path, ok)
+            self.claims.dispose(rel_path, ok)
         except OSError as exc:
             log.error("cannot %s %s: %s (retried later)", self.settings.input_disposition, rel_path, exc)
             self._claims_dirty.set()
@@ -596,30 +648,47 @@ class Pipeline:
                 self.set_intake_blocked("outputError", True, f"output share: {exc}")
 
     def _housekeeping_loop(self) -> None:
-        last_beat = last_adopt = 0.0
-        next_prune = time.monotonic() + 60.0  # not in the rush of a start-up backlog
+        state = {"beat": 0.0, "adopt": 0.0, "prune": time.monotonic() + 60.0}  # no pruning in a start-up rush
         while not self._stop.wait(1.0):
-            now = time.monotonic()
-            if self.settings.ledger_retention_days > 0 and now >= next_prune:
-                _forgotten, more = self.prune_ledger()
-                next_prune = now + (1.0 if more else _PRUNE_INTERVAL)  # a backlog goes in small steps
-            if now - last_beat > 10:
-                self.claims.heartbeat()
-                last_beat = now
-            self._watch_shares()
-            if now - last_adopt > max(5.0, self.settings.claim_stale_seconds / 4):
-                last_adopt = now
-                if self.claims.adopt_stale():
-                    self._claims_dirty.set()
-            if self._claims_dirty.is_set() and not self._blocked:
-                self.reconcile_claims()
-            tempfiles.sweep_orphans()  # temp files a failed write could not remove while a share was away
-            tick = getattr(self.telemetry, "tick", None)
-            if callable(tick):
-                try:
-                    tick()
-                except Exception:
-                    log.exception("telemetry tick failed")
+            try:
+                self._housekeeping_tick(state)
+            except OSError as exc:  # a share error never kills the housekeeping: the next round tries again
+                log.warning("housekeeping: %s (retried)", exc)
+                self._claims_dirty.set()
+
+    def _housekeeping_tick(self, state: dict[str, float]) -> None:
+        now = time.monotonic()
+        if self.settings.ledger_retention_days > 0 and now >= state["prune"]:
+            _forgotten, more = self.prune_ledger()
+            state["prune"] = now + (1.0 if more else _PRUNE_INTERVAL)  # a backlog goes in small steps
+        if now - state["beat"] > 10:
+            self.claims.heartbeat()
+            state["beat"] = now
+        self._watch_shares()
+        if now - state["adopt"] > max(5.0, self.settings.claim_stale_seconds / 4):
+            state["adopt"] = now
+            if self.claims.adopt_stale():
+                self._claims_dirty.set()
+        if self._claims_dirty.is_set() and not self._blocked:
+            self.reconcile_claims()
+        if not self._blocked and not self._stop_intake.is_set():
+            self.arrivals.release_due(self._take_again)
+        tempfiles.sweep_orphans()  # temp files a failed write could not remove while a share was away
+        tick = getattr(self.telemetry, "tick", None)
+        if callable(tick):
+            try:
+                tick()
+            except Exception:
+                log.exception("telemetry tick failed")
+
+    def _take_again(self, job: FrameJob) -> bool:
+        """Queue a frame that waited for its writer (`arrivals`); False when the queue is full (it waits on)."""
+        with self._lock:
+            if job.rel_path in self._in_flight or self.frames.full():
+                return False
+            self._in_flight[job.rel_path] = job.frame_id
+            self.frames.put_nowait(job)
+        return True
 
     def prune_ledger(self, now: float | None = None, limit: int = 500) -> tuple[int, bool]:
         """Forget finished frames older than LEDGER_RETENTION_DAYS (at most `limit` per call), except frames the
@@ -628,7 +697,7 @@ class Pipeline:
         keep: Callable[[LedgerEntry], bool]
         if self.claims.moves_files:
             try:
-                claimed = {rel for rel, _path in self.claims.claimed()}
+                claimed = {rel for rel, _path, _st in self.claims.claimed()}
             except OSError:
                 return 0, False  # the share is away: try at the next round
             with self._lock:
@@ -652,7 +721,7 @@ class Pipeline:
     def _still_on_share(self, entry: LedgerEntry) -> bool:
         """Keep mode: the ledger alone keeps the frame from being processed again while its file is there."""
         try:
-            st = os.stat(safe_join(self.settings.input_dir, entry.rel_path), follow_symlinks=False)
+            st = share_fs.lstat(self.settings.input_dir, entry.rel_path)
         except FileNotFoundError:
             return not _readable_dir(self.settings.input_dir)  # gone, unless the whole share went away meanwhile
         except (OSError, ValueError):
@@ -832,25 +901,41 @@ class Pipeline:
         entries = self.ledger.finished_matching(pattern)
         queued = 0
         for entry in entries:
-            target = safe_join(self.settings.input_dir, entry.rel_path)
-            if self.settings.input_disposition == "archive":
-                archived = safe_join(
-                    self.settings.output_dir / ("processed" if entry.state == "done" else "failed"), entry.rel_path
-                )
-                if not archived.is_file():
-                    continue
-                self._generations.update(self.ledger.reopen([entry.frame_id]))
-                copy_atomic(archived, target)
-            elif self.settings.input_disposition == "keep":
-                if not target.is_file():
-                    continue
-                self._generations.update(self.ledger.reopen([entry.frame_id]))
-            else:
-                continue  # deleted originals cannot be processed again
-            if self.note_path is not None:
-                self.note_path(str(target))
-            queued += 1
+            if self._reprocess_one(entry):
+                queued += 1
         return queued
+
+    def _reprocess_one(self, entry: LedgerEntry) -> bool:
+        """Put one finished frame back on the input share (archive: a copy of the archived original; keep: it is
+        there). Never through a symlinked folder, and never over a frame of that name waiting on the share."""
+        inp, rel = self.settings.input_dir, entry.rel_path
+        mode = self.settings.input_disposition
+        if mode == "delete":
+            return False  # deleted originals cannot be processed again
+        try:
+            if mode == "archive":
+                place = output_layout.processed_path if entry.state == "done" else output_layout.failed_path
+                archived = place(rel)
+                if not stat.S_ISREG(share_fs.lstat(self.settings.output_dir, archived).st_mode):
+                    return False
+                with contextlib.suppress(FileNotFoundError):
+                    share_fs.lstat(inp, rel)
+                    log.warning("reprocess: %s is waiting on the input share: that frame is left as it is", rel)
+                    return False
+                self._generations.update(self.ledger.reopen([entry.frame_id]))
+                share_fs.copy(self.settings.output_dir, archived, inp, rel, replace=False)
+            elif not stat.S_ISREG(share_fs.lstat(inp, rel).st_mode):
+                return False
+            else:
+                self._generations.update(self.ledger.reopen([entry.frame_id]))
+        except FileNotFoundError:
+            return False
+        except (OSError, ValueError) as exc:  # a symlinked folder, a frame that arrived meanwhile, the share away
+            log.warning("reprocess: not taking %s: %s", rel, exc)
+            return False
+        if self.note_path is not None:
+            self.note_path(str(safe_join(inp, rel)))
+        return True
 
     def enqueue_path(self, rel_path: str, source: str) -> bool:
         path = safe_join(self.settings.input_dir, rel_path)  # raises ValueError when it escapes
@@ -859,7 +944,12 @@ class Pipeline:
         with self._lock:
             if rel_path in self._in_flight:
                 return False
-        if not path.exists():
+        try:
+            share_fs.lstat(self.settings.input_dir, rel_path)  # a symlinked folder on the way is never followed
+        except share_fs.OutsideShare as exc:
+            log.warning("%s: not taking %s: %s", source, rel_path, exc.strerror)
+            return False
+        except OSError:
             return False
         return self.note_path(str(path))
 

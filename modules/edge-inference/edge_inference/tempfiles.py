@@ -30,7 +30,12 @@ def set_tag(tag: str) -> None:
 
 def temp_path(path: Path) -> Path:
     """`.<name>.<replica>.<pid>.<thread>.tmp` beside `path` (fits NAME_MAX; hidden from the watcher)."""
-    return path.with_name(f".{_short(path.name)}.{_tag[:40]}.{os.getpid()}.{threading.get_ident() % 100000}.tmp")
+    return path.with_name(temp_name(path.name))
+
+
+def temp_name(name: str) -> str:
+    """The temp name for a file named `name` (see `temp_path`)."""
+    return f".{_short(name)}.{_tag[:40]}.{os.getpid()}.{threading.get_ident() % 100000}.tmp"
 
 
 def discard(tmp: Path) -> None:
