@@ -63,6 +63,7 @@ _DECODE_NICE_ON_CPU = 5  # decode threads' niceness when inference runs on the C
 _PAUSE_REASONS = frozenset({"paused", "twinPaused"})  # an operator's pause: direct method or the twin's `paused`
 _PRUNE_INTERVAL = 3600.0  # seconds between ledger retention passes
 _DISPATCH_GROUP = 32  # results made durable together (one file-system flush, one ledger/outbox transaction)
+_BUSY_WARN_AFTER = 120.0  # seconds a claim may be refused as busy (a writer holds the frame) before a warning
 
 
 class ResultListener(Protocol):
@@ -144,6 +145,7 @@ class Pipeline:
             settings.truncated_grace_seconds, settle, trust_mtime, lambda rel: share_fs.lstat(*claims.location(rel))
         )
         self._claim_warned: set[str] = set()  # frames whose failing claim was logged (once each)
+        self._busy_since: dict[str, float] = {}  # frames whose claim was refused as busy, since when
         wanted = settings.effective_batch_size(model.on_gpu)
         self.max_batch = 1 if model.layout == "rows" else max(1, min(wanted, model.max_batch))
         self.frames: queue.Queue[FrameJob] = queue.Queue(maxsize=settings.queue_size)
@@ -273,6 +275,7 @@ class Pipeline:
                 path = self.claims.claim(rel_path)
             except OSError as exc:  # one frame's claim failing never stops the others: this one backs off
                 return self._claim_failed(rel_path, exc)
+            self._busy_since.pop(rel_path, None)
             if path is None:
                 return Offer.DROP  # gone: another replica took it, or the writer removed it
             self.ledger.record(frame_id, rel_path, st.st_size, st.st_mtime_ns, "claimed")
@@ -287,8 +290,12 @@ class Pipeline:
         if isinstance(exc, share_fs.OutsideShare):
             self._log_claim_once(rel_path, "not taking %s: %s", rel_path, exc.strerror)
             return Offer.DROP
-        if share_fs.is_busy(exc) and exc.errno != errno.EPERM:
-            log.debug("%s is still held by its writer (%s): not ready yet", rel_path, exc.strerror)
+        if share_fs.is_busy(exc):
+            busy_since = self._busy_since.setdefault(rel_path, time.monotonic())
+            if time.monotonic() - busy_since < _BUSY_WARN_AFTER:
+                log.debug("%s is still held by its writer (%s): not ready yet", rel_path, exc.strerror)
+            else:  # that long is no writer: a folder the module may not change, say (once)
+                self._log_claim_once(rel_path, "cannot claim %s for %.0f s: %s", rel_path, _BUSY_WARN_AFTER, exc)
             return Offer.BUSY
         self._log_claim_once(rel_path, "cannot claim %s: %s (it waits; the other frames go on)", rel_path, exc)
         if share_fs.is_transient(exc):
@@ -299,8 +306,9 @@ class Pipeline:
         if key in self._claim_warned:
             log.debug(msg, *args)
             return
-        if len(self._claim_warned) > 10_000:
+        if len(self._claim_warned) > 10_000:  # bounded: a share of ever-new bad names must not grow them forever
             self._claim_warned.clear()
+            self._busy_since.clear()
         self._claim_warned.add(key)
         log.warning(msg, *args)
 

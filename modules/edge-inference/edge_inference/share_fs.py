@@ -43,7 +43,7 @@ TRANSIENT_ERRNOS = frozenset(
         errno.ENETDOWN,
     }
 )
-BUSY_ERRNOS = frozenset({errno.EBUSY, errno.EACCES, errno.EPERM, errno.ETXTBSY})
+BUSY_ERRNOS = frozenset({errno.EBUSY, errno.EACCES, errno.ETXTBSY})
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -64,7 +64,7 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def is_busy(exc: BaseException) -> bool:
-    """The file is held by its writer (SMB sharing violation: EBUSY/EACCES) or the folder refuses the change."""
+    """The file is held by its writer (an SMB sharing violation: EBUSY, or EACCES from cifs)."""
     return isinstance(exc, OSError) and not isinstance(exc, OutsideShare) and exc.errno in BUSY_ERRNOS
 
 
