@@ -1,58 +1,46 @@
 """Confined file operations on real files and mounts: nothing outside the root, cross-device moves that keep the
 source until the copy is whole, no overwrite where none is wanted, and names that are not UTF-8."""
 
+# ruff: noqa: F811 (the tmpfs fixture of test_share_hostile.py is imported, then named as a test argument)
+
 from __future__ import annotations
 
 import errno
 import os
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from edge_inference import share_fs
 from edge_inference.claims import ClaimArea
+from tests.test_share_hostile import tmpfs  # noqa: F401 (a fixture: a real tmpfs mount)
 
 pytestmark = pytest.mark.timeout(30)
 
 
-@pytest.fixture
-def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
-    point = tmp_path / "small"
-    point.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(point)], check=True)
-    try:
-        yield point
-    finally:
-        subprocess.run(["umount", "-l", str(point)], check=False)
-
-
 def test_a_cross_device_move_that_fails_half_way_leaves_the_source_and_no_temp_file(
-    tmp_path: Path, small_tmpfs: Path
+    tmp_path: Path, tmpfs: Path
 ) -> None:
-    # given a 1 MiB frame and a 256 KiB output file system on another device
+    # given an 8 MiB frame and a 4 MiB output file system on another device
     src = tmp_path / "in" / "cam" / "big.jpg"
     src.parent.mkdir(parents=True)
-    data = os.urandom(1 << 20)
+    data = os.urandom(8 << 20)
     src.write_bytes(data)
     # when it is moved there, the copy runs out of space half-way
     with pytest.raises(OSError) as full:
-        share_fs.move(tmp_path / "in", "cam/big.jpg", small_tmpfs, "processed/cam/big.jpg")
+        share_fs.move(tmp_path / "in", "cam/big.jpg", tmpfs, "processed/cam/big.jpg")
     # then the source is untouched for a retry, and neither the target nor a temp file is left
     assert full.value.errno == errno.ENOSPC and src.read_bytes() == data
-    assert list((small_tmpfs / "processed" / "cam").iterdir()) == []
+    assert list((tmpfs / "processed" / "cam").iterdir()) == []
 
 
-def test_a_cross_device_move_keeps_bytes_and_mtime_and_then_removes_the_source(
-    tmp_path: Path, small_tmpfs: Path
-) -> None:
+def test_a_cross_device_move_keeps_bytes_and_mtime_and_then_removes_the_source(tmp_path: Path, tmpfs: Path) -> None:
     src = tmp_path / "in" / "a.jpg"
     src.parent.mkdir()
     src.write_bytes(b"frame bytes")
     os.utime(src, ns=(1_600_000_000_000_000_000, 1_600_000_000_123_456_789))
-    share_fs.move(tmp_path / "in", "a.jpg", small_tmpfs, "processed/a.jpg")
-    moved = small_tmpfs / "processed" / "a.jpg"
+    share_fs.move(tmp_path / "in", "a.jpg", tmpfs, "processed/a.jpg")
+    moved = tmpfs / "processed" / "a.jpg"
     assert moved.read_bytes() == b"frame bytes" and os.stat(moved).st_mtime_ns == 1_600_000_000_123_456_789
     assert not src.exists()
 

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 STATE_FOLDER = ".edge-inference"
 HEARTBEAT = ".heartbeat"
+BUSY_WARN_AFTER = 120.0  # seconds a claim may be refused as busy (a writer holds the frame) before a warning
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -247,3 +248,42 @@ def _regular_files(top: int, warn: Callable[..., None]) -> Iterator[tuple[str, o
                 warn(rel, "claim area entry %r is not a regular file: left alone", rel)
                 continue
             yield rel, st, dfd, name
+
+
+class ClaimRefusals:
+    """What becomes of a frame whose claim failed, as the watcher's verdict (`Offer` values), logged once per frame:
+    - "drop": never taken (a symlinked folder on its path: it is not in the share);
+    - "busy": its writer still holds it (an SMB share mode): quiet, another settle window; a warning only if it
+      stays so for BUSY_WARN_AFTER (then it is no writer but, say, a folder the module may not change);
+    - "retry": anything else (the share away, a clash in the claim area): it backs off alone, the others go on."""
+
+    def __init__(self) -> None:
+        self._warned: set[str] = set()
+        self._busy_since: dict[str, float] = {}
+
+    def verdict(self, rel_path: str, exc: OSError) -> str:
+        if isinstance(exc, share_fs.OutsideShare):
+            self._warn_once(rel_path, "not taking %s: %s", rel_path, exc.strerror)
+            return "drop"
+        if share_fs.is_busy(exc):
+            since = self._busy_since.setdefault(rel_path, time.monotonic())
+            if time.monotonic() - since < BUSY_WARN_AFTER:
+                log.debug("%s is still held by its writer (%s): not ready yet", rel_path, exc.strerror)
+            else:
+                self._warn_once(rel_path, "cannot claim %s for %.0f s: %s", rel_path, BUSY_WARN_AFTER, exc)
+            return "busy"
+        self._warn_once(rel_path, "cannot claim %s: %s (it waits; the other frames go on)", rel_path, exc)
+        return "retry"
+
+    def taken(self, rel_path: str) -> None:
+        self._busy_since.pop(rel_path, None)
+
+    def _warn_once(self, key: str, msg: str, *args: object) -> None:
+        if key in self._warned:
+            log.debug(msg, *args)
+            return
+        if len(self._warned) > 10_000:  # bounded: a share of ever-new bad names must not grow them forever
+            self._warned.clear()
+            self._busy_since.clear()
+        self._warned.add(key)
+        log.warning(msg, *args)

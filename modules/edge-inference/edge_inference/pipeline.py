@@ -42,7 +42,7 @@ import numpy as np
 from edge_inference import decode as decoding
 from edge_inference import output_layout, postprocess, share_fs, tempfiles
 from edge_inference.arrivals import ArrivingFrames
-from edge_inference.claims import ClaimArea, safe_join
+from edge_inference.claims import ClaimArea, ClaimRefusals, safe_join
 from edge_inference.entities import FrameJob, FrameResult, ModelInfo, PreparedFrame, utc_now_iso
 from edge_inference.errors import FrameError, UnavailableError
 from edge_inference.ledger import Ledger, LedgerEntry
@@ -63,7 +63,6 @@ _DECODE_NICE_ON_CPU = 5  # decode threads' niceness when inference runs on the C
 _PAUSE_REASONS = frozenset({"paused", "twinPaused"})  # an operator's pause: direct method or the twin's `paused`
 _PRUNE_INTERVAL = 3600.0  # seconds between ledger retention passes
 _DISPATCH_GROUP = 32  # results made durable together (one file-system flush, one ledger/outbox transaction)
-_BUSY_WARN_AFTER = 120.0  # seconds a claim may be refused as busy (a writer holds the frame) before a warning
 
 
 class ResultListener(Protocol):
@@ -144,8 +143,7 @@ class Pipeline:
         self.arrivals = ArrivingFrames(
             settings.truncated_grace_seconds, settle, trust_mtime, lambda rel: share_fs.lstat(*claims.location(rel))
         )
-        self._claim_warned: set[str] = set()  # frames whose failing claim was logged (once each)
-        self._busy_since: dict[str, float] = {}  # frames whose claim was refused as busy, since when
+        self.refusals = ClaimRefusals()
         wanted = settings.effective_batch_size(model.on_gpu)
         self.max_batch = 1 if model.layout == "rows" else max(1, min(wanted, model.max_batch))
         self.frames: queue.Queue[FrameJob] = queue.Queue(maxsize=settings.queue_size)
@@ -273,9 +271,11 @@ class Pipeline:
                 return Offer.DEFER
             try:
                 path = self.claims.claim(rel_path)
-            except OSError as exc:  # one frame's claim failing never stops the others: this one backs off
-                return self._claim_failed(rel_path, exc)
-            self._busy_since.pop(rel_path, None)
+            except OSError as exc:  # one frame's claim failing never stops the others: this one waits alone
+                if share_fs.is_transient(exc):
+                    self._claims_dirty.set()  # the housekeeping looks at the share at its next round
+                return Offer(self.refusals.verdict(rel_path, exc))
+            self.refusals.taken(rel_path)
             if path is None:
                 return Offer.DROP  # gone: another replica took it, or the writer removed it
             self.ledger.record(frame_id, rel_path, st.st_size, st.st_mtime_ns, "claimed")
@@ -283,34 +283,6 @@ class Pipeline:
             self.frames.put_nowait(FrameJob(rel_path, path, st.st_size, st.st_mtime_ns, job.source, job.enqueued_at))
         self._update_depths()
         return Offer.TAKEN
-
-    def _claim_failed(self, rel_path: str, exc: OSError) -> Offer:
-        """What the watcher does with a frame whose claim failed: never taken (a symlinked folder on its path),
-        not ready yet (its writer holds it: quiet), or backed off alone (logged once per frame)."""
-        if isinstance(exc, share_fs.OutsideShare):
-            self._log_claim_once(rel_path, "not taking %s: %s", rel_path, exc.strerror)
-            return Offer.DROP
-        if share_fs.is_busy(exc):
-            busy_since = self._busy_since.setdefault(rel_path, time.monotonic())
-            if time.monotonic() - busy_since < _BUSY_WARN_AFTER:
-                log.debug("%s is still held by its writer (%s): not ready yet", rel_path, exc.strerror)
-            else:  # that long is no writer: a folder the module may not change, say (once)
-                self._log_claim_once(rel_path, "cannot claim %s for %.0f s: %s", rel_path, _BUSY_WARN_AFTER, exc)
-            return Offer.BUSY
-        self._log_claim_once(rel_path, "cannot claim %s: %s (it waits; the other frames go on)", rel_path, exc)
-        if share_fs.is_transient(exc):
-            self._claims_dirty.set()  # the housekeeping looks at the share at its next round
-        return Offer.RETRY
-
-    def _log_claim_once(self, key: str, msg: str, *args: object) -> None:
-        if key in self._claim_warned:
-            log.debug(msg, *args)
-            return
-        if len(self._claim_warned) > 10_000:  # bounded: a share of ever-new bad names must not grow them forever
-            self._claim_warned.clear()
-            self._busy_since.clear()
-        self._claim_warned.add(key)
-        log.warning(msg, *args)
 
     def _refuse_special(self, rel_path: str, st: os.stat_result) -> None:
         """A FIFO, device node, socket or symlink on the share: never opened or followed, reported once."""
