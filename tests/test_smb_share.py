@@ -135,6 +135,17 @@ def test_frames_written_over_smb_are_each_taken_whole_once_and_archived_byte_ide
         jobs.append(
             lambda rel=rel, data=data, mode=mode: camera.write_in_place(rel, data, share_access=mode, pause=0.12)
         )
+    # writers that stall half-way for longer than the settle window (2 s here): the Windows share mode keeps the
+    # claim waiting; with Linux cifs' the frame is claimed half-written, decodes as truncated and must wait, with
+    # no result, until its writer finished it
+    for i, mode in enumerate([WINDOWS_SHARE_MODE, LINUX_CIFS_SHARE_MODE]):
+        rel, data = f"stalled/{mode}.jpg", jpeg_1080p(50 + i)
+        written[rel] = data
+        jobs.append(
+            lambda rel=rel, data=data, mode=mode: camera.write_in_place(
+                rel, data, share_access=mode, pause=6.0, chunk=len(data) // 2 + 1
+            )
+        )
     # temp name + rename, in nested folders
     for i in range(12):
         rel, data = f"line{i % 2}/cam{i % 3}/{i:05d}.jpg", jpeg_1080p(100 + i)
@@ -151,6 +162,7 @@ def test_frames_written_over_smb_are_each_taken_whole_once_and_archived_byte_ide
     )
     written.update(burst)
     every_frame_once_whole_and_archived(shares, written, module)
+    assert "stalled/rwd.jpg: truncated JPEG" in module.this_run_log()  # it was taken half-written, and waited
     assert module.terminate() == 0
 
 
