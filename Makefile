@@ -24,7 +24,7 @@ INSTALL_DOWNLOAD := 450 MB
 INSTALL_DISK := 1.1 GB
 INSTALL_BIGGEST := onnxruntime-gpu alone is 277 MB, opencv 60 MB
 
-.PHONY: help install lock run demo simulate test test-faults lint bench soak model config validate deploy-check build push clean apt-deps
+.PHONY: help install lock run demo simulate test test-faults lint bench soak gpu-smoke model config validate deploy-check build push clean apt-deps
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -99,6 +99,9 @@ bench: install apt-deps ## benchmarks: ceiling vs naive vs module, and the SMB s
 
 soak: install apt-deps ## hours of frames with faults injected on a schedule (not in CI)
 	$(PY) bench/soak.py
+
+gpu-smoke: install ## new GPU box first (< 2 min): REQUIRE_GPU load, providers, batch 1/max +-IO binding vs CPU, NVML; exit 0 ok, 1 off, 3 no GPU
+	$(PY) tools/gpu_smoke.py $(SMOKE_ARGS)
 
 model: ## retrain the bundled demo model (needs PyTorch CPU; never needed at run time)
 	@test -x .venv-train/bin/python || $(PYTHON) -m venv .venv-train

@@ -18,7 +18,11 @@ the start and end of every case. `--memory` runs the flat-memory soak instead (2
     bench/run_bench.py                      # full run: JSON under bench/results/, table in docs/PERFORMANCE.md
     bench/run_bench.py --quick              # a few seconds per case (smoke test)
     bench/run_bench.py --models yolov8n --sizes 480p --frames 8 --out /tmp/b.json
-    bench/run_bench.py --providers cuda,cpu # GPU box: EXECUTION_PROVIDERS for the ceiling, naive and module
+    bench/run_bench.py --providers cuda,cpu # GPU box: EXECUTION_PROVIDERS for the ceiling, naive and module,
+                                            # with REQUIRE_GPU (a GPU run never measures the CPU by mistake);
+                                            # tensorrt,cuda,cpu for TensorRT; JSON to --out, else $OUT/, else
+                                            # bench/results/. Without the `onnx` package (a bare GPU box) pass
+                                            # --yolov8n-model with a file built elsewhere (bench/yolov8n_model.py).
     bench/run_bench.py --memory             # RSS over 20,000 frames
     bench/run_bench.py --models none --smb  # only the SMB share case (bench/smb_latency.py)
 
@@ -56,7 +60,6 @@ for _p in (str(MODULE_DIR), str(ROOT)):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-from bench.yolov8n_model import build_yolov8n  # noqa: E402
 from tools.module_process import module_process_env  # noqa: E402
 
 DEMO_MODEL = MODULE_DIR / "models" / "demo-defects.onnx"
@@ -136,8 +139,27 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "onnxruntime": ort.__version__,
         "availableProviders": ort.get_available_providers(),
-        "gpu": _read("/proc/driver/nvidia/version").splitlines()[0] if _read("/proc/driver/nvidia/version") else None,
+        "gpu": gpu_name(),
     }
+
+
+def gpu_name() -> str | None:
+    """The CUDA device's name and driver through NVML, when there is a GPU (None otherwise)."""
+    from edge_inference.providers import detect_gpu
+
+    if not detect_gpu().present:
+        return None
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+            return f"{pynvml.nvmlDeviceGetName(handle)}, driver {pynvml.nvmlSystemGetDriverVersion()}"
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception as exc:  # NVML missing: still a GPU
+        return f"GPU (NVML: {exc})"
 
 
 def load_average() -> list[float]:
@@ -181,11 +203,21 @@ class ModelCase:
     gflops: float | None = None
 
 
-def prepare_models(keys: Sequence[str], workdir: Path, wait_demo_s: float) -> tuple[list[ModelCase], list[str]]:
+def prepare_models(
+    keys: Sequence[str], workdir: Path, wait_demo_s: float, yolov8n_file: Path | None = None
+) -> tuple[list[ModelCase], list[str]]:
     cases: list[ModelCase] = []
     notes: list[str] = []
     for key in keys:
-        if key == "yolov8n":
+        if key == "yolov8n" and yolov8n_file is not None:
+            cases.append(ModelCase(key, yolov8n_file, "YOLOv8n-shaped, random weights, 640x640 (prebuilt file)"))
+        elif key == "yolov8n":
+            try:
+                from bench.yolov8n_model import build_yolov8n
+            except ImportError as exc:  # a bare GPU box has the runtime packages only
+                notes.append(f"yolov8n skipped: {exc} (pass --yolov8n-model with a prebuilt file)")
+                print(notes[-1], flush=True)
+                continue
             built = build_yolov8n(workdir / "yolov8n-random.onnx", 640)
             print(
                 f"yolov8n-shaped model: {built.params:,} parameters, {built.gflops:.2f} GFLOPs at 640x640, "
@@ -200,9 +232,12 @@ def prepare_models(keys: Sequence[str], workdir: Path, wait_demo_s: float) -> tu
             while not DEMO_MODEL.is_file() and time.monotonic() < deadline:
                 time.sleep(5)
             if DEMO_MODEL.is_file():
-                import onnx
+                try:
+                    import onnx
 
-                params = sum(int(np.prod(t.dims)) for t in onnx.load(str(DEMO_MODEL)).graph.initializer)
+                    params: int | None = sum(int(np.prod(t.dims)) for t in onnx.load(str(DEMO_MODEL)).graph.initializer)
+                except ImportError:
+                    params = None
                 cases.append(ModelCase(key, DEMO_MODEL, "bundled demo-defects.onnx", params))
             else:
                 notes.append(f"demo model {DEMO_MODEL.relative_to(ROOT)} not present: demo cases skipped")
@@ -217,7 +252,19 @@ def load_module_model(path: Path, providers: str, state_dir: Path) -> Any:
     from edge_inference.model import OnnxModel
     from edge_inference.settings import Settings, parse_providers
 
-    return OnnxModel(Settings(model_path=path, execution_providers=parse_providers(providers), state_dir=state_dir))
+    return OnnxModel(
+        Settings(
+            model_path=path,
+            execution_providers=parse_providers(providers),
+            state_dir=state_dir,
+            require_gpu=wants_gpu(providers),
+        )
+    )
+
+
+def wants_gpu(providers: str) -> bool:
+    """A run asked for a GPU provider: REQUIRE_GPU, so it fails instead of measuring the CPU under a GPU name."""
+    return any(p.strip().lower() in ("cuda", "tensorrt", "trt") for p in providers.split(","))
 
 
 # ---------------------------------------------------------------------------------------------- ceiling
@@ -327,12 +374,28 @@ def micro_costs(model: Any, frames: list[bytes]) -> dict[str, float]:
 
     from edge_inference import decode as decoding
     from edge_inference import postprocess
+    from edge_inference.decode_guard import DecodeGuard
+    from edge_inference.ledger import Ledger
     from edge_inference.preprocess import letterbox, to_tensor
 
     hw = model.input_hw
     steps: dict[str, list[float]] = {
-        k: [] for k in ("header", "imdecode", "letterbox", "toTensor", "sha256", "postprocess", "imdecodeReduced2")
+        k: []
+        for k in (
+            "header",
+            "imdecode",
+            "letterbox",
+            "toTensor",
+            "sha256",
+            "postprocess",
+            "imdecodeReduced2",
+            "decodeGuardHop",
+            "ledgerAttempt",
+        )
     }
+    guard = DecodeGuard(10.0, 1 << 30, 2)  # the time/memory budget's own cost: the hop to its decode thread
+    ledger_dir = Path(tempfile.mkdtemp(prefix="bench-ledger-"))
+    ledger = Ledger(ledger_dir / "ledger.sqlite")  # the start counted before each frame (quarantine.py)
     options = postprocess.DecodeOptions(confidence=0.5, iou=0.45, max_detections=300)
     sample = frames[: max(3, min(len(frames), 8))]
     for data in sample:
@@ -360,7 +423,16 @@ def micro_costs(model: Any, frames: list[bytes]) -> dict[str, float]:
         t = time.perf_counter()
         postprocess.decode(model.layout, one, box, options, model.class_names)
         steps["postprocess"].append(time.perf_counter() - t)
-    return {k: round(float(np.median(v)) * 1000, 2) for k, v in steps.items()}
+        for i in range(20):  # cheap steps: more samples
+            t = time.perf_counter()
+            guard.run(0, lambda: None)
+            steps["decodeGuardHop"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            ledger.begin_attempt(f"{len(steps['ledgerAttempt'])}-{i}", "cam/frame.jpg", len(data), i)
+            steps["ledgerAttempt"].append(time.perf_counter() - t)
+    ledger.close()
+    shutil.rmtree(ledger_dir, ignore_errors=True)
+    return {k: round(float(np.median(v)) * 1000, 3) for k, v in steps.items()}
 
 
 # ----------------------------------------------------------------------------------------------- module
@@ -568,7 +640,7 @@ def run_module(
     timeout: float,
 ) -> dict[str, Any]:
     """Module end to end: warm-up, a saturating burst, then a light fixed-rate load; one process."""
-    module = ModuleProcess(model.path, workdir, providers)
+    module = ModuleProcess(model.path, workdir, providers, extra_env={"REQUIRE_GPU": str(wants_gpu(providers)).lower()})
     t_start = time.monotonic()
     module.start()
     startup_s = time.monotonic() - t_start
@@ -740,6 +812,8 @@ def run_memory(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     if DEMO_MODEL.is_file():
         model_path, model_note = DEMO_MODEL, "demo"
     else:
+        from bench.yolov8n_model import build_yolov8n
+
         model_path = build_yolov8n(workdir / "yolov8n-320.onnx", 320).path
         model_note = "yolov8n-shaped at 320x320 (demo model absent)"
     frames = make_frames(640, 480, 32)
@@ -899,7 +973,8 @@ def update_doc(table: str) -> None:
 
 
 def write_json(report: dict[str, Any], out: Path | None) -> Path:
-    path = out or RESULTS_DIR / f"{report['id']}.json"
+    folder = Path(os.environ["OUT"]) if os.environ.get("OUT") else RESULTS_DIR
+    path = out or folder / f"{report['id']}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(report, indent=1) + "\n")
@@ -919,9 +994,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--seconds", type=float, default=0.0, help="time per ceiling batch size / naive run (default 4, quick 1)"
     )
-    p.add_argument("--providers", default="auto", help="EXECUTION_PROVIDERS for all three (auto, cuda,cpu, cpu...)")
+    p.add_argument(
+        "--providers",
+        default="auto",
+        help="EXECUTION_PROVIDERS for all three (auto, cpu, cuda,cpu, tensorrt,cuda,cpu); a GPU one sets REQUIRE_GPU",
+    )
+    p.add_argument("--yolov8n-model", type=Path, help="a prebuilt yolov8n-shaped model (hosts without `onnx`)")
     p.add_argument("--wait-demo", type=float, default=0.0, help="seconds to wait for the demo model to appear")
-    p.add_argument("--out", type=Path, help="JSON path (default bench/results/bench-<date>-<host>.json)")
+    p.add_argument("--out", type=Path, help="JSON path (default $OUT/<id>.json, else bench/results/<id>.json)")
     p.add_argument("--no-docs", action="store_true", help="do not update docs/PERFORMANCE.md (quick runs never do)")
     p.add_argument("--memory", action="store_true", help="flat-memory run: --memory-frames frames, RSS every second")
     p.add_argument("--memory-frames", type=int, default=20_000)
@@ -929,12 +1009,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--smb", action="store_true", help="run the SMB share case (always in a full run)")
     p.add_argument("--smb-frames", type=int, default=0, help="frames per SMB writer kind (0: 20, quick 4)")
     args = p.parse_args(argv)
+    args.argv = list(argv if argv is not None else sys.argv[1:])
     args.seconds = args.seconds or (1.0 if args.quick else 4.0)
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+    from edge_inference.errors import EdgeInferenceError
+
+    try:
+        return run(parse_args(argv))
+    except EdgeInferenceError as exc:  # e.g. --providers cuda,cpu where no GPU starts: one line, exit 2
+        print(f"bench: cannot load the model: {exc}", file=sys.stderr)
+        return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    argv = args.argv
     machine_cache.update(machine_info())
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     workdir = Path(tempfile.mkdtemp(prefix="edge-bench-"))
@@ -950,7 +1041,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         report: dict[str, Any] = {
             "id": f"bench-{stamp}-{machine_cache['host']}",
             "mode": "quick" if args.quick else "full",
-            "argv": list(argv if argv is not None else sys.argv[1:]),
+            "argv": argv,
             "machine": machine_cache,
             "providersSetting": args.providers,
             "settleSeconds": SETTLE_SECONDS,
@@ -966,7 +1057,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if s not in SIZES:
                 raise SystemExit(f"unknown size {s!r}: expected {', '.join(SIZES)}")
         for key in [m.strip() for m in args.models.split(",") if m.strip() and m.strip() != "none"]:
-            models, notes = prepare_models([key], workdir, args.wait_demo)  # one at a time: the demo may be late
+            models, notes = prepare_models(
+                [key], workdir, args.wait_demo, args.yolov8n_model
+            )  # one at a time: the demo may be late
             report["notes"] += notes
             for m in models:
                 report["models"][m.key] = {"path": m.path.name, "note": m.note, "params": m.params, "gflops": m.gflops}

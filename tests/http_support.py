@@ -1,8 +1,10 @@
-"""Shared by the HTTP tests: test images, a thinly faked `Predictor` that really decodes, a thread-leak check."""
+"""Shared by the HTTP tests: test images, a thinly faked `Predictor` that really decodes, a thread-leak check,
+and raw connections from other loopback addresses (other clients, as the server sees them)."""
 
 from __future__ import annotations
 
 import hashlib
+import socket
 import threading
 import time
 import uuid
@@ -89,3 +91,28 @@ def assert_no_new_threads(before: set[threading.Thread], grace: float = 3.0) -> 
             return
         time.sleep(0.05)
     raise AssertionError(f"threads leaked: {leaked}")
+
+
+def connect_from(source: str, port: int, timeout: float = 5.0) -> socket.socket:
+    """A TCP connection to the server from another loopback address (another client, as the server sees it)."""
+    sock = socket.socket()
+    sock.settimeout(timeout)
+    sock.bind((source, 0))
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+def closed_by_server(sock: socket.socket, within: float) -> bool:
+    """Whether the server closes `sock` within `within` seconds (what it may answer first is read and dropped)."""
+    sock.settimeout(0.05)
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            if sock.recv(65536) == b"":
+                return True
+        except TimeoutError:
+            pass
+        except OSError:  # reset
+            return True
+        if time.monotonic() >= deadline:
+            return False

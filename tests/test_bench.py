@@ -84,3 +84,15 @@ def test_quick_bench_writes_the_report(tmp_path: Path) -> None:
     assert case["module"]["peakRssMiB"] > 0
     assert case["module"]["exitCode"] == 0
     assert report["models"]["yolov8n"]["params"] > 3_000_000
+
+
+@pytest.mark.timeout(120)
+def test_a_gpu_bench_where_no_gpu_starts_says_so_in_one_line(tmp_path: Path) -> None:
+    # given --providers cuda,cpu on this GPU-less machine (a GPU run must never measure the CPU by mistake)
+    cmd = [sys.executable, str(ROOT / "bench" / "run_bench.py"), "--quick", "--models", "demo", "--sizes", "480p"]
+    cmd += ["--providers", "cuda,cpu", "--out", str(tmp_path / "b.json")]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=110)
+    # then exit 2 with the reason, no traceback, no report
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "bench: cannot load the model: REQUIRE_GPU=true but no GPU execution provider started" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "b.json").exists()

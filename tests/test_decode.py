@@ -156,3 +156,30 @@ def test_reduced_and_full_decode_map_boxes_to_the_same_original_pixels() -> None
     assert tensor.shape == full_tensor.shape
     model_box = np.array([[100.0, 100.0, 200.0, 150.0]])
     assert np.abs(box.to_original(model_box) - full_box.to_original(model_box)).max() < 1.0
+
+
+def test_header_tells_scans_samples_and_the_memory_a_decode_needs() -> None:
+    from edge_inference.decode import read_header
+    from tests.jpeg_bombs import deep_png, progressive_jpeg, scan_bomb
+
+    assert read_header(jpeg(64, 48)).scans == 1
+    assert read_header(progressive_jpeg(64, 48)).scans == 10
+    assert read_header(scan_bomb(500, 64, 48)).scans == 510
+    deep = read_header(deep_png(100, 50, channels=4, bit_depth=16))
+    assert (deep.channels, deep.sample_bytes) == (4, 2)
+    assert deep.decode_bytes == 100 * 50 * 4 * 2 + 100 * 50 * 3  # 16-bit samples, then the 8-bit BGR copy
+    grey = read_header(png(np.zeros((50, 100), np.uint8)))
+    assert (grey.channels, grey.sample_bytes, grey.decode_bytes) == (1, 1, 100 * 50 * 3)  # decoded as BGR
+
+
+def test_limits_are_checked_before_decoding() -> None:
+    from edge_inference.decode import decode_frame
+    from tests.jpeg_bombs import deep_png, scan_bomb
+
+    with pytest.raises(FrameError) as err:
+        decode_frame(scan_bomb(200, 64, 48), 10**8, max_scans=100)
+    assert err.value.code == "too_many_scans" and "210 scans" in err.value.message
+    with pytest.raises(FrameError) as err:
+        decode_frame(deep_png(1000, 1000), 10**8, max_decode_bytes=10 * 1024 * 1024)
+    assert err.value.code == "decode_memory_over_limit" and "(MAX_DECODE_MB)" in err.value.message
+    assert decode_frame(scan_bomb(20, 64, 48), 10**8, max_scans=100).image.shape == (48, 64, 3)

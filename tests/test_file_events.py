@@ -97,3 +97,14 @@ def test_random_events_never_raise_and_never_escape(events: list[dict[str, Any]]
     for rel in parse_file_events(events):
         assert not rel.startswith("/") and "\\" not in rel and "\0" not in rel
         assert ".." not in rel.split("/")
+
+
+@pytest.mark.timeout(10)
+def test_a_component_over_255_bytes_skips_only_its_own_entry() -> None:
+    # given a message whose first entry has a 300-byte folder name (enqueuing it raised ENAMETOOLONG, and the rest
+    # of the message was lost), then two good entries
+    long_dir = "d" * 300
+    body = [event(f"\\{long_dir}\\a.jpg"), event("\\cam\\b.jpg"), event("\\" + "é" * 128 + ".jpg")]
+    # then only the long one is refused (a 2-byte character counts twice: 128 x 2 + 4 bytes is over 255 too)
+    assert parse_file_events(body) == ["cam/b.jpg"]
+    assert parse_file_events([event("\\" + "n" * 251 + ".jpg")]) == ["n" * 251 + ".jpg"]  # 255 bytes: allowed

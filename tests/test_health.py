@@ -206,6 +206,7 @@ class FakeNvml:
         self.read_error: int | None = None
         self.shutdowns = 0
         self.reads = 0
+        self.handles: list[object] = []
 
     def nvmlInit(self) -> None:
         if self.init_error is not None:
@@ -219,7 +220,13 @@ class FakeNvml:
             raise pynvml.NVMLError(self.read_error)
         return ("handle", index)
 
+    def nvmlDeviceGetHandleByPciBusId_v2(self, bus_id: str) -> object:
+        if self.read_error is not None:
+            raise pynvml.NVMLError(self.read_error)
+        return ("handle", bus_id)
+
     def nvmlDeviceGetTemperature(self, handle: object, sensor: int) -> int:
+        self.handles.append(handle)
         assert sensor == self.NVML_TEMPERATURE_GPU
         self.reads += 1
         return self.temperature
@@ -394,3 +401,15 @@ def test_repeated_failures_from_many_threads_raise_exactly_once() -> None:
         t.join()
     assert alarms.transitions() == [(REPEATED_FAILURES, True)]
     assert monitor.consecutive_failures == 400
+
+
+@pytest.mark.timeout(30)
+def test_gpu_watch_finds_the_card_cuda_uses_by_its_pci_bus_id() -> None:
+    # given CUDA device 0 is the card at 0000:3B:00.0 (NVML may number it differently on a two-GPU box)
+    nvml = FakeNvml()
+    monitor = GpuMonitor(0, MetricsRegistry(), lambda *a: None, nvml=nvml, pci_bus_id="00000000:3B:00.0")
+    # when it reads the GPU
+    monitor.check_now()
+    # then NVML was asked for that card, not for index 0
+    assert nvml.handles == [("handle", "00000000:3B:00.0")]
+    monitor.stop()

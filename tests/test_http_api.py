@@ -1,4 +1,4 @@
-"""The REST API over real HTTP on loopback: waitress on port 0, requests as the client.
+"""The REST API over real HTTP on loopback: the Tornado server on port 0, requests as the client.
 
 The predictor behind it is the one seam faked here, and only thinly: it really decodes the posted bytes with
 OpenCV and "detects" the bright rectangle drawn into the test image, so a result that comes back proves the
@@ -7,6 +7,7 @@ image crossed the HTTP layer intact. The full pipeline behind /predict is tested
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import socket
 import threading
@@ -21,10 +22,19 @@ import requests
 
 from edge_inference.entities import FrameResult
 from edge_inference.errors import FrameError
-from edge_inference.http_api import HttpServer, build_http_server, create_http_app
+from edge_inference.http_api import HttpServer, build_http_server
 from edge_inference.metrics import MetricsRegistry
 from edge_inference.settings import Settings
-from tests.http_support import BOX, JPEG, PNG, DecodingPredictor, assert_no_new_threads, encode
+from tests.http_support import (
+    BOX,
+    JPEG,
+    PNG,
+    DecodingPredictor,
+    assert_no_new_threads,
+    closed_by_server,
+    connect_from,
+    encode,
+)
 
 
 class Api:
@@ -273,21 +283,6 @@ def test_real_upload_over_limit_is_413_and_chunked_under_limit_is_served(serve: 
     assert_detected_box(chunked.json())
 
 
-@pytest.mark.timeout(30)
-def test_app_enforces_the_limit_itself_behind_a_server_without_one() -> None:
-    # given the app served by a waitress whose own body limit is far larger
-    settings = Settings(http_max_body_mb=0.05)
-    metrics = MetricsRegistry()
-    app = create_http_app(DecodingPredictor(), metrics, settings)
-    with HttpServer(app, "127.0.0.1", 0, 4, max_body_bytes=10 * 1024 * 1024) as server:
-        url = f"http://127.0.0.1:{server.port}/predict"
-        big = b"\xff" * (60 * 1024)
-        raw = requests.post(url, data=big, headers={"Content-Type": "image/jpeg"}, timeout=10)
-        part = requests.post(url, files={"image": ("a.jpg", big)}, timeout=10)
-    assert_error(raw, 413, "body_too_large")
-    assert_error(part, 413, "body_too_large")
-
-
 # ---------------------------------------------------------------------------------------------- 415
 
 
@@ -436,65 +431,112 @@ def test_stop_lets_a_request_in_flight_finish_and_gives_up_at_the_deadline(serve
 
 
 @pytest.mark.timeout(30)
-def test_idle_keepalive_clients_do_not_lock_new_clients_out(serve: Callable[..., Api]) -> None:
-    # given more idle keep-alive connections than waitress's default connection limit (100)
-    api = serve()
-    sessions = [requests.Session() for _ in range(120)]
-    try:
-        for session in sessions:
-            assert session.get(f"{api.url}/health", timeout=5).status_code == 200
-        # when a new client comes, then it is answered at once
-        started = time.monotonic()
-        response = requests.post(f"{api.url}/predict", files={"image": ("a.jpg", JPEG)}, timeout=5)
-        assert response.status_code == 200
-        assert time.monotonic() - started < 1.0
-    finally:
-        for session in sessions:
-            session.close()
-
-
-@pytest.mark.timeout(30)
-def test_the_app_sizes_any_server_that_runs_it() -> None:
-    # given the REST API app handed to a bare HttpServer with too few threads and no limits (as a root might)
-    metrics = MetricsRegistry()
-    predictor = DecodingPredictor()
-    predictor.gate = threading.Event()
-    settings = Settings(http_max_concurrency=2, http_max_body_mb=0.05)
-    app = create_http_app(predictor, metrics, settings)
-    with HttpServer(app, "127.0.0.1", 0, 2) as server:
-        url = f"http://127.0.0.1:{server.port}"
-        with ThreadPoolExecutor(2) as pool:
-            held = [
-                pool.submit(requests.post, f"{url}/predict", files={"image": ("a.jpg", JPEG)}, timeout=10)
-                for _ in range(2)
-            ]
-            for _ in range(2):
-                assert predictor.entered.acquire(timeout=5)
-            # then a third request still reaches the app (503, not queued) and /health still answers
-            assert_error(
-                requests.post(f"{url}/predict", files={"image": ("a.jpg", JPEG)}, timeout=5), 503, "overloaded"
-            )
-            assert requests.get(f"{url}/health", timeout=5).status_code == 200
-            predictor.gate.set()
-            assert [f.result().status_code for f in held] == [200, 200]
-        # and the body limit is enforced while reading, before the body arrives
-        head = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 99999999\r\n\r\n"
-        status, _, body = raw_exchange(server.port, head)
-    assert status == 413 and b"body_too_large" in body
-    assert (
-        metrics.registry.get_sample_value(
-            "edge_inference_http_requests_total", {"endpoint": "/predict", "status": "413"}
-        )
-        == 1
-    )
-
-
-@pytest.mark.timeout(30)
 def test_port_in_use_fails_in_the_constructor() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        app = create_http_app(DecodingPredictor(), MetricsRegistry(), Settings())
         with pytest.raises(OSError):
-            HttpServer(app, "127.0.0.1", port, 2)
+            build_http_server(DecodingPredictor(), MetricsRegistry(), Settings(http_host="127.0.0.1", http_port=port))
+
+
+# ---------------------------------------------------------------------------------------------- hostile clients
+
+
+@pytest.mark.timeout(60)
+def test_slowloris_connections_neither_lock_out_health_nor_live_past_the_header_deadline(
+    serve: Callable[..., Api],
+) -> None:
+    # given a client at 127.0.0.2 opening 200 connections that each trickle a header line every 0.3 s (under
+    # waitress every byte renewed the idle timeout: 1,000 such connections locked /health out for 45 s)
+    api = serve(http_header_timeout_seconds=1.5, http_max_connections_per_client=20)
+    attackers: list[socket.socket] = []
+    try:
+        for _ in range(200):
+            sock = connect_from("127.0.0.2", api.server.port)
+            with contextlib.suppress(OSError):  # over the per-client cap, closed at once
+                sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+            attackers.append(sock)
+        started = time.monotonic()
+        rounds = 0
+        while time.monotonic() - started < 3.0:
+            for sock in attackers:
+                with contextlib.suppress(OSError):
+                    sock.sendall(b"X-a: b\r\n")
+            rounds += 1
+            # then another client's /health is answered all along
+            assert requests.get(f"{api.url}/health", timeout=2).status_code == 200
+            time.sleep(0.3)
+        # and every trickling connection is closed by the server: 180 over the cap at once, 20 at their deadline
+        assert rounds >= 5
+        assert all(closed_by_server(sock, 0.5) for sock in attackers)
+        assert api.server.refused_connections >= 180
+    finally:
+        for sock in attackers:
+            sock.close()
+
+
+@pytest.mark.timeout(30)
+def test_idle_keepalive_clients_over_their_cap_do_not_lock_new_clients_out(serve: Callable[..., Api]) -> None:
+    # given one client holding 120 idle connections (its cap is 32; waitress let them fill its connection limit)
+    api = serve()
+    idle = [connect_from("127.0.0.3", api.server.port) for _ in range(120)]
+    try:
+        # when a new client comes, then it is answered at once
+        response = requests.post(f"{api.url}/predict", files={"image": ("a.jpg", JPEG)}, timeout=5)
+        assert response.status_code == 200
+        assert sum(not closed_by_server(sock, 0.05) for sock in idle) == 32
+    finally:
+        for sock in idle:
+            sock.close()
+
+
+@pytest.mark.timeout(30)
+def test_no_body_is_read_for_a_request_without_a_slot(serve: Callable[..., Api]) -> None:
+    # given one slot, held by a request in the pipeline
+    predictor = DecodingPredictor()
+    predictor.gate = threading.Event()
+    api = serve(predictor, http_max_concurrency=1)
+    with ThreadPoolExecutor(1) as pool:
+        held = pool.submit(requests.post, f"{api.url}/predict", files={"image": ("a.jpg", JPEG)}, timeout=15)
+        assert predictor.entered.acquire(timeout=5)
+        # when another client announces a 10 MB upload and sends only its headers (waitress read, and spooled
+        # to /tmp, every body whole before the app could refuse it)
+        head = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 10485760\r\n\r\n"
+        status, headers, body = raw_exchange(api.server.port, head)
+        # then the 503 comes on the headers alone
+        assert status == 503 and b'"overloaded"' in body and headers["retry-after"] == "1"
+        predictor.gate.set()
+        assert held.result().status_code == 200
+
+
+@pytest.mark.timeout(30)
+def test_a_body_that_stalls_is_cut_at_its_deadline_and_frees_its_slot(serve: Callable[..., Api]) -> None:
+    # given one slot and a client that sends half a JPEG, then nothing
+    api = serve(http_max_concurrency=1, http_body_timeout_seconds=1.0)
+    sock = connect_from("127.0.0.4", api.server.port)
+    try:
+        head = (
+            f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: {len(JPEG)}\r\n\r\n"
+        ).encode()
+        sock.sendall(head + JPEG[: len(JPEG) // 2])
+        # then the server closes it past the body deadline, and the slot serves the next request
+        assert closed_by_server(sock, 5.0)
+        response = requests.post(f"{api.url}/predict", files={"image": ("a.jpg", JPEG)}, timeout=5)
+        assert response.status_code == 200, response.text
+    finally:
+        sock.close()
+
+
+@pytest.mark.timeout(30)
+def test_more_than_32_multipart_parts_is_refused_as_such(serve: Callable[..., Api]) -> None:
+    # given a multipart body of 41 parts, well under HTTP_MAX_BODY_MB (it was refused as "body larger than")
+    api = serve()
+    fields: list[Any] = [(f"f{i}", (None, b"x")) for i in range(40)]
+    fields.append(("image", ("a.jpg", JPEG, "image/jpeg")))
+    response = requests.post(f"{api.url}/predict", files=fields, timeout=10)
+    body = assert_error(response, 413, "too_many_parts")
+    assert "more than 32 parts" in body["error"]["message"] and "HTTP_MAX_BODY_MB" not in body["error"]["message"]
+    exactly_32: list[Any] = [(f"f{i}", (None, b"x")) for i in range(31)]
+    exactly_32.append(("image", ("a.jpg", JPEG, "image/jpeg")))
+    assert requests.post(f"{api.url}/predict", files=exactly_32, timeout=10).status_code == 200

@@ -121,6 +121,28 @@ def test_twin_desired_applied_before_start_returns(
     assert reported["runtime"] == {"provider": "CPUExecutionProvider", "model": {"name": "demo-defects"}}
 
 
+@pytest.mark.timeout(60)
+def test_full_twin_with_a_value_no_number_can_hold_still_syncs_and_sends(
+    rig: Any, make_module: Callable[[], Module]
+) -> None:
+    # given a twin whose confidenceThreshold is 10**400 (float() raised OverflowError: every sync failed, and
+    # no telemetry was sent until someone fixed the twin) beside a good iouThreshold
+    version = rig.set_desired({"confidenceThreshold": 10**400, "iouThreshold": 0.3})
+    module = make_module()
+    # when the module starts
+    assert module.client.start(20) is True
+    # then the good value is in force, the bad one is acknowledged 400 with the reason
+    assert module.live.current().iou_threshold == 0.3
+    assert module.live.current().confidence_threshold == 0.5
+    reported = rig.wait_reported(lambda r: "confidenceThreshold" in r and "iouThreshold" in r, timeout=10)
+    assert reported["confidenceThreshold"]["ac"] == 400 and reported["confidenceThreshold"]["av"] == version
+    assert "expected a number" in reported["confidenceThreshold"]["ad"]
+    assert reported["iouThreshold"]["ac"] == 200
+    # and telemetry flows
+    module.client.sink.publish(message(1))
+    assert len(rig.wait_messages(1, output="detections", timeout=15)) == 1
+
+
 @pytest.mark.timeout(90)
 def test_patch_applied_live_and_invalid_values_refused(rig: Any, make_module: Callable[[], Module]) -> None:
     module = make_module()

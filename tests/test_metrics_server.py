@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -11,10 +12,11 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from edge_inference.http_api import build_http_server
+from edge_inference.http_server import ConnectionLimits
 from edge_inference.metrics import MetricsRegistry
 from edge_inference.metrics_server import MetricsServer
 from edge_inference.settings import Settings
-from tests.http_support import JPEG, DecodingPredictor, assert_no_new_threads
+from tests.http_support import JPEG, DecodingPredictor, assert_no_new_threads, closed_by_server, connect_from
 
 
 @pytest.fixture(autouse=True)
@@ -110,3 +112,26 @@ def test_stop_frees_the_port_promptly() -> None:
     assert not server.is_alive()
     with pytest.raises(requests.ConnectionError):
         requests.get(f"http://127.0.0.1:{port}/metrics", timeout=2)
+
+
+@pytest.mark.timeout(30)
+def test_idle_and_trickling_scrapers_hold_no_thread_and_are_cut_at_the_header_deadline() -> None:
+    # given a metrics server (the client library's own server started one thread per connection, with no
+    # timeout: 300 threads held after 40 s of idle connections)
+    metrics = MetricsRegistry()
+    with MetricsServer(metrics.registry, 0, "127.0.0.1", ConnectionLimits(header_timeout=1.0, per_client=20)) as server:
+        threads = threading.active_count()
+        # when one address opens 100 connections and trickles half a request head on each
+        socks = [connect_from("127.0.0.2", server.port) for _ in range(100)]
+        try:
+            for sock in socks:
+                with contextlib.suppress(OSError):
+                    sock.sendall(b"GET /metrics HTTP/1.1\r\n")
+            # then no thread is started for them, and a scrape from elsewhere is answered
+            assert threading.active_count() <= threads + 2
+            assert ("edge_inference_frames_total", (("outcome", "ok"),)) in scrape(server.port)
+            # and all are closed: 80 over the cap at once, the other 20 at the header deadline
+            assert all(closed_by_server(sock, 3.0) for sock in socks)
+        finally:
+            for sock in socks:
+                sock.close()

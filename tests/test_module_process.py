@@ -80,7 +80,8 @@ def test_require_gpu_on_a_cpu_host_exits_2(shares: dict[str, Path], model: Path)
     env = module_env(shares, model, REQUIRE_GPU="true")
     proc = subprocess.run([sys.executable, "-m", "edge_inference"], env=env, capture_output=True, timeout=30)
     assert proc.returncode == 2
-    assert b"REQUIRE_GPU=true but no GPU execution provider is active" in proc.stdout
+    assert b"REQUIRE_GPU=true but no GPU execution provider started" in proc.stdout
+    assert b"no NVIDIA device nodes in /dev" in proc.stdout
 
 
 @pytest.mark.timeout(90)

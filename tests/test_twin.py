@@ -135,8 +135,36 @@ def test_not_an_object() -> None:
     assert validate_desired([1, 2], CURRENT) == (CURRENT, {})  # type: ignore[arg-type]
 
 
+def _deep(depth: int) -> Any:
+    value: Any = 0.5
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("key", ["confidenceThreshold", "iouThreshold", "maxDetections", "telemetry", "classes"])
+@pytest.mark.parametrize(
+    "bad",
+    [10**400, -(10**400), 10**5000, float("nan"), _deep(5000), {"a": _deep(3000)}],
+    ids=["1e400", "-1e400", "5000-digits", "nan", "deep-list", "deep-object"],
+)
+def test_values_no_number_can_hold_are_a_400_never_an_exception(key: str, bad: Any) -> None:
+    # given a patch with a value that cannot be converted (today 10**400 raised OverflowError: no ack at all)
+    value = {"summaryIntervalSeconds": bad} if key == "telemetry" else ([bad] if key == "classes" else bad)
+    # when it is validated beside a good property
+    new, acks = validate_desired({key: value, "paused": True, "$version": 5}, CURRENT)
+    # then it is refused with a reason, the good one applies, and the acks are JSON-ready
+    assert acks[key]["ac"] == 400 and acks[key]["ad"].startswith("refused: "), acks[key]
+    assert len(acks[key]["ad"]) < 300
+    assert new.paused is True and acks["paused"]["ac"] == 200
+    assert getattr(new, TWIN_PROPERTIES[key]) == getattr(CURRENT, TWIN_PROPERTIES[key])
+    json.dumps(acks)
+
+
+huge_integers = st.integers(min_value=-(10**600), max_value=10**600)
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
+    st.none() | st.booleans() | st.integers() | huge_integers | st.floats(allow_nan=True) | st.text(max_size=20),
     lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5),
     max_leaves=20,
 )
@@ -151,7 +179,7 @@ def _valid(key: str, value: Any) -> bool:
     if key in ("confidenceThreshold", "iouThreshold"):
         return number and 0 <= value <= 1
     if key == "maxDetections":
-        return number and float(value).is_integer() and 1 <= value <= 1000
+        return number and (isinstance(value, int) or float(value).is_integer()) and 1 <= value <= 1000
     if key in ("classes", "alertClasses"):
         return (
             isinstance(value, list)
@@ -177,10 +205,7 @@ def _valid(key: str, value: Any) -> bool:
     return False
 
 
-@pytest.mark.timeout(120)
-@settings(max_examples=200, deadline=None)
-@given(patch=patches)
-def test_random_json_never_raises_and_invalid_never_changes(patch: dict[str, Any]) -> None:
+def check_patch(patch: dict[str, Any]) -> None:
     new, acks = validate_desired(patch, CURRENT)
     json.dumps(acks)  # acks are always JSON-ready
     for key, field in TWIN_PROPERTIES.items():
@@ -189,3 +214,10 @@ def test_random_json_never_raises_and_invalid_never_changes(patch: dict[str, Any
         if key in patch:
             assert acks[key]["ac"] == (200 if _valid(key, patch[key]) else 400)
             assert acks[key]["value"] == new.as_twin()[key]
+
+
+@pytest.mark.timeout(120)
+@settings(max_examples=200, deadline=None)
+@given(patch=patches)
+def test_random_json_never_raises_and_invalid_never_changes(patch: dict[str, Any]) -> None:
+    check_patch(patch)

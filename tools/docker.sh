@@ -7,6 +7,8 @@
 # Image names: <CONTAINER_REGISTRY_SERVER>/edge-inference:<version>-<platform> (module.json; the server and
 # an optional IMAGE_VERSION come from .env, else .env.example). module.json platform -> buildx --platform:
 # amd64, amd64.gpu, amd64.debug -> linux/amd64; arm64v8 -> linux/arm64 (needs QEMU/binfmt on an x86 builder).
+# TENSORRT=true adds the TensorRT 10 layer to amd64.gpu (requirements-trt.txt; give it its own IMAGE_VERSION,
+# e.g. 0.1.0-trt, and deploy it with TENSORRT_ENABLED=true).
 # Build context: modules/edge-inference (the package, models/ and the requirements files).
 set -euo pipefail
 
@@ -60,5 +62,7 @@ for line in "${specs[@]}"; do
   esac
   if [ "$action" = push ]; then output=--push; else output=--load; fi
   echo "docker.sh: $action $image ($docker_platform, $dockerfile)"
-  docker buildx build --platform "$docker_platform" --file "$MODULE_DIR/${dockerfile#./}" --tag "$image" "$output" "$MODULE_DIR"
+  build_args=()
+  if [ "$platform" = amd64.gpu ]; then build_args=(--build-arg "TENSORRT=${TENSORRT:-false}"); fi
+  docker buildx build "${build_args[@]}" --platform "$docker_platform" --file "$MODULE_DIR/${dockerfile#./}" --tag "$image" "$output" "$MODULE_DIR"
 done

@@ -20,9 +20,13 @@ from edge_inference.results import NAME_MAX, fit_name
 from edge_inference.watcher import FrameWatcher, is_frame_name
 
 ROOT = Path("/srv/share/input")
+# Names as the file system gives them: any bytes, surrogate-escaped by os.fsdecode (a Latin-1 `caf\xe9.jpg`).
+fs_names = st.binary(min_size=1, max_size=40).filter(lambda b: b"/" not in b and b"\0" not in b).map(os.fsdecode)
 segment = st.one_of(
     st.sampled_from(["..", ".", "", "~", "...", "a", "b.jpg", "..jpg", ".hidden.jpg", "\\..\\x", "a\0b"]),
     st.text(min_size=1, max_size=20),
+    fs_names,
+    fs_names.map(lambda n: n + ".jpg"),
 )
 rel_paths = st.one_of(
     st.lists(segment, min_size=1, max_size=6).map("/".join),
@@ -87,10 +91,15 @@ def test_file_event_paths_are_always_joinable_inside_the_share(events: list[dict
 @pytest.mark.timeout(60)
 @settings(max_examples=500, deadline=None)
 @given(
-    # names as the file system gives them: os.fsdecode never yields a lone surrogate outside U+DC80..U+DCFF
+    # names as the file system gives them: valid text, or any bytes surrogate-escaped by os.fsdecode
     st.lists(
-        st.text(
-            alphabet=st.characters(blacklist_characters="/\0", blacklist_categories=("Cs",)), min_size=1, max_size=90
+        st.one_of(
+            st.text(
+                alphabet=st.characters(blacklist_characters="/\0", blacklist_categories=("Cs",)),
+                min_size=1,
+                max_size=90,
+            ),
+            st.binary(min_size=1, max_size=300).filter(lambda b: b"/" not in b and b"\0" not in b).map(os.fsdecode),
         ),
         min_size=1,
     ),

@@ -92,7 +92,10 @@ UPSTREAM_PROTOCOL=
 # --- module settings (settings.ENV_VARS): empty = the module's default, shown in the comment
 """
 # Deployment values that differ from the module's own default, and why.
-ENV_EXAMPLE_OVERRIDES = {"INPUT_DISPOSITION": ("keep", "the templates mount the input share read-only")}
+ENV_EXAMPLE_OVERRIDES = {
+    "INPUT_DISPOSITION": ("keep", "the templates mount the input share read-only"),
+    "REQUIRE_GPU": ("", "empty: true for a GPU image (amd64.gpu), false for the CPU ones"),
+}
 _DESCRIPTIVE_DEFAULTS = {"bundled demo model", "hostname", ""}
 
 

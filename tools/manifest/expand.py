@@ -8,7 +8,9 @@ anywhere else an empty or unknown placeholder is an error, so nothing half-expan
 The GPU is requested only for a GPU image: the templates carry the request (`HostConfig.DeviceRequests` on
 Docker, `nvidia.com/gpu` in `k8s-experimental` resources on Kubernetes) for the default `amd64.gpu` image, and
 `config` removes it when the module's image is a CPU one (`amd64`, `amd64.debug`, `arm64v8`), so that a CPU
-deployment starts on a host without the NVIDIA container toolkit.
+deployment starts on a host without the NVIDIA container toolkit. For a GPU image `REQUIRE_GPU` is `true` unless
+.env sets it (GPU_IMAGE_DEFAULTS): a container given no GPU then exits with the reason instead of serving from
+the CPU.
 
 createOptions objects are serialised and split into `createOptions`, `createOptions01`, ... chunks of 512
 characters the way the IoT Edge tools do (a twin string value is at most 512 bytes, at most 8 chunks).
@@ -125,6 +127,16 @@ def drop_gpu_request(options: dict[str, Any]) -> bool:
     return dropped
 
 
+# A GPU image must not serve from the CPU without anyone noticing (a pod whose GPU request was ignored, a driver
+# missing): for a GPU image `config` sets these module settings unless .env gives them a value.
+GPU_IMAGE_DEFAULTS = {"REQUIRE_GPU": "true"}
+
+
+def gpu_defaults(values: Mapping[str, str]) -> dict[str, str]:
+    """The GPU image's defaults for the settings that .env leaves empty."""
+    return {k: v for k, v in GPU_IMAGE_DEFAULTS.items() if not values.get(k)}
+
+
 def build_manifest(target: str, values: Mapping[str, str], platform: str = DEFAULT_PLATFORM) -> dict[str, Any]:
     """The expanded, serialised manifest of one target; raises ManifestError listing every problem."""
     template = json.loads(TARGETS[target].read_text(encoding="utf-8"))
@@ -132,6 +144,8 @@ def build_manifest(target: str, values: Mapping[str, str], platform: str = DEFAU
     for name in module_spec()["tag"]["platforms"]:
         images[f"MODULES.{MODULE_NAME}.{name}"] = module_image(values, name)
     problems: list[Problem] = []
+    if is_gpu_image(images[f"MODULES.{MODULE_NAME}"]):
+        values = {**values, **gpu_defaults(values)}
     manifest = expand(template, {**values, **images}, "", problems)
     if problems:
         raise ManifestError([Problem(p.rule, p.place.lstrip("."), p.message) for p in problems])

@@ -5,7 +5,8 @@ with its durable outbox, or the local sink) -> pipeline -> HTTP and metrics -> t
 Stop order is the reverse, within SHUTDOWN_TIMEOUT_SECONDS: the watcher stops taking frames, the pipeline
 drains what it took, HTTP closes, telemetry flushes, the IoT client drains its outbox and disconnects.
 Exit codes: 0 after SIGTERM/SIGINT, 1 when a stage died (IoT Edge restarts the module), 2 on bad
-settings or a model that cannot be served.
+settings or a model that cannot be served (REQUIRE_GPU without a working GPU included: at start, or when the
+GPU fails under the running session; `gpuLost` is raised first).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from typing import Any
 from edge_inference import __version__, tempfiles
 from edge_inference.claims import ClaimArea
 from edge_inference.control import TelemetrySink
-from edge_inference.errors import EdgeInferenceError, ModelError, ProviderError, SettingsError
+from edge_inference.errors import EdgeInferenceError, GpuError, ModelError, ProviderError, SettingsError
+from edge_inference.health import GPU_LOST
 from edge_inference.ledger import Ledger
 from edge_inference.live_settings import LiveSettings, TwinSettings
 from edge_inference.log import setup_logging
@@ -38,7 +40,7 @@ log = logging.getLogger("edge_inference")
 EXIT_OK, EXIT_FATAL, EXIT_CONFIG = 0, 1, 2
 # intake pauses the pipeline raises when a share stops answering -> the health alarm sent on `alerts`
 SHARE_ALARMS = {"inputUnavailable": "inputShareUnavailable", "outputError": "outputShareUnavailable"}
-CRITICAL_ALARMS = frozenset({"gpuLost", "outputShareLow", "inputShareUnavailable", "outputShareUnavailable"})
+CRITICAL_ALARMS = frozenset({GPU_LOST, "outputShareLow", "inputShareUnavailable", "outputShareUnavailable"})
 
 
 class Module:
@@ -97,6 +99,8 @@ class Module:
         self.publisher = TelemetryPublisher(grouped, self.live, self.metrics)
         if self.iot is not None:
             self.iot.publisher_alarm = self.publisher.alarm  # outbox overflow raises an alarm
+        if model.gpu_fault is not None:  # a GPU provider failed at start: the module runs on what came next
+            self._alarm(GPU_LOST, True, {"phase": "start", "error": model.gpu_fault, "provider": model.provider})
         failures = FailureRunMonitor(10, self._alarm)
         pipeline = Pipeline(
             s,
@@ -136,7 +140,9 @@ class Module:
         volumes = {"output": s.output_dir, "state": s.state_dir}
         self.monitors = [
             DiskSpaceMonitor(volumes, int(s.min_free_mb * 1024 * 1024), self.metrics, self._on_disk_alarm),
-            GpuMonitor(s.cuda_device_id, self.metrics, self._alarm) if model.on_gpu else None,
+            GpuMonitor(s.cuda_device_id, self.metrics, self._alarm, pci_bus_id=model.pci_bus_id)
+            if model.on_gpu
+            else None,
         ]
         self.monitors = [m for m in self.monitors if m is not None]
         for monitor in self.monitors:
@@ -148,15 +154,17 @@ class Module:
     def _start_servers(self, pipeline: Pipeline) -> None:
         s = self.settings
         if s.http_port:
-            from edge_inference.http_api import HttpServer, create_http_app
+            from edge_inference.http_api import build_http_server
 
-            app = create_http_app(pipeline, self.metrics, s)
-            self.http = HttpServer(app, s.http_host, s.http_port, threads=max(4, s.http_max_concurrency))
+            self.http = build_http_server(pipeline, self.metrics, s)
             self.http.start()
         if s.metrics_port:
+            from edge_inference.http_server import ConnectionLimits
             from edge_inference.metrics_server import MetricsServer
 
-            self.metrics_server = MetricsServer(self.metrics.registry, s.metrics_port, s.http_host)
+            self.metrics_server = MetricsServer(
+                self.metrics.registry, s.metrics_port, s.http_host, ConnectionLimits.from_settings(s)
+            )
             self.metrics_server.start()
 
     # -- events ---------------------------------------------------------------------------------------------
@@ -205,15 +213,28 @@ class Module:
         assert self.pipeline is not None and self.watcher is not None
         while not self.stop_event.wait(0.5):
             if self.pipeline.fatal_event.is_set():
-                log.error("stopping: a pipeline stage died: %s", self.pipeline.fatal)
-                self.shutdown()
-                return EXIT_FATAL
+                return self._stop_after(self.pipeline.fatal)
             if self.watcher.error is not None:
                 log.error("stopping: the watcher died: %s", self.watcher.error)
                 self.shutdown()
                 return EXIT_FATAL
         self.shutdown()
         return EXIT_OK
+
+    def _stop_after(self, fatal: BaseException | None) -> int:
+        """A stage died. A GPU that failed under the running session is reported (`gpuLost`) and, with
+        REQUIRE_GPU, ends the module with exit 2 and one sentence (the restart would only find it gone again)."""
+        if isinstance(fatal, GpuError):
+            self._alarm(GPU_LOST, True, {"phase": "inference", "error": str(fatal), "provider": self._provider()})
+            log.error("stopping: %s; frames in flight stay claimed and are taken again at restart", fatal)
+            self.shutdown()
+            return EXIT_CONFIG if self.settings.require_gpu else EXIT_FATAL
+        log.error("stopping: a pipeline stage died: %s", fatal)
+        self.shutdown()
+        return EXIT_FATAL
+
+    def _provider(self) -> str:
+        return self.pipeline.active_provider() if self.pipeline is not None else ""
 
     def request_stop(self, signum: int | None = None, _frame: FrameType | None = None) -> None:
         if signum is not None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from edge_inference.entities import FrameJob
 from edge_inference.errors import FrameError
+from edge_inference.names import shown
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ class ArrivingFrames:
             self._waiting[job.rel_path] = _Waiting(job, signature, now - unchanged, False)
         log.info(
             "%s: %s; it may still be arriving: decoded again once its writer is done (final in %.0f s)",
-            job.rel_path,
+            shown(job.rel_path),
             error.message,
             self.grace - unchanged,
         )

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from edge_inference import output_layout as layout
 from edge_inference import share_fs
+from edge_inference.names import shown
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ class ClaimArea:
 
     def prepare(self) -> None:
         if self.moves_files:
+            self.input_dir.mkdir(parents=True, exist_ok=True)  # INPUT_DIR itself, as the watcher makes it
             os.close(share_fs.open_dir(self.input_dir, self._own_parts, create=True))
             self.heartbeat()
 
@@ -165,13 +167,13 @@ class ClaimArea:
         except FileNotFoundError:
             return 0
         except NotADirectoryError:
-            self._warn_once(name, "claim area entry %r is not a folder of the share: left alone", name)
+            self._warn_once(name, "claim area entry %s is not a folder of the share: left alone", shown(name))
             return 0
         adopted = 0
         try:
             st = os.fstat(other)
             if st.st_dev != device:
-                self._warn_once(name, "claim area entry %r is on another file system: left alone", name)
+                self._warn_once(name, "claim area entry %s is on another file system: left alone", shown(name))
                 return 0
             try:
                 beat = os.stat(HEARTBEAT, dir_fd=other, follow_symlinks=False).st_mtime
@@ -191,7 +193,7 @@ class ClaimArea:
         finally:
             os.close(other)
         if adopted:
-            log.warning("adopted %d claimed frames of silent replica %s", adopted, name)
+            log.warning("adopted %d claimed frames of silent replica %s", adopted, shown(name))
         return adopted
 
     def unclaim(self, rel_path: str) -> None:
@@ -245,7 +247,7 @@ def _regular_files(top: int, warn: Callable[..., None]) -> Iterator[tuple[str, o
                 continue
             rel = name if dirpath == "." else f"{dirpath[2:]}/{name}"
             if not stat.S_ISREG(st.st_mode):
-                warn(rel, "claim area entry %r is not a regular file: left alone", rel)
+                warn(rel, "claim area entry %s is not a regular file: left alone", shown(rel))
                 continue
             yield rel, st, dfd, name
 
@@ -263,16 +265,20 @@ class ClaimRefusals:
 
     def verdict(self, rel_path: str, exc: OSError) -> str:
         if isinstance(exc, share_fs.OutsideShare):
-            self._warn_once(rel_path, "not taking %s: %s", rel_path, exc.strerror)
+            self._warn_once(rel_path, "not taking %s: %s", shown(rel_path), exc.strerror)
             return "drop"
         if share_fs.is_busy(exc):
             since = self._busy_since.setdefault(rel_path, time.monotonic())
             if time.monotonic() - since < BUSY_WARN_AFTER:
-                log.debug("%s is still held by its writer (%s): not ready yet", rel_path, exc.strerror)
+                log.debug("%s is still held by its writer (%s): not ready yet", shown(rel_path), exc.strerror)
             else:
-                self._warn_once(rel_path, "cannot claim %s for %.0f s: %s", rel_path, BUSY_WARN_AFTER, exc)
+                self._warn_once(
+                    rel_path, "cannot claim %s for %.0f s: %s", shown(rel_path), BUSY_WARN_AFTER, exc.strerror
+                )
             return "busy"
-        self._warn_once(rel_path, "cannot claim %s: %s (it waits; the other frames go on)", rel_path, exc)
+        self._warn_once(
+            rel_path, "cannot claim %s: %s (it waits; the other frames go on)", shown(rel_path), exc.strerror
+        )
         return "retry"
 
     def taken(self, rel_path: str) -> None:

@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from edge_inference.names import name_bytes, shown
+
 SCHEMA_VERSION = "1.0"
 
 FrameSource = Literal["events", "poll", "scan", "fileEvent", "reprocess", "recovered", "http"]
@@ -24,7 +26,8 @@ class FrameJob:
     """A complete frame found on the input share (or posted over HTTP), claimed for processing.
 
     `rel_path` is the POSIX path relative to INPUT_DIR (the key of every output path); `path` is where the
-    bytes are now (inside this replica's claim area when the disposition moves files).
+    bytes are now (inside this replica's claim area when the disposition moves files). Both keep the file
+    system's bytes (names.py): a name that is not UTF-8 holds surrogate escapes, shown escaped in results.
     """
 
     rel_path: str
@@ -37,8 +40,9 @@ class FrameJob:
 
     @property
     def frame_id(self) -> str:
-        """Deterministic id of this frame version: the telemetry message_id and the ledger key."""
-        key = f"{self.rel_path}\0{self.size}\0{self.mtime_ns}".encode()
+        """Deterministic id of this frame version: the telemetry message_id and the ledger key. Hashes the name's
+        file-system bytes, so a name that is not UTF-8 has a stable id too."""
+        key = name_bytes(self.rel_path) + f"\0{self.size}\0{self.mtime_ns}".encode()
         return hashlib.sha256(key).hexdigest()[:32]
 
 
@@ -129,7 +133,7 @@ class FrameResult:
     def as_dict(self) -> dict[str, Any]:
         body: dict[str, Any] = {
             "schemaVersion": SCHEMA_VERSION,
-            "frame": {"path": self.rel_path, "width": self.width, "height": self.height, "sha256": self.sha256},
+            "frame": {"path": shown(self.rel_path), "width": self.width, "height": self.height, "sha256": self.sha256},
             "model": {"name": self.model.name, "version": self.model.version, "provider": self.model.provider},
             "thresholds": {"confidence": self.confidence_threshold, "iou": self.iou_threshold},
             "detections": [d.as_dict() for d in self.detections],
@@ -138,5 +142,5 @@ class FrameResult:
             "processedAt": self.processed_at,
         }
         if self.error is not None:
-            body["error"] = dict(self.error)
+            body["error"] = {key: shown(value) for key, value in self.error.items()}
         return body

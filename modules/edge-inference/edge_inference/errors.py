@@ -4,6 +4,9 @@
     ├── SettingsError             a boot setting (environment variable) is invalid: exit non-zero at start
     ├── ModelError                the model file is missing, unreadable or has inputs/outputs we cannot serve
     ├── ProviderError             no acceptable execution provider (e.g. REQUIRE_GPU=true on a CPU-only host)
+    │   └── GpuError              the GPU failed under a running session (CUDA error, device lost): the
+    │                             inference stage stops, frames stay claimed, and the module exits to restart
+    ├── ShareError                a share cannot be used as the module needs it at start (one sentence, exit 1)
     ├── UnavailableError          the module cannot take the request now (not ready, overloaded, paused);
     │                             `retry_after` seconds is a hint (HTTP 503 + Retry-After)
     └── FrameError                one frame cannot be processed; stays per-frame (result with `error`, file
@@ -32,6 +35,14 @@ class ProviderError(EdgeInferenceError):
     """No acceptable execution provider is active."""
 
 
+class GpuError(ProviderError):
+    """The GPU failed under a session that had worked (run raised on a GPU provider)."""
+
+
+class ShareError(EdgeInferenceError):
+    """A share cannot be used as the module needs it (e.g. its state folder is a plain file)."""
+
+
 class FrameError(EdgeInferenceError):
     """One frame cannot be processed. `code` goes into the result's `error.code`."""
 
@@ -45,6 +56,13 @@ class FrameError(EdgeInferenceError):
     READ_FAILED = "read_failed"
     NOT_A_FILE = "not_a_regular_file"
     INFERENCE_FAILED = "inference_failed"
+    TOO_MANY_SCANS = "too_many_scans"  # a progressive JPEG over JPEG_MAX_SCANS (a scan bomb)
+    DECODE_MEMORY = "decode_memory_over_limit"  # the decode would need more than MAX_DECODE_MB
+    DECODE_TIMEOUT = "decode_timeout"  # the decode ran past DECODE_TIMEOUT_SECONDS
+    PREPARE_FAILED = "prepare_failed"  # anything else that went wrong while decoding/letterboxing this frame
+    POSTPROCESS_FAILED = "postprocess_failed"  # the model's output for this frame could not be read
+    WRITE_FAILED = "write_failed"  # this frame's outputs could not be written (not a share outage)
+    QUARANTINED = "quarantined"  # started MAX_FRAME_ATTEMPTS times without finishing: set aside (quarantine.py)
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)

@@ -208,7 +208,8 @@ class DiskSpaceMonitor(_PeriodicWatch):
 
 class GpuMonitor(_PeriodicWatch):
     """The GPU through NVML (`pynvml`, from nvidia-ml-py): temperature, utilisation and memory as gauges,
-    alarms `gpuOverTemperature` and `gpuLost`.
+    alarms `gpuOverTemperature` and `gpuLost`. The card is found by `pci_bus_id` (from the CUDA driver) when
+    given, else by `device_index`.
 
     Without NVML (no NVIDIA driver, a CPU-only host) it logs once at INFO and its thread ends: nothing to
     watch. `nvml` replaces the `pynvml` module (tests inject a fake; the GPU is the one edge that cannot run
@@ -224,9 +225,11 @@ class GpuMonitor(_PeriodicWatch):
         temp_limit_c: float = 85,
         *,
         nvml: ModuleType | Any | None = None,
+        pci_bus_id: str | None = None,
     ) -> None:
         super().__init__("gpu-monitor", interval)
         self.device_index = device_index
+        self.pci_bus_id = pci_bus_id
         self.metrics = metrics
         self.on_change = on_change
         self.temp_limit_c = temp_limit_c
@@ -268,7 +271,7 @@ class GpuMonitor(_PeriodicWatch):
 
                     self._nvml = pynvml
                 self._nvml.nvmlInit()
-                self._nvml.nvmlDeviceGetHandleByIndex(self.device_index)
+                self._handle()
             except Exception as exc:  # ImportError, NVMLError_LibraryNotFound / DriverNotLoaded / InvalidArgument
                 self._available = False
                 log.info("GPU watch off: NVML unavailable for device %d (%s)", self.device_index, exc)
@@ -276,6 +279,14 @@ class GpuMonitor(_PeriodicWatch):
             self._initialised = True
             self._available = True
             return True
+
+    def _handle(self) -> Any:
+        """The NVML handle of the card CUDA runs on: by PCI bus id when known (NVML numbers cards in PCI order,
+        CUDA fastest first unless CUDA_DEVICE_ORDER=PCI_BUS_ID, and CUDA_VISIBLE_DEVICES renumbers them)."""
+        assert self._nvml is not None
+        if self.pci_bus_id:
+            return self._nvml.nvmlDeviceGetHandleByPciBusId_v2(self.pci_bus_id)
+        return self._nvml.nvmlDeviceGetHandleByIndex(self.device_index)
 
     def check_now(self) -> None:
         """Read the device once and raise or clear the alarms."""
@@ -285,7 +296,7 @@ class GpuMonitor(_PeriodicWatch):
             nvml = self._nvml
             assert nvml is not None
             try:
-                handle = nvml.nvmlDeviceGetHandleByIndex(self.device_index)
+                handle = self._handle()
                 temperature = float(nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU))
                 utilization = float(nvml.nvmlDeviceGetUtilizationRates(handle).gpu) / 100.0
                 memory = nvml.nvmlDeviceGetMemoryInfo(handle)

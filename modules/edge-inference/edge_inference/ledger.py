@@ -8,6 +8,14 @@ A frame processed again on request (the `reprocess` method) is a new result of t
 ledger counts these generations, and the n-th one's messages carry `<frame id>.r<n>` as their id, so that
 upstream de-duplication, which rightly drops a resend, does not drop the new result.
 
+Each start of a frame's processing is counted (`begin_attempt`, committed before the work starts), so a frame
+whose processing kills the process is known at the restart to have been tried: after MAX_FRAME_ATTEMPTS starts
+that never finished it is quarantined instead of resumed into a crash loop (quarantine.py). A failure the
+frame cannot help (the share went away) is forgiven (`forgive`).
+
+A relative path is stored as text, or, for a name that is not UTF-8 (names.py), as the BLOB of its bytes: SQLite
+text must be UTF-8, and the bytes give back exactly the name the file system holds.
+
 Finished frames are forgotten after the retention period (`prune`), in small steps, so the ledger of a box that
 runs for months stays the size of a few days of frames. A row that must stay (its frame is still on a `keep`
 share) has its time renewed, so it is checked again only one retention period later.
@@ -16,6 +24,7 @@ share) has its time renewed, so it is checked again only one retention period la
 from __future__ import annotations
 
 import fnmatch
+import os
 import sqlite3
 import threading
 import time
@@ -23,6 +32,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from edge_inference.names import name_bytes
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS frames (
@@ -31,7 +43,9 @@ CREATE TABLE IF NOT EXISTS frames (
     size       INTEGER NOT NULL,
     mtime_ns   INTEGER NOT NULL,
     state      TEXT NOT NULL CHECK (state IN ('claimed', 'done', 'failed')),
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    attempts   INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT
 );
 CREATE INDEX IF NOT EXISTS frames_rel_path ON frames (rel_path);
 CREATE INDEX IF NOT EXISTS frames_updated_at ON frames (updated_at);
@@ -40,6 +54,27 @@ CREATE TABLE IF NOT EXISTS reprocessed (
     generation INTEGER NOT NULL
 );
 """
+
+
+_ENTRY = "SELECT frame_id, rel_path, size, mtime_ns, state, updated_at FROM frames"
+_UPSERT = (
+    "INSERT INTO frames (frame_id, rel_path, size, mtime_ns, state, updated_at) VALUES (?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (frame_id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at"
+)
+
+
+def _stored(rel_path: str) -> str | bytes:
+    """The column value of a relative path: text when it is UTF-8, else its file-system bytes."""
+    try:
+        rel_path.encode("utf-8")
+    except UnicodeEncodeError:
+        return name_bytes(rel_path)
+    return rel_path
+
+
+def _entry(row: Any) -> LedgerEntry:
+    rel = row[1]
+    return LedgerEntry(row[0], os.fsdecode(rel) if isinstance(rel, bytes) else str(rel), *row[2:])
 
 
 @dataclass(frozen=True)
@@ -62,6 +97,10 @@ class Ledger:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(frames)")}
+        if "attempts" not in columns:  # a ledger written before attempts were counted
+            self._db.execute("ALTER TABLE frames ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0")
+            self._db.execute("ALTER TABLE frames ADD COLUMN last_error TEXT")
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -83,31 +122,43 @@ class Ledger:
         return self.state(frame_id) in ("done", "failed")
 
     def record(self, frame_id: str, rel_path: str, size: int, mtime_ns: int, state: str) -> None:
-        with self._tx() as db:
-            db.execute(
-                "INSERT INTO frames (frame_id, rel_path, size, mtime_ns, state, updated_at) VALUES (?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (frame_id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
-                (frame_id, rel_path, size, mtime_ns, state, time.time()),
-            )
+        self.record_many([(frame_id, rel_path, size, mtime_ns, state)])
 
     def record_many(self, rows: list[tuple[str, str, int, int, str]]) -> None:
         """(frame_id, rel_path, size, mtime_ns, state) rows in one transaction."""
         now = time.time()
         with self._tx() as db:
-            db.executemany(
-                "INSERT INTO frames (frame_id, rel_path, size, mtime_ns, state, updated_at) VALUES (?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (frame_id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
-                [(*row, now) for row in rows],
+            db.executemany(_UPSERT, [(f, _stored(rel), size, mtime, state, now) for f, rel, size, mtime, state in rows])
+
+    def begin_attempt(self, frame_id: str, rel_path: str, size: int, mtime_ns: int) -> tuple[int, str | None]:
+        """Count one more start of this frame's processing, committed before the work starts; returns how many
+        starts there have been (this one included) and the last failure noted for it."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO frames (frame_id, rel_path, size, mtime_ns, state, updated_at, attempts)"
+                " VALUES (?, ?, ?, ?, 'claimed', ?, 1)"
+                " ON CONFLICT (frame_id) DO UPDATE SET attempts = attempts + 1, updated_at = excluded.updated_at",
+                (frame_id, _stored(rel_path), size, mtime_ns, time.time()),
             )
+            row = db.execute("SELECT attempts, last_error FROM frames WHERE frame_id = ?", (frame_id,)).fetchone()
+        return int(row[0]), row[1]
+
+    def note_failure(self, frame_id: str, error: str) -> None:
+        """Remember why an attempt did not finish (shown when the frame is quarantined)."""
+        with self._tx() as db:
+            db.execute("UPDATE frames SET last_error = ? WHERE frame_id = ?", (error[:500], frame_id))
+
+    def forgive(self, frame_id: str) -> None:
+        """The last attempt failed through no fault of the frame (a share went away): it does not count."""
+        with self._tx() as db:
+            db.execute("UPDATE frames SET attempts = MAX(attempts - 1, 0) WHERE frame_id = ?", (frame_id,))
 
     def finished_matching(self, pattern: str) -> list[LedgerEntry]:
         """Finished frames whose relative path equals `pattern` or matches it as a glob."""
         with self._lock:
-            rows = self._db.execute(
-                "SELECT frame_id, rel_path, size, mtime_ns, state, updated_at FROM frames"
-                " WHERE state IN ('done', 'failed') ORDER BY rel_path"
-            ).fetchall()
-        return [LedgerEntry(*row) for row in rows if row[1] == pattern or fnmatch.fnmatchcase(str(row[1]), pattern)]
+            rows = self._db.execute(_ENTRY + " WHERE state IN ('done', 'failed') ORDER BY rel_path").fetchall()
+        entries = [_entry(row) for row in rows]
+        return [e for e in entries if e.rel_path == pattern or fnmatch.fnmatchcase(e.rel_path, pattern)]
 
     def reopen(self, frame_ids: list[str]) -> dict[str, int]:
         """Forget that these frames are finished, to process them again; returns each one's new generation."""
@@ -136,11 +187,10 @@ class Ledger:
         cutoff = now - retention_seconds
         with self._lock:
             rows = self._db.execute(
-                "SELECT frame_id, rel_path, size, mtime_ns, state, updated_at FROM frames"
-                " WHERE updated_at < ? AND state IN ('done', 'failed') ORDER BY updated_at LIMIT ?",
+                _ENTRY + " WHERE updated_at < ? AND state IN ('done', 'failed') ORDER BY updated_at LIMIT ?",
                 (cutoff, limit),
             ).fetchall()
-        entries = [LedgerEntry(*row) for row in rows]
+        entries = [_entry(row) for row in rows]
         kept = [e.frame_id for e in entries if keep is not None and keep(e)]
         kept_set = set(kept)
         candidates = [e.frame_id for e in entries if e.frame_id not in kept_set]

@@ -100,5 +100,5 @@ def setup_logging(level: str = "INFO", log_format: LogFormat = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("azure.iot.device", "paho", "watchdog", "waitress", "urllib3"):
+    for noisy in ("azure.iot.device", "paho", "watchdog", "tornado", "urllib3"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

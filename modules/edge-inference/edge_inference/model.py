@@ -1,249 +1,226 @@
-"""The model runner: the one place that touches ONNX Runtime.
+"""The model runner: the one place that creates ONNX Runtime sessions.
 
-At start-up it picks the execution providers (TensorRT when enabled, CUDA, CPU, limited to those this
-build has), checks the model's inputs and outputs and fails with one clear sentence when it cannot serve
-them, reads the class names, and warms the session up once; the first real output tells the layout.
-ONNX Runtime falls back to the CPU by itself when a GPU provider cannot load (no driver, wrong CUDA), so
-the active provider is read back from the session, logged, and reported; `REQUIRE_GPU=true` turns that
-fallback into a refusal to start.
+At start-up it walks the provider chain of providers.py (TensorRT when enabled and its libraries load, CUDA,
+CPU): one session per attempt, each with its own provider options and ONNX Runtime's own fallback off, until a
+session is made, checked and warmed up. The first real output tells the layout; then every batch shape the
+batcher can send is warmed, so cuDNN's algorithm search (or a TensorRT profile) never stalls the line. What
+happened to each attempt is logged and reported (`attempts`). When a GPU attempt fails (it cannot load, or it
+fails at warm-up) and no GPU provider serves in the end, `gpu_fault` says why: the composition root raises
+`gpuLost` for it. `REQUIRE_GPU=true`
+turns "no GPU provider started" into a refusal to start (ProviderError, one sentence, exit 2).
+
+Serving: a run that fails on a GPU provider raises GpuError (the GPU, not the frames, is at fault); IO binding
+(a device input per batch shape refilled in place) is available to the smoke test and the benchmark, and off
+in the module until a GPU measurement shows it helps (docs/PERFORMANCE.md).
 """
 
 from __future__ import annotations
 
-import ast
 import hashlib
-import json
 import logging
 import os
-from dataclasses import dataclass
-from pathlib import Path
+import time
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
 from edge_inference import postprocess
-from edge_inference.errors import ModelError, ProviderError
+from edge_inference.errors import GpuError, ModelError, ProviderError
+from edge_inference.model_spec import InputSpec, parse_names, read_input_spec, read_labels
+from edge_inference.providers import (
+    CPU,
+    CUDA,
+    GPU_PROVIDERS,
+    TENSORRT,
+    BatchProfile,
+    ChainFacts,
+    GpuPresence,
+    ProviderAttempt,
+    detect_gpu,
+    load_tensorrt_libraries,
+    plan_providers,
+    preload_cuda_libraries,
+)
 from edge_inference.settings import Settings
+
+__all__ = ["CPU", "CUDA", "GPU_PROVIDERS", "TENSORRT", "InputSpec", "OnnxModel", "parse_names"]
 
 log = logging.getLogger(__name__)
 
-TENSORRT = "TensorrtExecutionProvider"
-CUDA = "CUDAExecutionProvider"
-CPU = "CPUExecutionProvider"
-GPU_PROVIDERS = frozenset({TENSORRT, CUDA})
-_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+
+class _AttemptFailed(Exception):
+    """This provider could not serve the model; the chain moves on to the next one."""
 
 
-def nvidia_driver_present() -> bool:
-    """True when the NVIDIA kernel driver is loaded (the container sees it through the GPU device request)."""
-    return os.path.exists("/proc/driver/nvidia/version") or os.path.exists("/dev/nvidia0")
+class _BoundRunner:
+    """IO binding: a device-resident input per batch shape, refilled with `update_inplace` (one host-to-device
+    copy into memory allocated once), and the output bound to host memory (ORT copies it there once).
 
+    The host output is not reused between runs: the dispatcher still holds the previous batch's rows when the
+    next batch runs, so a shared buffer would be overwritten under it."""
 
-def plan_providers(
-    settings: Settings, available: list[str], *, driver_present: bool | None = None
-) -> list[tuple[str, dict[str, Any]]]:
-    """Providers to ask for, in order, with their options; only those this ONNX Runtime build has.
+    def __init__(self, session: Any, input_name: str, output_name: str, device: str, device_id: int) -> None:
+        self.session = session
+        self.input_name = input_name
+        self.output_name = output_name
+        self.device = device
+        self.device_id = device_id
+        self._inputs: dict[tuple[tuple[int, ...], str], Any] = {}
 
-    `auto` asks for GPU providers only when an NVIDIA driver is present (no noisy load failures on CPU
-    hosts); an explicit list is tried as given, and ONNX Runtime's fallback is then reported."""
-    if settings.execution_providers == ("auto",):
-        gpu = nvidia_driver_present() if driver_present is None else driver_present
-        if not gpu:
-            log.info("no NVIDIA driver found: GPU execution providers skipped (EXECUTION_PROVIDERS=auto)")
-        wanted = (([TENSORRT] if settings.tensorrt_enabled else []) + [CUDA] if gpu else []) + [CPU]
-    else:
-        wanted = list(settings.execution_providers)
-    if CPU not in wanted:
-        wanted.append(CPU)  # ONNX Runtime always keeps a CPU fallback; make it explicit
-    plan: list[tuple[str, dict[str, Any]]] = []
-    for name in wanted:
-        if name not in available:
-            log.info("execution provider %s is not in this ONNX Runtime build; skipped", name)
-            continue
-        plan.append((name, provider_options(name, settings)))
-    return plan
-
-
-def provider_options(name: str, settings: Settings) -> dict[str, Any]:
-    if name == TENSORRT:
-        cache = settings.state_dir / "tensorrt-cache"
-        return {
-            "device_id": settings.cuda_device_id,
-            "trt_fp16_enable": settings.tensorrt_fp16,
-            "trt_engine_cache_enable": True,
-            "trt_engine_cache_path": str(cache),
-            "trt_timing_cache_enable": True,
-            "trt_timing_cache_path": str(cache),
-            "trt_max_workspace_size": 2 * 1024**3,
-        }
-    if name == CUDA:
-        return {
-            "device_id": settings.cuda_device_id,
-            # Fixed input shapes: the exhaustive search runs once per shape and picks the fastest kernels.
-            "cudnn_conv_algo_search": "EXHAUSTIVE",
-            # Grow the arena by what is asked, not by doubling: a T4 shares its 16 GB with other modules.
-            "arena_extend_strategy": "kSameAsRequested",
-            "do_copy_in_default_stream": True,
-        }
-    return {}
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    name: str
-    dtype: np.dtype[Any]
-    height: int
-    width: int
-    batch: int | None  # None: dynamic batch axis
-
-
-def parse_names(text: str) -> tuple[str, ...]:
-    """Class names from metadata: a Python dict literal (Ultralytics), JSON, a list, or a comma list."""
-    text = text.strip()
-    value: Any
-    try:
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        try:
-            value = json.loads(text)
-        except ValueError:
-            value = [part.strip() for part in text.split(",") if part.strip()]
-    if isinstance(value, dict):
-        try:
-            ordered = sorted(((int(k), str(v)) for k, v in value.items()), key=lambda kv: kv[0])
-        except (TypeError, ValueError):
-            raise ModelError(f"model metadata `names` has non-integer keys: {text[:80]!r}") from None
-        if [k for k, _ in ordered] != list(range(len(ordered))):
-            raise ModelError("model metadata `names` must number the classes 0..C-1")
-        return tuple(v for _, v in ordered)
-    if isinstance(value, list | tuple):
-        return tuple(str(v) for v in value)
-    raise ModelError(f"model metadata `names` is not a dict or list: {text[:80]!r}")
-
-
-def read_labels(path: Path) -> tuple[str, ...]:
-    try:
-        names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-    except OSError as exc:
-        raise ModelError(f"LABELS_PATH {path}: cannot read: {exc.strerror}") from None
-    names = [n for n in names if n]
-    if not names:
-        raise ModelError(f"LABELS_PATH {path}: no class names in it (one per line)")
-    return tuple(names)
-
-
-def _dim(value: Any) -> int | None:
-    return value if isinstance(value, int) and value > 0 else None
+    def run(self, batch: np.ndarray) -> list[np.ndarray]:
+        key = (tuple(batch.shape), batch.dtype.str)
+        value = self._inputs.get(key)
+        if value is None:
+            value = ort.OrtValue.ortvalue_from_shape_and_type(batch.shape, batch.dtype, self.device, self.device_id)
+            self._inputs[key] = value
+        value.update_inplace(np.ascontiguousarray(batch))
+        binding = self.session.io_binding()
+        binding.bind_ortvalue_input(self.input_name, value)
+        binding.bind_output(self.output_name, "cpu")
+        self.session.run_with_iobinding(binding)
+        outputs: list[np.ndarray] = binding.copy_outputs_to_cpu()
+        return outputs
 
 
 class OnnxModel:
     """One ONNX Runtime session, checked and warmed up; `run` takes a ready NCHW batch."""
 
     def __init__(
-        self, settings: Settings, *, intra_op_threads: int | None = None, io_binding: bool | None = None
+        self,
+        settings: Settings,
+        *,
+        intra_op_threads: int | None = None,
+        io_binding: bool = False,
+        gpu: GpuPresence | None = None,
     ) -> None:
         self.settings = settings
         path = settings.model_path
         if not path.is_file():
             raise ModelError(f"MODEL_PATH {path}: no such model file")
         self.sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
-        self.requested = plan_providers(settings, ort.get_available_providers())
-        if any(name in GPU_PROVIDERS for name, _ in self.requested):
-            _preload_cuda_libraries()
+        self.threads = intra_op_threads or settings.effective_inference_threads
+        self.io_binding = io_binding
+        self.gpu_fault: str | None = None
+        self.layout: postprocess.Layout = "yolov8"
+        self.output_shape: tuple[int, ...] = ()
+        self.warmed: tuple[int, ...] = ()
+        self.attempts = self._plan(gpu)
+        self._walk_chain()
+
+    # -- the provider chain ----------------------------------------------------------------------------------
+    def _plan(self, gpu: GpuPresence | None) -> list[ProviderAttempt]:
+        s = self.settings
+        auto = s.execution_providers == ("auto",)
+        wants_gpu = auto or any(p in GPU_PROVIDERS for p in s.execution_providers)
+        wants_trt = s.tensorrt_enabled if auto else TENSORRT in s.execution_providers
+        if gpu is None and wants_gpu:
+            gpu = detect_gpu(cuda_cache=s.cuda_cache_path)  # the cache path is set before the driver starts
+        presence = gpu or GpuPresence(0, "no GPU provider requested")
+        facts = ChainFacts(ort.get_available_providers(), presence)
+        if wants_gpu and (presence.present or not auto):
+            preload_cuda_libraries(ort)
+            if wants_trt and TENSORRT in facts.available:
+                facts.tensorrt_missing = load_tensorrt_libraries()
+                if facts.tensorrt_missing is None:
+                    facts.profile = self._batch_profile()
+        if auto and not presence.present:
+            log.info("no GPU (%s): GPU execution providers skipped (EXECUTION_PROVIDERS=auto)", presence.reason)
+        self.gpu_presence = presence
+        return plan_providers(s, facts)
+
+    def _batch_profile(self) -> BatchProfile:
+        """The input's name and size for TensorRT's profile, read from a light CPU session (no optimisation)."""
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        try:
+            probe = ort.InferenceSession(str(self.settings.model_path), sess_options=options, providers=[CPU])
+        except Exception as exc:
+            raise ModelError(f"MODEL_PATH {self.settings.model_path}: ONNX Runtime cannot load it: {exc}") from None
+        spec = read_input_spec(list(probe.get_inputs()), dict(probe.get_modelmeta().custom_metadata_map or {}))
+        batch = spec.batch or self.settings.effective_batch_size(True)
+        return BatchProfile(spec.name, spec.height, spec.width, batch, fixed=spec.batch is not None)
+
+    def _walk_chain(self) -> None:
+        s = self.settings
+        for attempt in self.attempts:
+            if attempt.outcome == "skipped":
+                log.info("execution provider %s skipped: %s", attempt.provider, attempt.detail)
+                continue
+            if s.require_gpu and not attempt.on_gpu:
+                break  # REQUIRE_GPU: never start on the CPU
+            try:
+                self._start(attempt)
+            except _AttemptFailed as exc:
+                attempt.outcome, attempt.detail = "failed", str(exc)
+                if attempt.on_gpu:
+                    self.gpu_fault = f"{attempt.provider}: {exc}"
+                log.warning("execution provider %s failed: %s", attempt.provider, exc)
+                continue
+            attempt.outcome = "active"
+            if self.on_gpu:
+                self.gpu_fault = None  # TensorRT failed but CUDA serves: the GPU is not lost (the chain says why)
+            log.info(
+                "execution provider: %s (chain: %s)",
+                self.provider,
+                ", ".join(f"{a.provider} {a.outcome}" for a in self.attempts),
+            )
+            return
+        raise ProviderError(self._refusal())
+
+    def _refusal(self) -> str:
+        tried = [a for a in self.attempts if a.on_gpu]
+        if not tried:
+            return f"REQUIRE_GPU=true but EXECUTION_PROVIDERS={','.join(self.settings.execution_providers)} names no GPU provider"
+        reasons = "; ".join(f"{a.provider} {a.outcome}: {a.detail}" for a in tried)
+        return f"REQUIRE_GPU=true but no GPU execution provider started ({reasons})"
+
+    def _start(self, attempt: ProviderAttempt) -> None:
+        """Make the session of one attempt, check the model, and warm every batch shape up."""
+        session = self._session(attempt)
+        self.session = session
+        self.active_providers = tuple(session.get_providers())
+        self.provider = self.active_providers[0]
+        meta = session.get_modelmeta()
+        self.metadata: dict[str, str] = dict(meta.custom_metadata_map or {})
+        self.input = read_input_spec(list(session.get_inputs()), self.metadata)
+        self.output_names = [o.name for o in session.get_outputs()]
+        self.name = self.metadata.get("name") or meta.graph_name or self.settings.model_path.stem
+        if self.name in ("main_graph", "torch_jit", "torch-jit-export", "graph"):
+            self.name = self.settings.model_path.stem
+        self.version = self.metadata.get("version") or str(meta.version or "") or "unknown"
+        self.class_names = self._class_names()
+        device = "cuda" if attempt.on_gpu else "cpu"
+        self._bound = _BoundRunner(session, self.input.name, self.output_names[0], device, self.settings.cuda_device_id)
+        self._warm_up(attempt)
+
+    def _session(self, attempt: ProviderAttempt) -> Any:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.intra_op_num_threads = intra_op_threads or settings.effective_inference_threads
+        options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         # Decode threads share the cores with inference: idle ORT threads must sleep, not spin.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
+        path = self.settings.model_path
         try:
-            self.session = ort.InferenceSession(
+            session = ort.InferenceSession(
                 str(path),
                 sess_options=options,
-                providers=[name for name, _ in self.requested],
-                provider_options=[opts for _, opts in self.requested],
+                providers=[name for name, _ in attempt.chain],
+                provider_options=[opts for _, opts in attempt.chain],
+                enable_fallback=0,  # this chain is the fallback: ORT's own retry would drop the options
             )
-        except Exception as exc:  # ORT raises its own Fail/InvalidGraph/... types
+        except Exception as exc:  # ORT raises its own Fail/InvalidGraph/RuntimeError types
+            if attempt.on_gpu:
+                raise _AttemptFailed(f"session not created: {_first_line(exc)}") from None
             raise ModelError(f"MODEL_PATH {path}: ONNX Runtime cannot load it: {exc}") from None
-        self.active_providers = tuple(self.session.get_providers())
-        self.provider = self.active_providers[0]
-        # On a GPU, IO binding copies the batch to the device once and writes the output straight into host
-        # memory, instead of session.run's extra staging copies; on the CPU it gains nothing.
-        self.io_binding = self.provider in GPU_PROVIDERS if io_binding is None else io_binding
-        self._check_provider()
-        self.input = self._check_input()
-        self.output_names = [o.name for o in self.session.get_outputs()]
-        meta = self.session.get_modelmeta()
-        self.metadata: dict[str, str] = dict(meta.custom_metadata_map or {})
-        self.name = self.metadata.get("name") or meta.graph_name or path.stem
-        if self.name in ("main_graph", "torch_jit", "torch-jit-export", "graph"):
-            self.name = path.stem
-        self.version = self.metadata.get("version") or str(meta.version or "") or "unknown"
-        self.class_names = self._class_names()
-        self.layout: postprocess.Layout = "yolov8"
-        self.output_shape: tuple[int, ...] = ()
-        self._warm_up()
-
-    # -- start-up checks -------------------------------------------------------------------------------------
-    def _check_provider(self) -> None:
-        wanted = [name for name, _ in self.requested]
-        if wanted and wanted[0] != self.provider:
-            log.warning(
-                "execution provider %s could not start (see ONNX Runtime's message above); running on %s",
-                wanted[0],
-                self.provider,
-            )
-        log.info("execution provider: %s (requested %s)", self.provider, ", ".join(wanted))
-        if self.settings.require_gpu and self.provider not in GPU_PROVIDERS:
-            raise ProviderError(
-                f"REQUIRE_GPU=true but no GPU execution provider is active (active: {self.provider}; "
-                f"requested: {', '.join(wanted)}): check the NVIDIA driver, the container's GPU access and CUDA 12"
-            )
-
-    def _check_input(self) -> InputSpec:
-        inputs = self.session.get_inputs()
-        if len(inputs) != 1:
-            names = ", ".join(f"{i.name} {i.shape}" for i in inputs)
-            raise ModelError(f"the model has {len(inputs)} inputs ({names}); edge-inference serves one image input")
-        spec = inputs[0]
-        shape = list(spec.shape)
-        if len(shape) != 4:
-            raise ModelError(
-                f"model input '{spec.name}' has rank {len(shape)} (shape {shape}); expected an image batch [B, 3, H, W]"
-            )
-        if spec.type not in _DTYPES:
-            raise ModelError(f"model input '{spec.name}' has type {spec.type}; expected float32 or float16")
-        channels = _dim(shape[1])
-        if channels != 3:
-            hint = " (it looks NHWC; export the model as NCHW)" if _dim(shape[3]) == 3 else ""
-            raise ModelError(f"model input '{spec.name}' has shape {shape}; expected [B, 3, H, W]{hint}")
-        height, width = _dim(shape[2]), _dim(shape[3])
-        if height is None or width is None:
-            imgsz = self._meta_imgsz()
-            if imgsz is None:
-                raise ModelError(
-                    f"model input '{spec.name}' has a dynamic size {shape} and no `imgsz` metadata; export it with a fixed size"
-                )
-            height, width = imgsz
-        return InputSpec(spec.name, np.dtype(_DTYPES[spec.type]), height, width, _dim(shape[0]))
-
-    def _meta_imgsz(self) -> tuple[int, int] | None:
-        meta = dict(self.session.get_modelmeta().custom_metadata_map or {})
-        raw = meta.get("imgsz")
-        if not raw:
-            return None
-        try:
-            value = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            return None
-        if isinstance(value, int):
-            return value, value
-        if isinstance(value, list | tuple) and len(value) == 2:
-            return int(value[0]), int(value[1])
-        return None
+        session.disable_fallback()  # and no silent move to the CPU at run time either
+        active = session.get_providers()[0]
+        if active != attempt.provider:
+            raise _AttemptFailed(f"ONNX Runtime could not load it (session came up on {active}; its log says why)")
+        return session
 
     def _class_names(self) -> tuple[str, ...]:
         if self.settings.labels_path is not None:
@@ -251,11 +228,47 @@ class OnnxModel:
         raw = self.metadata.get("names")
         return parse_names(raw) if raw else ()
 
-    def _warm_up(self) -> None:
-        outputs = self.run(np.full((1, 3, self.input.height, self.input.width), 114 / 255, dtype=self.input.dtype))
+    def _warm_up(self, attempt: ProviderAttempt) -> None:
+        started = time.monotonic()
+        first_batch = self.input.batch or 1
+        outputs = self._warm_run(attempt, first_batch)
         if not outputs:
             raise ModelError("the model has no outputs")
-        first = outputs[0]
+        self._read_layout(outputs[0][:1])  # the shape of one image's output, as `run` returns it
+        for batch in self.batch_shapes:
+            if batch != first_batch:
+                self._warm_run(attempt, batch)
+        self.warmed = self.batch_shapes
+        log.info(
+            "model %s %s ready on %s: input %s %s %dx%d (%s batch), output %s layout %s, %d classes; "
+            "batch sizes %s warmed in %.1f s",
+            self.name,
+            self.version,
+            self.provider,
+            self.input.name,
+            self.input.dtype,
+            self.input.width,
+            self.input.height,
+            "dynamic" if self.input.batch is None else f"fixed {self.input.batch}",
+            list(self.output_shape),
+            self.layout,
+            len(self.class_names),
+            ",".join(map(str, self.warmed)),
+            time.monotonic() - started,
+        )
+
+    def _warm_run(self, attempt: ProviderAttempt, batch: int) -> list[np.ndarray]:
+        x = np.full((batch, 3, self.input.height, self.input.width), 114 / 255, dtype=self.input.dtype)
+        try:
+            return self._run_session(x)
+        except Exception as exc:
+            if attempt.on_gpu:
+                raise _AttemptFailed(f"warm-up at batch {batch} failed: {_first_line(exc)}") from None
+            raise ModelError(
+                f"the model fails to run on {attempt.provider} at batch {batch}: {_first_line(exc)}"
+            ) from None
+
+    def _read_layout(self, first: np.ndarray) -> None:
         end2end_meta = self.metadata.get("end2end")
         end2end = None if end2end_meta is None else end2end_meta.strip().lower() in ("true", "1")
         self.output_shape = tuple(first.shape)
@@ -268,26 +281,12 @@ class OnnxModel:
             self.layout = postprocess.detect_layout(self.output_shape, None, end2end)
         encoded = postprocess.classes_in(self.layout, self.output_shape)
         if not self.class_names:
-            count = encoded if encoded is not None else 0
-            self.class_names = tuple(str(i) for i in range(count))
+            self.class_names = tuple(str(i) for i in range(encoded if encoded is not None else 0))
         elif encoded is not None and encoded != len(self.class_names):
             raise ModelError(
                 f"the model outputs {encoded} classes but {len(self.class_names)} class names were given"
                 f" ({'LABELS_PATH' if self.settings.labels_path else 'metadata names'})"
             )
-        log.info(
-            "model %s %s ready: input %s %s %dx%d (%s batch), output %s layout %s, %d classes",
-            self.name,
-            self.version,
-            self.input.name,
-            self.input.dtype,
-            self.input.width,
-            self.input.height,
-            "dynamic" if self.input.batch is None else f"fixed {self.input.batch}",
-            list(self.output_shape),
-            self.layout,
-            len(self.class_names),
-        )
 
     # -- serving -------------------------------------------------------------------------------------------
     @property
@@ -299,11 +298,34 @@ class OnnxModel:
         return self.input.batch if self.input.batch is not None else self.settings.effective_batch_size(self.on_gpu)
 
     @property
+    def serving_batch(self) -> int:
+        """The largest batch the batcher forms: BATCH_SIZE (or its default for the provider), at most a fixed
+        batch, and 1 for the row layout (its [N, 6] output has no batch axis to split)."""
+        if self.layout == "rows":
+            return 1
+        return max(1, min(self.settings.effective_batch_size(self.on_gpu), self.max_batch))
+
+    @property
+    def batch_shapes(self) -> tuple[int, ...]:
+        """Every batch size the session is ever run with: a fixed batch (smaller batches are padded to it), or
+        1..serving_batch for a dynamic one."""
+        if self.input.batch is not None:
+            return (self.input.batch,)
+        return tuple(range(1, self.serving_batch + 1))
+
+    @property
+    def pci_bus_id(self) -> str | None:
+        """The PCI bus id of the CUDA device in use (NVML finds the same card by it), when the driver said."""
+        ids, index = self.gpu_presence.pci_bus_ids, self.settings.cuda_device_id
+        return ids[index] if self.on_gpu and index < len(ids) else None
+
+    @property
     def on_gpu(self) -> bool:
         return self.provider in GPU_PROVIDERS
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
-        """Run a [B, 3, H, W] batch; a fixed-batch model gets the batch padded to its size."""
+        """Run a [B, 3, H, W] batch; a fixed-batch model gets the batch padded to its size. On a GPU provider
+        a failing run raises GpuError: the inputs are shapes that all ran at warm-up, so the GPU is at fault."""
         n = batch.shape[0]
         fixed = self.input.batch
         if fixed is not None and n != fixed:
@@ -311,22 +333,31 @@ class OnnxModel:
                 raise ValueError(f"batch of {n} for a model with fixed batch {fixed}")
             pad = np.zeros((fixed - n, *batch.shape[1:]), dtype=batch.dtype)
             batch = np.concatenate([batch, pad])
-        if self.io_binding:
-            binding = self.session.io_binding()
-            binding.bind_cpu_input(self.input.name, np.ascontiguousarray(batch))
-            binding.bind_output(self.output_names[0], "cpu")
-            self.session.run_with_iobinding(binding)
-            outputs: list[np.ndarray] = binding.copy_outputs_to_cpu()
-        else:
-            outputs = self.session.run(self.output_names[:1], {self.input.name: batch})
+        try:
+            outputs = self._run_session(batch)
+        except Exception as exc:
+            if self.on_gpu:
+                raise GpuError(f"inference failed on {self.provider}: {_first_line(exc)}") from exc
+            raise
         if self.layout == "rows":
             return outputs
         return [o[:n] for o in outputs]
+
+    def _run_session(self, batch: np.ndarray) -> list[np.ndarray]:
+        if self.io_binding:
+            return self._bound.run(batch)
+        outputs: list[np.ndarray] = self.session.run(self.output_names[:1], {self.input.name: batch})
+        return outputs
+
+    def provider_options(self) -> dict[str, dict[str, str]]:
+        """The options ONNX Runtime reports for the active providers (the smoke test prints them)."""
+        return {k: dict(v) for k, v in self.session.get_provider_options().items()}
 
     def runtime_info(self) -> dict[str, Any]:
         return {
             "provider": self.provider,
             "providers": list(self.active_providers),
+            "providerChain": [a.as_dict() for a in self.attempts],
             "model": {
                 "name": self.name,
                 "version": self.version,
@@ -336,17 +367,21 @@ class OnnxModel:
             "inputShape": [self.input.batch or -1, 3, self.input.height, self.input.width],
             "inputType": str(self.input.dtype),
             "outputLayout": self.layout,
+            "warmedBatchSizes": list(self.warmed),
             "classes": list(self.class_names),
             "onnxruntime": ort.__version__,
         }
 
 
-def _preload_cuda_libraries() -> None:
-    """Load CUDA/cuDNN from the nvidia-* wheels when present (slim images carry CUDA that way)."""
-    preload = getattr(ort, "preload_dlls", None)
-    if preload is None:
-        return
+def build_info() -> dict[str, Any]:
+    """This ONNX Runtime: version, the CUDA it was built with, and the providers the build has."""
     try:
-        preload()
-    except Exception as exc:  # best effort: system CUDA libraries may be found anyway
-        log.debug("onnxruntime.preload_dlls() did not load CUDA libraries: %s", exc)
+        from onnxruntime.capi.build_and_package_info import cuda_version
+    except ImportError:
+        cuda_version = None
+    return {"onnxruntime": ort.__version__, "cudaBuild": cuda_version, "available": ort.get_available_providers()}
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]

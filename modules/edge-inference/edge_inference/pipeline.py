@@ -11,8 +11,12 @@ DEFER and the frame waits on the share; the prepared and done queues block their
 up the chain), with the stop event checked between short waits. /predict requests enter at the prepared
 queue, so they share the batcher and the one model session with share frames.
 
-Per-frame errors stay per-frame (an error result, the file to failed/). An exception escaping a stage is a
-bug: `fatal` is set, and the app stops the module with a non-zero exit so IoT Edge restarts it.
+Per-frame errors stay per-frame by construction: any exception while preparing, inferring, postprocessing or
+writing one frame fails that frame with a code and a reason (an error result, the file to failed/), never the
+stage; a failed batch is run again frame by frame so that only the frame at fault fails. Each start of a share
+frame is counted in the ledger first, and a frame that keeps dying is quarantined (quarantine.py). What still
+escapes a stage (the ledger's database failing, the model failing batch after batch) stops it: `fatal` is set,
+and the app stops the module with a non-zero exit so IoT Edge restarts it.
 """
 
 from __future__ import annotations
@@ -43,14 +47,17 @@ from edge_inference import decode as decoding
 from edge_inference import output_layout, postprocess, share_fs, tempfiles
 from edge_inference.arrivals import ArrivingFrames
 from edge_inference.claims import ClaimArea, ClaimRefusals, safe_join
+from edge_inference.decode_guard import DecodeGuard
 from edge_inference.entities import FrameJob, FrameResult, ModelInfo, PreparedFrame, utc_now_iso
-from edge_inference.errors import FrameError, UnavailableError
+from edge_inference.errors import FrameError, GpuError, ShareError, UnavailableError
 from edge_inference.ledger import Ledger, LedgerEntry
 from edge_inference.live_settings import LiveSettings, TwinSettings
 from edge_inference.metrics import MetricsRegistry
 from edge_inference.model import OnnxModel
 from edge_inference.mounts import is_mount_point, mount_point_of, settle_window
+from edge_inference.names import shown
 from edge_inference.preprocess import prepare_frame
+from edge_inference.quarantine import FrameAttempts
 from edge_inference.results import OutputFullError, ResultWriter
 from edge_inference.settings import Settings
 from edge_inference.watcher import Offer, is_frame_name
@@ -128,6 +135,7 @@ class Pipeline:
         self.model = model
         self.live = live
         self.ledger = ledger
+        self.attempts = FrameAttempts(ledger, settings.max_frame_attempts)
         self.claims = claims
         self.writer = writer
         self.metrics = metrics
@@ -144,8 +152,12 @@ class Pipeline:
             settings.truncated_grace_seconds, settle, trust_mtime, lambda rel: share_fs.lstat(*claims.location(rel))
         )
         self.refusals = ClaimRefusals()
-        wanted = settings.effective_batch_size(model.on_gpu)
-        self.max_batch = 1 if model.layout == "rows" else max(1, min(wanted, model.max_batch))
+        self.decode_guard = DecodeGuard(
+            settings.decode_timeout_seconds,
+            settings.max_decode_bytes,
+            max_overruns=max(2, settings.cpu_count),  # abandoned decodes burn a core each until they end
+        )
+        self.max_batch = model.serving_batch  # the batch sizes the model warmed up
         self.frames: queue.Queue[FrameJob] = queue.Queue(maxsize=settings.queue_size)
         self.prepared: queue.Queue[PreparedFrame | _Failed] = queue.Queue(maxsize=2 * self.max_batch + 2)
         self.done: queue.Queue[_Done] = queue.Queue(maxsize=4 * self.max_batch + 4)
@@ -177,9 +189,12 @@ class Pipeline:
         cv2.setNumThreads(1)
         try:
             self.claims.prepare()
-        except OSError as exc:  # e.g. `.edge-inference` is a plain file: wait for the share to be fixed, alarm raised
-            log.error("cannot make the claim area %s: %s", self.claims.own, exc)
-            self.set_intake_blocked("inputUnavailable", True, f"input share unavailable: {exc}")
+        except OSError as exc:  # e.g. `.edge-inference` is a plain file on the share: one sentence, no traceback
+            raise ShareError(
+                f"cannot make the claim area {shown(str(self.claims.own))} on the input share ({exc.strerror}):"
+                " is `.edge-inference` on the share a plain file, or the share read-only? remove or rename it, or"
+                " set INPUT_DISPOSITION=keep for a read-only share"
+            ) from None
         workers = self.settings.effective_decode_workers(self.model.on_gpu)
         specs: list[tuple[str, Callable[[], None]]] = [(f"decode-{i}", self._decode_loop) for i in range(workers)]
         specs += [("inference", self._inference_loop), ("dispatch", self._dispatch_loop)]
@@ -195,6 +210,10 @@ class Pipeline:
     def _guard(self, name: str, loop: Callable[[], None]) -> None:
         try:
             loop()
+        except GpuError as exc:  # not a bug: one line, no traceback; the module exits and restarts
+            log.error("pipeline stage %s stopped: %s", name, exc)
+            self.fatal = exc
+            self.fatal_event.set()
         except BaseException as exc:
             log.exception("pipeline stage %s died", name)
             self.fatal = exc
@@ -379,11 +398,23 @@ class Pipeline:
     def _prepare_frame(self, job: FrameJob, keep_image: bool | None) -> PreparedFrame | _Failed:
         t0 = time.monotonic()
         timings = {"queue": (t0 - job.enqueued_at) * 1000}
+        if job.data is None:  # a share frame: count this start before any work (a crash below counts too)
+            quarantined = self.attempts.begin(job)
+            if quarantined is not None:
+                return _Failed(job, quarantined, timings)
         try:
             data = job.data if job.data is not None else self._read_share_frame(job)
             t1 = time.monotonic()
             target = self.model.input_hw if self.settings.jpeg_reduced_decode else None
-            frame = decoding.decode_frame(data, self.settings.max_image_pixels, target)
+            s = self.settings
+            header = decoding.check_header(
+                data, s.max_image_pixels, max_scans=s.jpeg_max_scans, max_decode_bytes=s.max_decode_bytes
+            )
+            frame = self.decode_guard.run(
+                header.decode_bytes,
+                lambda: decoding.decode_checked(data, header, target),
+                None if job.data is not None else lambda: not self._stop.is_set(),  # /predict: 503, never a wait
+            )
             image = frame.image
             tensor, box = prepare_frame(image, (frame.width, frame.height), self.model.input_hw, self.model.input.dtype)
             t2 = time.monotonic()
@@ -396,6 +427,13 @@ class Pipeline:
             timings["decode"] = (time.monotonic() - t0) * 1000
             error = FrameError(FrameError.READ_FAILED, f"{job.path.name}: cannot read: {exc.strerror}")
             return _Failed(job, error, timings, vanished=True)
+        except UnavailableError:
+            raise  # /predict only: the decode budget is taken (503), not this frame's fault
+        except Exception as exc:  # a library's surprise on these bytes: this frame fails, never the decode stage
+            timings["decode"] = (time.monotonic() - t0) * 1000
+            log.warning("%s: cannot prepare the frame", shown(job.rel_path), exc_info=exc)
+            message = f"cannot prepare the frame: {type(exc).__name__}: {exc}"
+            return _Failed(job, FrameError(FrameError.PREPARE_FAILED, message[:500]), timings)
         timings["read"] = (t1 - t0) * 1000
         timings["decode"] = (t2 - t1) * 1000
         keep = self.live.current().save_annotated if keep_image is None else keep_image
@@ -409,7 +447,7 @@ class Pipeline:
         except FileNotFoundError:
             raise FrameError(FrameError.READ_FAILED, f"{job.path.name}: file disappeared before it was read") from None
         except share_fs.OutsideShare as exc:
-            raise FrameError(FrameError.NOT_A_FILE, f"{job.rel_path}: {exc.strerror}") from None
+            raise FrameError(FrameError.NOT_A_FILE, f"{shown(job.rel_path)}: {exc.strerror}") from None
 
     def _inference_loop(self) -> None:
         consecutive_failures = 0
@@ -442,26 +480,37 @@ class Pipeline:
             if not batch:
                 continue
             t0 = time.monotonic()
-            try:
-                tensor = self._stack([p.tensor for p in batch])
-                outputs = self.model.run(tensor)
-            except Exception as exc:
-                consecutive_failures += 1
-                log.error("inference failed for a batch of %d: %s", len(batch), exc)
-                for p in batch:
-                    error = FrameError(FrameError.INFERENCE_FAILED, f"inference failed: {exc}")
-                    self._put(self.done, _Done(_Failed(p.job, error, p.timings_ms)))
-                if consecutive_failures >= _FATAL_BATCH_FAILURES:
-                    raise RuntimeError(f"{consecutive_failures} inference batches failed in a row: {exc}") from exc
-                continue
-            consecutive_failures = 0
+            outputs = self._infer(batch)
             elapsed = (time.monotonic() - t0) * 1000
             self.metrics.batch_size.observe(len(batch))
-            first_output = outputs[0]
-            for i, p in enumerate(batch):
-                p.timings_ms["inference"] = elapsed
-                out = first_output if self.model.layout == "rows" else first_output[i]
-                self._put(self.done, _Done(p, out))
+            failures = [out for out in outputs if isinstance(out, Exception)]
+            consecutive_failures = consecutive_failures + 1 if len(failures) == len(batch) else 0
+            for p, out in zip(batch, outputs, strict=True):
+                if isinstance(out, Exception):
+                    error = FrameError(FrameError.INFERENCE_FAILED, f"inference failed: {out}"[:500])
+                    self._put(self.done, _Done(_Failed(p.job, error, p.timings_ms)))
+                else:
+                    p.timings_ms["inference"] = elapsed
+                    self._put(self.done, _Done(p, out))
+            if consecutive_failures >= _FATAL_BATCH_FAILURES:  # the model itself fails (a lost GPU), not a frame
+                raise RuntimeError(f"{consecutive_failures} inference batches failed in a row: {failures[-1]}")
+
+    def _infer(self, batch: list[PreparedFrame]) -> list[np.ndarray | Exception]:
+        """Each frame's output, or the exception that stands for it. A failed batch is run again frame by frame,
+        so that one frame the model cannot take fails alone."""
+        try:
+            first_output = self.model.run(self._stack([p.tensor for p in batch]))[0]
+            if self.model.layout == "rows":
+                return [first_output]
+            return [first_output[i] for i in range(len(batch))]
+        except GpuError:
+            raise  # the GPU failed, not these frames: they stay claimed and run again after the restart
+        except Exception as exc:
+            if len(batch) == 1:
+                log.error("inference failed for %s: %s", shown(batch[0].job.rel_path), exc)
+                return [exc]
+            log.warning("inference failed for a batch of %d (%s): running its frames one by one", len(batch), exc)
+            return [self._infer([p])[0] for p in batch]
 
     def _stack(self, tensors: list[np.ndarray]) -> np.ndarray:
         """One [B, 3, H, W] input from per-frame [1, 3, H, W] tensors, copied into a buffer kept for the next
@@ -499,14 +548,33 @@ class Pipeline:
         item = done.item
         job = item.job
         if isinstance(item, _Failed) and item.vanished:
+            self.attempts.retry_later(job, item.error.message, share_away=True)
             self._input_unavailable(job, item.error)
             return None
         if isinstance(item, _Failed) and job.source != "http" and self.arrivals.hold(job, item.error):
+            self.attempts.retry_later(job, item.error.message, share_away=True)  # its writer's doing, not its own
             with self._lock:  # it waits for its writer where it is, with no result: `arrivals` hands it back
                 self._in_flight.pop(job.rel_path, None)
             return None
         live = self.live.current()
         request = self._requests.pop(id(job), None) if job.source == "http" else None
+        try:
+            result = self._postprocess(item, done.output, live, request)
+        except Exception as exc:  # this frame's output cannot be read: it fails alone
+            log.error("%s: postprocessing failed", shown(job.rel_path), exc_info=exc)
+            error = FrameError(FrameError.POSTPROCESS_FAILED, f"postprocessing failed: {type(exc).__name__}: {exc}")
+            result = self._result(job, None, error=error, timings=item.timings_ms, live=live)
+        if request is not None:
+            self.counters["http"] += 1
+            self._observe(result)
+            request.future.set_result(result)
+            return None
+        return _Finished(job, item, result, live)
+
+    def _postprocess(
+        self, item: PreparedFrame | _Failed, output: np.ndarray | None, live: TwinSettings, request: _Request | None
+    ) -> FrameResult:
+        job = item.job
         t0 = time.monotonic()
         if isinstance(item, _Failed):
             result = self._result(job, None, error=item.error, timings=item.timings_ms, live=live)
@@ -519,39 +587,42 @@ class Pipeline:
                 agnostic=self.settings.agnostic_nms,
                 keep_class_ids=self._keep_ids(live),
             )
-            assert done.output is not None
-            detections = postprocess.decode(
-                self.model.layout, done.output, item.letterbox, options, self.model.class_names
-            )
+            if output is None:
+                raise ValueError("no model output for this frame")
+            detections = postprocess.decode(self.model.layout, output, item.letterbox, options, self.model.class_names)
             item.timings_ms["postprocess"] = (time.monotonic() - t0) * 1000
             result = self._result(job, item, detections=tuple(detections), timings=item.timings_ms, live=live)
             if request is not None and request.confidence is not None:
                 result = _with_confidence(result, request.confidence)
-        if request is not None:
-            self.counters["http"] += 1
-            self._observe(result)
-            request.future.set_result(result)
-            return None
-        return _Finished(job, item, result, live)
+        return result
 
     def _finish_share_frames(self, group: list[_Finished]) -> None:
         """Write a group of results with one durable flush, then ledger, telemetry (one outbox transaction),
         metrics and the originals' disposition. Under light load a group is one frame."""
         t0 = time.monotonic()
         try:
-            self._check_output_mounted()
-            for f in group:
-                if isinstance(f.item, PreparedFrame) and f.item.image is not None and f.live.save_annotated:
-                    self.writer.write_annotated(
-                        f.job.rel_path, f.item.image, f.result.detections, f.item.letterbox.width
-                    )
-                if f.result.error is not None:
-                    self.writer.write_error(f.job.rel_path, f.result.error, {"frameId": f.job.frame_id})
-            self.writer.write_results([f.result for f in group])  # the mark of finished frames
+            self._write_outputs(group)
         except (OutputFullError, OSError) as exc:
-            for f in group:
-                self._output_failed(f.job, exc)
-            return
+            # a passing network error (EIO, ESTALE...) or a share that does not answer is the share's, not the frame's;
+            # else the failure is a frame's own: find it, and it counts
+            share_away = share_fs.is_transient(exc) or not self._output_writable()
+            if not share_away and len(group) > 1:
+                for f in group:
+                    self._finish_share_frames([f])
+                return
+            error = group[0].result.error
+            if share_away or error is None or error.get("code") != FrameError.QUARANTINED:
+                for f in group:
+                    self.attempts.retry_later(f.job, f"cannot write its outputs: {exc}", share_away=share_away)
+                    self._output_failed(f.job, exc)
+                return
+            group = [self._unwritable(group[0], exc)]  # quarantined and still unwritable: the ledger alone says so
+        except Exception as exc:  # not a share error: find the frame at fault, and fail it alone
+            if len(group) > 1:
+                for f in group:
+                    self._finish_share_frames([f])
+                return
+            group = [self._unwritable(group[0], exc)]
         write_s = (time.monotonic() - t0) / len(group)
         t1 = time.monotonic()
         # Telemetry is stored before the ledger marks the frames done: a kill in between re-processes them
@@ -581,6 +652,27 @@ class Pipeline:
             if self.on_frame_outcome is not None:
                 self.on_frame_outcome(f.result.ok)
         log.debug("wrote %d results in %.1f ms", len(group), (time.monotonic() - t0) * 1000)
+
+    def _write_outputs(self, group: list[_Finished]) -> None:
+        self._check_output_mounted()
+        for f in group:
+            if isinstance(f.item, PreparedFrame) and f.item.image is not None and f.live.save_annotated:
+                self.writer.write_annotated(f.job.rel_path, f.item.image, f.result.detections, f.item.letterbox.width)
+            if f.result.error is not None:
+                self.writer.write_error(f.job.rel_path, f.result.error, {"frameId": f.job.frame_id})
+        self.writer.write_results([f.result for f in group])  # the mark of finished frames
+
+    def _unwritable(self, f: _Finished, exc: Exception) -> _Finished:
+        """A frame whose outputs raised something other than a share error: it fails with `write_failed`, its
+        error result written instead; if even that cannot be written, the ledger alone marks it failed."""
+        error = FrameError(FrameError.WRITE_FAILED, f"cannot write the outputs: {type(exc).__name__}: {exc}"[:500])
+        log.error("%s: %s", shown(f.job.rel_path), error.message, exc_info=exc)
+        failed = _Finished(f.job, _Failed(f.job, error), self._result(f.job, None, error=error, live=f.live), f.live)
+        try:
+            self._write_outputs([failed])
+        except Exception as again:
+            log.error("%s: not even its error result can be written (%s)", shown(f.job.rel_path), again)
+        return failed
 
     def _share_problem(self, job: FrameJob) -> bool:
         """A claimed file that cannot be read: did the share go away (rather than the frame being bad)?"""
@@ -622,10 +714,12 @@ class Pipeline:
                 self._check_output_mounted()
             self.claims.dispose(rel_path, ok)
         except OSError as exc:
-            log.error("cannot %s %s: %s (retried later)", self.settings.input_disposition, rel_path, exc)
+            log.error("cannot %s %s: %s (retried later)", self.settings.input_disposition, shown(rel_path), exc)
             self._claims_dirty.set()
             if not self._output_writable():  # retried when the output share answers, not every second till then
                 self.set_intake_blocked("outputError", True, f"output share: {exc}")
+        except Exception as exc:  # this frame's path, not the share: logged, never the dispatcher's death
+            log.error("cannot %s %s: %s", self.settings.input_disposition, shown(rel_path), exc, exc_info=exc)
 
     def _housekeeping_loop(self) -> None:
         state = {"beat": 0.0, "adopt": 0.0, "prune": time.monotonic() + 60.0}  # no pruning in a start-up rush
@@ -900,7 +994,7 @@ class Pipeline:
                     return False
                 with contextlib.suppress(FileNotFoundError):
                     share_fs.lstat(inp, rel)
-                    log.warning("reprocess: %s is waiting on the input share: that frame is left as it is", rel)
+                    log.warning("reprocess: %s is waiting on the input share: that frame is left as it is", shown(rel))
                     return False
                 self._generations.update(self.ledger.reopen([entry.frame_id]))
                 share_fs.copy(self.settings.output_dir, archived, inp, rel, replace=False)
@@ -911,7 +1005,7 @@ class Pipeline:
         except FileNotFoundError:
             return False
         except (OSError, ValueError) as exc:  # a symlinked folder, a frame that arrived meanwhile, the share away
-            log.warning("reprocess: not taking %s: %s", rel, exc)
+            log.warning("reprocess: not taking %s: %s", shown(rel), exc)
             return False
         if self.note_path is not None:
             self.note_path(str(safe_join(inp, rel)))
@@ -927,7 +1021,7 @@ class Pipeline:
         try:
             share_fs.lstat(self.settings.input_dir, rel_path)  # a symlinked folder on the way is never followed
         except share_fs.OutsideShare as exc:
-            log.warning("%s: not taking %s: %s", source, rel_path, exc.strerror)
+            log.warning("%s: not taking %s: %s", source, shown(rel_path), exc.strerror)
             return False
         except OSError:
             return False

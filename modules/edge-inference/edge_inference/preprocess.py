@@ -20,7 +20,8 @@ def letterbox(image: np.ndarray, new_hw: tuple[int, int], pad_value: int = PAD_V
     h, w = image.shape[:2]
     new_h, new_w = new_hw
     r = min(new_h / h, new_w / w)
-    unpad_w, unpad_h = round(w * r), round(h * r)
+    # At least one pixel each way: a 2048x1 strip would otherwise round to 0 rows, which cv2.resize refuses.
+    unpad_w, unpad_h = max(1, round(w * r)), max(1, round(h * r))
     dw, dh = (new_w - unpad_w) / 2, (new_h - unpad_h) / 2
     if (unpad_w, unpad_h) != (w, h):
         image = cv2.resize(image, (unpad_w, unpad_h), interpolation=cv2.INTER_LINEAR)

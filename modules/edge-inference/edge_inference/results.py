@@ -22,6 +22,7 @@ import numpy as np
 from edge_inference import output_layout as layout
 from edge_inference.entities import Detection, FrameResult
 from edge_inference.errors import EdgeInferenceError
+from edge_inference.names import shown
 from edge_inference.output_layout import NAME_MAX, fit_name
 from edge_inference.share_fs import open_dir, split
 from edge_inference.tempfiles import discard, temp_name
@@ -159,6 +160,6 @@ class ResultWriter:
 
     def write_error(self, rel_path: str, error: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
         rel = layout.failed_error_path(rel_path)
-        body = {"path": rel_path, "error": error, **(extra or {})}
+        body = {"path": shown(rel_path), "error": {k: shown(str(v)) for k, v in error.items()}, **(extra or {})}
         write_atomic(self.output_dir, rel, json.dumps(body, ensure_ascii=False, indent=1).encode(), fsync=self.fsync)
         return self.output_dir / rel

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from edge_inference.cpu_quota import cpu_budget
 from edge_inference.errors import SettingsError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -70,9 +71,15 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("RESCAN_INTERVAL_SECONDS", "30", "reconciliation sweep of the input tree (0 = only at start-up)"),
     EnvVar("QUEUE_SIZE", "64", "frames claimed and waiting for decode; beyond it frames wait on the share"),
     EnvVar(
-        "DECODE_WORKERS", "0", "decode/preprocess threads; 0 = auto: one per core on a GPU, half the cores on the CPU"
+        "DECODE_WORKERS",
+        "0",
+        "decode/preprocess threads; 0 = auto: one per usable CPU on a GPU, half of them on the CPU",
     ),
-    EnvVar("INFERENCE_THREADS", "0", "ONNX Runtime intra-op threads on CPU (0 = cores)"),
+    EnvVar(
+        "INFERENCE_THREADS",
+        "0",
+        "ONNX Runtime intra-op threads (0 = the CPUs the container may use: affinity and cgroup quota)",
+    ),
     EnvVar(
         "BATCH_SIZE",
         "0",
@@ -83,6 +90,26 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("MAX_IMAGE_PIXELS", "100000000", "larger images (width x height) are failed before decoding"),
     EnvVar(
         "JPEG_REDUCED_DECODE", "true", "decode large JPEGs at 1/2, 1/4 or 1/8 size when still at least the model input"
+    ),
+    EnvVar(
+        "JPEG_MAX_SCANS",
+        "100",
+        "progressive JPEGs with more scans are failed before decoding (a scan bomb decodes for minutes)",
+    ),
+    EnvVar(
+        "MAX_DECODE_MB",
+        "1024",
+        "estimated decode memory (pixels x channels x bytes per sample) of one frame, and of all decodes in flight together; a larger frame is failed before decoding",
+    ),
+    EnvVar(
+        "DECODE_TIMEOUT_SECONDS",
+        "10",
+        "a decode still running after this long fails its frame (decode_timeout); the next frame does not wait for it",
+    ),
+    EnvVar(
+        "MAX_FRAME_ATTEMPTS",
+        "3",
+        "a frame whose processing started this many times without finishing (crash, kill, failing write) is quarantined: moved to failed/ with code quarantined",
     ),
     EnvVar("REPLICA_ID", "hostname", "name of this replica's claim area in the input share"),
     EnvVar("CLAIM_STALE_SECONDS", "300", "claims of a replica silent this long are taken over"),
@@ -97,6 +124,21 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("HTTP_PORT", "5000", "REST API port (/predict, /health, /ready)"),
     EnvVar("HTTP_MAX_BODY_MB", "20", "largest /predict body"),
     EnvVar("HTTP_MAX_CONCURRENCY", "16", "concurrent /predict requests before 503"),
+    EnvVar(
+        "HTTP_HEADER_TIMEOUT_SECONDS",
+        "10",
+        "a connection that has not sent a whole request head in this long is closed (slowloris)",
+    ),
+    EnvVar(
+        "HTTP_BODY_TIMEOUT_SECONDS",
+        "60",
+        "a request body not received whole in this long is refused (408) and the connection closed",
+    ),
+    EnvVar(
+        "HTTP_MAX_CONNECTIONS_PER_CLIENT",
+        "32",
+        "open connections per client address (REST API and metrics each); more are closed at once",
+    ),
     EnvVar("METRICS_PORT", "9600", "Prometheus /metrics port (0 = off)"),
     EnvVar("MIN_FREE_MB", "200", "output share / state volume free-space alarm; intake pauses below it"),
     EnvVar("OUTBOX_MAX_MESSAGES", "100000", "durable outbox bound (oldest dropped, counted and alerted)"),
@@ -145,6 +187,10 @@ class Settings:
     max_file_mb: float = 100.0
     max_image_pixels: int = 100_000_000
     jpeg_reduced_decode: bool = True
+    jpeg_max_scans: int = 100
+    max_decode_mb: float = 1024.0
+    decode_timeout_seconds: float = 10.0
+    max_frame_attempts: int = 3
     replica_id: str = field(default_factory=socket.gethostname)
     claim_stale_seconds: float = 300.0
     ledger_retention_days: float = 7.0
@@ -153,6 +199,9 @@ class Settings:
     http_port: int = 5000
     http_max_body_mb: float = 20.0
     http_max_concurrency: int = 16
+    http_header_timeout_seconds: float = 10.0
+    http_body_timeout_seconds: float = 60.0
+    http_max_connections_per_client: int = 32
     metrics_port: int = 9600
     min_free_mb: float = 200.0
     outbox_max_messages: int = 100_000
@@ -173,8 +222,19 @@ class Settings:
         return int(self.max_file_mb * 1024 * 1024)
 
     @property
+    def max_decode_bytes(self) -> int:
+        return int(self.max_decode_mb * 1024 * 1024)
+
+    @property
     def cpu_count(self) -> int:
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        """CPUs this process may use: its affinity, capped by the container's cgroup CPU quota (cpu_quota.py)."""
+        return cpu_budget().cpus
+
+    @property
+    def cuda_cache_path(self) -> Path:
+        """CUDA's JIT kernel cache (CUDA_CACHE_PATH): in STATE_DIR, which persists and which uid 1000 can write
+        (the image's HOME, /app, is not writable)."""
+        return self.state_dir / "cuda-cache"
 
     def effective_decode_workers(self, on_gpu: bool) -> int:
         """DECODE_WORKERS, or for 0: one per core when a GPU runs the model (decoding is then the limit); half
@@ -326,6 +386,10 @@ def read_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_file_mb=r.number("MAX_FILE_MB", d.max_file_mb, 0.001, 100_000.0),
         max_image_pixels=r.number("MAX_IMAGE_PIXELS", d.max_image_pixels, 1, 10**10, integer=True),
         jpeg_reduced_decode=r.boolean("JPEG_REDUCED_DECODE", d.jpeg_reduced_decode),
+        jpeg_max_scans=r.number("JPEG_MAX_SCANS", d.jpeg_max_scans, 1, 100_000, integer=True),
+        max_decode_mb=r.number("MAX_DECODE_MB", d.max_decode_mb, 1.0, 10**6),
+        decode_timeout_seconds=r.number("DECODE_TIMEOUT_SECONDS", d.decode_timeout_seconds, 0.01, 3600.0),
+        max_frame_attempts=r.number("MAX_FRAME_ATTEMPTS", d.max_frame_attempts, 1, 1000, integer=True),
         replica_id=r.parse("REPLICA_ID", d.replica_id, _replica_id, "letters, digits, '.', '_' or '-'"),
         claim_stale_seconds=r.number("CLAIM_STALE_SECONDS", d.claim_stale_seconds, 5.0, 10**7),
         ledger_retention_days=r.number("LEDGER_RETENTION_DAYS", d.ledger_retention_days, 0.0, 36500.0),
@@ -334,6 +398,11 @@ def read_settings(env: Mapping[str, str] | None = None) -> Settings:
         http_port=r.number("HTTP_PORT", d.http_port, 0, 65535, integer=True),
         http_max_body_mb=r.number("HTTP_MAX_BODY_MB", d.http_max_body_mb, 0.001, 10_000.0),
         http_max_concurrency=r.number("HTTP_MAX_CONCURRENCY", d.http_max_concurrency, 1, 10_000, integer=True),
+        http_header_timeout_seconds=r.number("HTTP_HEADER_TIMEOUT_SECONDS", d.http_header_timeout_seconds, 0.1, 3600.0),
+        http_body_timeout_seconds=r.number("HTTP_BODY_TIMEOUT_SECONDS", d.http_body_timeout_seconds, 0.1, 3600.0),
+        http_max_connections_per_client=r.number(
+            "HTTP_MAX_CONNECTIONS_PER_CLIENT", d.http_max_connections_per_client, 1, 100_000, integer=True
+        ),
         metrics_port=r.number("METRICS_PORT", d.metrics_port, 0, 65535, integer=True),
         min_free_mb=r.number("MIN_FREE_MB", d.min_free_mb, 0.0, 10**9),
         outbox_max_messages=r.number("OUTBOX_MAX_MESSAGES", d.outbox_max_messages, 1, 10**9, integer=True),

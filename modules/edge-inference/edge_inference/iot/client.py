@@ -447,7 +447,7 @@ class IoTEdgeClient:
             try:
                 queued = self.control.enqueue_path(rel, "fileEvent")
                 log.debug("fileEvents: %s %s", rel, "queued" if queued else "not queued")
-            except ValueError as e:
+            except (ValueError, OSError) as e:  # one bad entry never costs the rest of the message
                 log.warning("fileEvents: %r refused: %s", rel, e)
 
     def _drain(self) -> None:

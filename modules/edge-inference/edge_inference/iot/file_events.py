@@ -13,7 +13,8 @@ against the watcher. Decisions:
   the share shows it, so decoding would corrupt real names (a frame an event names wrongly is still found by
   the watcher's reconciliation sweep);
 - refused with a logged reason: `..` components, absolute/UNC/drive-letter paths, NUL or control characters,
-  empty or over-long paths, non-image extensions;
+  empty or over-long paths, a component over NAME_MAX (255) bytes, non-image extensions; a refused event is
+  skipped alone, the rest of the message is still taken;
 - at most MAX_EVENTS events per message are looked at; duplicates within one message are returned once.
 Never raises on any body.
 """
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 CHANGE_TYPES = frozenset({"created", "modified", "changed", "renamed"})
 MAX_EVENTS = 10_000
 MAX_PATH_CHARS = 4096
+NAME_MAX = 255  # bytes in one path component (Linux file systems; cifs and nfs agree)
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
@@ -53,6 +55,8 @@ def relative_share_path(raw: str) -> tuple[str | None, str]:
         return None, "'..' in path"
     if not parts:
         return None, "no file name"
+    if any(len(p.encode("utf-8", "surrogatepass")) > NAME_MAX for p in parts):
+        return None, f"a path component over {NAME_MAX} bytes"
     rel = "/".join(parts)
     suffix = ("." + parts[-1].rsplit(".", 1)[-1].lower()) if "." in parts[-1] else ""
     if suffix not in IMAGE_EXTENSIONS:

@@ -18,7 +18,9 @@ Rules (DESIGN.md "Module twin"):
 - `$version` / `$metadata` and other `$` keys are ignored; any other unknown key gets `ac: 400`
   ("unknown property") without blocking the rest (at most MAX_UNKNOWN_ACKS of them are acknowledged, so a
   huge document cannot blow up the reported properties).
-A property absent from the patch keeps its value. Nothing here raises on any JSON value.
+A property absent from the patch keeps its value. Nothing here raises on any JSON value: a number no float can
+hold (`10**400`), NaN, a huge integer, a wrong type or deep nesting is a 400 with the reason, and a property
+whose check fails in a way nobody foresaw is refused too ("cannot be read") rather than losing the whole patch.
 """
 
 from __future__ import annotations
@@ -40,6 +42,16 @@ class _Invalid(Exception):
     """A desired value that is refused; the message becomes the ack's `ad`."""
 
 
+def _shown(value: Any) -> str:
+    """A short text for a refused value; never raises (a 5,000-digit int cannot even be turned into text)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
+    try:
+        return repr(value)[:40]
+    except Exception:  # RecursionError, ValueError: a value too deep or too big to show
+        return f"a {type(value).__name__}"
+
+
 def _describe(value: Any) -> str:
     if value is None:
         return "null"
@@ -51,15 +63,18 @@ def _describe(value: Any) -> str:
         return "a list"
     if isinstance(value, dict):
         return "an object"
-    return repr(value)[:40]
+    return _shown(value)
 
 
 def _number(value: Any, lo: float, hi: float) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _Invalid(f"expected a number from {lo:g} to {hi:g}, got {_describe(value)}")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer past float's range (10**400)
+        number = math.inf
     if not math.isfinite(number) or not lo <= number <= hi:
-        raise _Invalid(f"expected a number from {lo:g} to {hi:g}, got {value!r}"[:200])
+        raise _Invalid(f"expected a number from {lo:g} to {hi:g}, got {_shown(value)}")
     return number
 
 
@@ -69,7 +84,7 @@ def _integer(value: Any, lo: int, hi: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise _Invalid(f"expected an integer from {lo} to {hi}, got {_describe(value)}")
     if not lo <= value <= hi:
-        raise _Invalid(f"expected an integer from {lo} to {hi}, got {value}"[:200])
+        raise _Invalid(f"expected an integer from {lo} to {hi}, got {_shown(value)}")
     return value
 
 
@@ -167,6 +182,8 @@ def validate_desired(desired: dict[str, Any], current: TwinSettings) -> tuple[Tw
             changes[field_name] = _convert(key, value, current)
         except _Invalid as e:
             acks[key] = {"ac": 400, "av": version, "ad": f"refused: {e}"}
+        except Exception as e:  # a value no rule foresaw: refused, never the whole patch lost
+            acks[key] = {"ac": 400, "av": version, "ad": f"refused: the value cannot be read ({type(e).__name__})"}
     new = replace(current, **changes) if changes else current
     in_force = new.as_twin()
     for key in TWIN_PROPERTIES:
