@@ -44,8 +44,9 @@ import cv2
 import numpy as np
 
 from edge_inference import decode as decoding
-from edge_inference import postprocess, tempfiles
-from edge_inference.claims import ClaimArea, copy_atomic, safe_join
+from edge_inference import output_layout, postprocess, share_fs, tempfiles
+from edge_inference.arrivals import ArrivingFrames
+from edge_inference.claims import ClaimArea, ClaimRefusals, safe_join
 from edge_inference.decode_guard import DecodeGuard
 from edge_inference.entities import FrameJob, FrameResult, ModelInfo, PreparedFrame, utc_now_iso
 from edge_inference.errors import FrameError, GpuError, ShareError, UnavailableError
@@ -53,7 +54,7 @@ from edge_inference.ledger import Ledger, LedgerEntry
 from edge_inference.live_settings import LiveSettings, TwinSettings
 from edge_inference.metrics import MetricsRegistry
 from edge_inference.model import OnnxModel
-from edge_inference.mounts import is_mount_point, mount_point_of
+from edge_inference.mounts import is_mount_point, mount_point_of, settle_window
 from edge_inference.names import shown
 from edge_inference.preprocess import prepare_frame
 from edge_inference.quarantine import FrameAttempts
@@ -146,6 +147,11 @@ class Pipeline:
         # (`/` needs no watching), and never use a share folder whose mount is gone.
         self._output_mount = _share_mount(settings.output_dir)
         self._input_mount = _share_mount(settings.input_dir)
+        settle, trust_mtime = settle_window(settings.input_dir, settings.settle_seconds)
+        self.arrivals = ArrivingFrames(
+            settings.truncated_grace_seconds, settle, trust_mtime, lambda rel: share_fs.lstat(*claims.location(rel))
+        )
+        self.refusals = ClaimRefusals()
         self.decode_guard = DecodeGuard(
             settings.decode_timeout_seconds,
             settings.max_decode_bytes,
@@ -276,7 +282,7 @@ class Pipeline:
         job = FrameJob(rel_path, Path(), st.st_size, st.st_mtime_ns, _source(source), time.monotonic())
         frame_id = job.frame_id
         with self._lock:
-            if rel_path in self._in_flight:
+            if rel_path in self._in_flight or self.arrivals.waiting(rel_path):
                 return Offer.DROP
             if not self.claims.moves_files and self.ledger.is_finished(frame_id):
                 return Offer.DROP
@@ -284,9 +290,11 @@ class Pipeline:
                 return Offer.DEFER
             try:
                 path = self.claims.claim(rel_path)
-            except OSError as exc:  # one frame's claim failing never stops the watcher: it is offered again
-                log.warning("cannot claim %s: %s (retried)", rel_path, exc)
-                return Offer.DEFER
+            except OSError as exc:  # one frame's claim failing never stops the others: this one waits alone
+                if share_fs.is_transient(exc):
+                    self._claims_dirty.set()  # the housekeeping looks at the share at its next round
+                return Offer(self.refusals.verdict(rel_path, exc))
+            self.refusals.taken(rel_path)
             if path is None:
                 return Offer.DROP  # gone: another replica took it, or the writer removed it
             self.ledger.record(frame_id, rel_path, st.st_size, st.st_mtime_ns, "claimed")
@@ -328,14 +336,10 @@ class Pipeline:
                 self.set_intake_blocked("inputUnavailable", True, f"input share unavailable ({exc.strerror})")
             return 0
         queued = 0
-        for rel_path, path in claimed:
-            try:
-                st = os.stat(path, follow_symlinks=False)
-            except FileNotFoundError:
-                continue
+        for rel_path, path, st in claimed:
             job = FrameJob(rel_path, path, st.st_size, st.st_mtime_ns, "recovered", time.monotonic())
             with self._lock:
-                if rel_path in self._in_flight:
+                if rel_path in self._in_flight or self.arrivals.waiting(rel_path):
                     continue
                 state = self.ledger.state(job.frame_id)
                 if state in ("done", "failed"):
@@ -349,7 +353,7 @@ class Pipeline:
                     self.frames.put_nowait(job)
                     queued += 1
             if finish:
-                self._dispose(rel_path, path, state == "done")
+                self._dispose(rel_path, state == "done")
         if queued:
             log.info("resumed %d claimed frames left unfinished", queued)
         return queued
@@ -399,7 +403,7 @@ class Pipeline:
             if quarantined is not None:
                 return _Failed(job, quarantined, timings)
         try:
-            data = job.data if job.data is not None else decoding.read_file(job.path, self.settings.max_file_bytes)
+            data = job.data if job.data is not None else self._read_share_frame(job)
             t1 = time.monotonic()
             target = self.model.input_hw if self.settings.jpeg_reduced_decode else None
             s = self.settings
@@ -419,6 +423,10 @@ class Pipeline:
             if exc.code == FrameError.READ_FAILED and job.data is None and self._share_problem(job):
                 return _Failed(job, exc, timings, vanished=True)
             return _Failed(job, exc, timings)
+        except OSError as exc:  # the share answered the read with an error: the frame waits, the share is checked
+            timings["decode"] = (time.monotonic() - t0) * 1000
+            error = FrameError(FrameError.READ_FAILED, f"{job.path.name}: cannot read: {exc.strerror}")
+            return _Failed(job, error, timings, vanished=True)
         except UnavailableError:
             raise  # /predict only: the decode budget is taken (503), not this frame's fault
         except Exception as exc:  # a library's surprise on these bytes: this frame fails, never the decode stage
@@ -430,6 +438,16 @@ class Pipeline:
         timings["decode"] = (t2 - t1) * 1000
         keep = self.live.current().save_annotated if keep_image is None else keep_image
         return PreparedFrame(job, tensor, box, hashlib.sha256(data).hexdigest(), timings, image if keep else None)
+
+    def _read_share_frame(self, job: FrameJob) -> bytes:
+        """The bytes of a claimed frame, read through the folders the claim area checked (never a symlink)."""
+        try:
+            with self.claims.readable(job.rel_path) as path:
+                return decoding.read_file(path, self.settings.max_file_bytes)
+        except FileNotFoundError:
+            raise FrameError(FrameError.READ_FAILED, f"{job.path.name}: file disappeared before it was read") from None
+        except share_fs.OutsideShare as exc:
+            raise FrameError(FrameError.NOT_A_FILE, f"{shown(job.rel_path)}: {exc.strerror}") from None
 
     def _inference_loop(self) -> None:
         consecutive_failures = 0
@@ -533,6 +551,11 @@ class Pipeline:
             self.attempts.retry_later(job, item.error.message, share_away=True)
             self._input_unavailable(job, item.error)
             return None
+        if isinstance(item, _Failed) and job.source != "http" and self.arrivals.hold(job, item.error):
+            self.attempts.retry_later(job, item.error.message, share_away=True)  # its writer's doing, not its own
+            with self._lock:  # it waits for its writer where it is, with no result: `arrivals` hands it back
+                self._in_flight.pop(job.rel_path, None)
+            return None
         live = self.live.current()
         request = self._requests.pop(id(job), None) if job.source == "http" else None
         try:
@@ -580,7 +603,9 @@ class Pipeline:
         try:
             self._write_outputs(group)
         except (OutputFullError, OSError) as exc:
-            share_away = not self._output_writable()  # else the failure is a frame's own: find it, and it counts
+            # a passing network error (EIO, ESTALE...) or a share that does not answer is the share's, not the frame's;
+            # else the failure is a frame's own: find it, and it counts
+            share_away = share_fs.is_transient(exc) or not self._output_writable()
             if not share_away and len(group) > 1:
                 for f in group:
                     self._finish_share_frames([f])
@@ -617,7 +642,7 @@ class Pipeline:
             ]
         )
         for f in group:
-            self._dispose(f.job.rel_path, f.job.path, f.result.ok, mount_checked=True)  # checked for the group
+            self._dispose(f.job.rel_path, f.result.ok, mount_checked=True)  # checked for the group
             with self._lock:
                 self._in_flight.pop(f.job.rel_path, None)
             self.metrics.stage_seconds.labels(stage="write").observe(write_s)
@@ -651,7 +676,13 @@ class Pipeline:
 
     def _share_problem(self, job: FrameJob) -> bool:
         """A claimed file that cannot be read: did the share go away (rather than the frame being bad)?"""
-        if job.path.exists():
+        try:
+            share_fs.lstat(*self.claims.location(job.rel_path))
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError):
+            return True  # the share answers with an error (EIO, ESTALE...): not the frame's fault
+        else:
             return False
         if self.claims.moves_files:
             return True  # the claim area is ours alone: a missing file there means the share is away
@@ -677,11 +708,11 @@ class Pipeline:
         self.set_intake_blocked("outputFull" if full else "outputError", True, f"output share: {exc}")
         self._claims_dirty.set()
 
-    def _dispose(self, rel_path: str, path: Path, ok: bool, *, mount_checked: bool = False) -> None:
+    def _dispose(self, rel_path: str, ok: bool, *, mount_checked: bool = False) -> None:
         try:
             if not mount_checked and (not ok or self.settings.input_disposition == "archive"):  # writes to output
                 self._check_output_mounted()
-            self.claims.dispose(rel_path, path, ok)
+            self.claims.dispose(rel_path, ok)
         except OSError as exc:
             log.error("cannot %s %s: %s (retried later)", self.settings.input_disposition, shown(rel_path), exc)
             self._claims_dirty.set()
@@ -691,30 +722,47 @@ class Pipeline:
             log.error("cannot %s %s: %s", self.settings.input_disposition, shown(rel_path), exc, exc_info=exc)
 
     def _housekeeping_loop(self) -> None:
-        last_beat = last_adopt = 0.0
-        next_prune = time.monotonic() + 60.0  # not in the rush of a start-up backlog
+        state = {"beat": 0.0, "adopt": 0.0, "prune": time.monotonic() + 60.0}  # no pruning in a start-up rush
         while not self._stop.wait(1.0):
-            now = time.monotonic()
-            if self.settings.ledger_retention_days > 0 and now >= next_prune:
-                _forgotten, more = self.prune_ledger()
-                next_prune = now + (1.0 if more else _PRUNE_INTERVAL)  # a backlog goes in small steps
-            if now - last_beat > 10:
-                self.claims.heartbeat()
-                last_beat = now
-            self._watch_shares()
-            if now - last_adopt > max(5.0, self.settings.claim_stale_seconds / 4):
-                last_adopt = now
-                if self.claims.adopt_stale():
-                    self._claims_dirty.set()
-            if self._claims_dirty.is_set() and not self._blocked:
-                self.reconcile_claims()
-            tempfiles.sweep_orphans()  # temp files a failed write could not remove while a share was away
-            tick = getattr(self.telemetry, "tick", None)
-            if callable(tick):
-                try:
-                    tick()
-                except Exception:
-                    log.exception("telemetry tick failed")
+            try:
+                self._housekeeping_tick(state)
+            except OSError as exc:  # a share error never kills the housekeeping: the next round tries again
+                log.warning("housekeeping: %s (retried)", exc)
+                self._claims_dirty.set()
+
+    def _housekeeping_tick(self, state: dict[str, float]) -> None:
+        now = time.monotonic()
+        if self.settings.ledger_retention_days > 0 and now >= state["prune"]:
+            _forgotten, more = self.prune_ledger()
+            state["prune"] = now + (1.0 if more else _PRUNE_INTERVAL)  # a backlog goes in small steps
+        if now - state["beat"] > 10:
+            self.claims.heartbeat()
+            state["beat"] = now
+        self._watch_shares()
+        if now - state["adopt"] > max(5.0, self.settings.claim_stale_seconds / 4):
+            state["adopt"] = now
+            if self.claims.adopt_stale():
+                self._claims_dirty.set()
+        if self._claims_dirty.is_set() and not self._blocked:
+            self.reconcile_claims()
+        if not self._blocked and not self._stop_intake.is_set():
+            self.arrivals.release_due(self._take_again)
+        tempfiles.sweep_orphans()  # temp files a failed write could not remove while a share was away
+        tick = getattr(self.telemetry, "tick", None)
+        if callable(tick):
+            try:
+                tick()
+            except Exception:
+                log.exception("telemetry tick failed")
+
+    def _take_again(self, job: FrameJob) -> bool:
+        """Queue a frame that waited for its writer (`arrivals`); False when the queue is full (it waits on)."""
+        with self._lock:
+            if job.rel_path in self._in_flight or self.frames.full():
+                return False
+            self._in_flight[job.rel_path] = job.frame_id
+            self.frames.put_nowait(job)
+        return True
 
     def prune_ledger(self, now: float | None = None, limit: int = 500) -> tuple[int, bool]:
         """Forget finished frames older than LEDGER_RETENTION_DAYS (at most `limit` per call), except frames the
@@ -723,7 +771,7 @@ class Pipeline:
         keep: Callable[[LedgerEntry], bool]
         if self.claims.moves_files:
             try:
-                claimed = {rel for rel, _path in self.claims.claimed()}
+                claimed = {rel for rel, _path, _st in self.claims.claimed()}
             except OSError:
                 return 0, False  # the share is away: try at the next round
             with self._lock:
@@ -747,7 +795,7 @@ class Pipeline:
     def _still_on_share(self, entry: LedgerEntry) -> bool:
         """Keep mode: the ledger alone keeps the frame from being processed again while its file is there."""
         try:
-            st = os.stat(safe_join(self.settings.input_dir, entry.rel_path), follow_symlinks=False)
+            st = share_fs.lstat(self.settings.input_dir, entry.rel_path)
         except FileNotFoundError:
             return not _readable_dir(self.settings.input_dir)  # gone, unless the whole share went away meanwhile
         except (OSError, ValueError):
@@ -927,25 +975,41 @@ class Pipeline:
         entries = self.ledger.finished_matching(pattern)
         queued = 0
         for entry in entries:
-            target = safe_join(self.settings.input_dir, entry.rel_path)
-            if self.settings.input_disposition == "archive":
-                archived = safe_join(
-                    self.settings.output_dir / ("processed" if entry.state == "done" else "failed"), entry.rel_path
-                )
-                if not archived.is_file():
-                    continue
-                self._generations.update(self.ledger.reopen([entry.frame_id]))
-                copy_atomic(archived, target)
-            elif self.settings.input_disposition == "keep":
-                if not target.is_file():
-                    continue
-                self._generations.update(self.ledger.reopen([entry.frame_id]))
-            else:
-                continue  # deleted originals cannot be processed again
-            if self.note_path is not None:
-                self.note_path(str(target))
-            queued += 1
+            if self._reprocess_one(entry):
+                queued += 1
         return queued
+
+    def _reprocess_one(self, entry: LedgerEntry) -> bool:
+        """Put one finished frame back on the input share (archive: a copy of the archived original; keep: it is
+        there). Never through a symlinked folder, and never over a frame of that name waiting on the share."""
+        inp, rel = self.settings.input_dir, entry.rel_path
+        mode = self.settings.input_disposition
+        if mode == "delete":
+            return False  # deleted originals cannot be processed again
+        try:
+            if mode == "archive":
+                place = output_layout.processed_path if entry.state == "done" else output_layout.failed_path
+                archived = place(rel)
+                if not stat.S_ISREG(share_fs.lstat(self.settings.output_dir, archived).st_mode):
+                    return False
+                with contextlib.suppress(FileNotFoundError):
+                    share_fs.lstat(inp, rel)
+                    log.warning("reprocess: %s is waiting on the input share: that frame is left as it is", shown(rel))
+                    return False
+                self._generations.update(self.ledger.reopen([entry.frame_id]))
+                share_fs.copy(self.settings.output_dir, archived, inp, rel, replace=False)
+            elif not stat.S_ISREG(share_fs.lstat(inp, rel).st_mode):
+                return False
+            else:
+                self._generations.update(self.ledger.reopen([entry.frame_id]))
+        except FileNotFoundError:
+            return False
+        except (OSError, ValueError) as exc:  # a symlinked folder, a frame that arrived meanwhile, the share away
+            log.warning("reprocess: not taking %s: %s", shown(rel), exc)
+            return False
+        if self.note_path is not None:
+            self.note_path(str(safe_join(inp, rel)))
+        return True
 
     def enqueue_path(self, rel_path: str, source: str) -> bool:
         path = safe_join(self.settings.input_dir, rel_path)  # raises ValueError when it escapes
@@ -954,7 +1018,12 @@ class Pipeline:
         with self._lock:
             if rel_path in self._in_flight:
                 return False
-        if not path.exists():
+        try:
+            share_fs.lstat(self.settings.input_dir, rel_path)  # a symlinked folder on the way is never followed
+        except share_fs.OutsideShare as exc:
+            log.warning("%s: not taking %s: %s", source, shown(rel_path), exc.strerror)
+            return False
+        except OSError:
             return False
         return self.note_path(str(path))
 

@@ -55,7 +55,18 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("REQUIRE_GPU", "false", "true: refuse to become ready when no GPU provider is active"),
     EnvVar("WATCH_MODE", "auto", "auto (inotify locally, polling on cifs/smb/nfs/fuse), events, poll"),
     EnvVar("INPUT_DISPOSITION", "archive", "archive (move to output processed/), delete, keep (read-only share)"),
-    EnvVar("SETTLE_SECONDS", "0.3", "a frame is taken when its size and mtime are unchanged this long"),
+    EnvVar(
+        "SETTLE_SECONDS",
+        "0.3",
+        "a frame is taken when its size and mtime are unchanged this long (on SMB/NFS/FUSE mounts at least the"
+        " mount's attribute-cache time + 1 s)",
+    ),
+    EnvVar(
+        "TRUNCATED_GRACE_SECONDS",
+        "30",
+        "a frame that decodes as truncated or empty waits this long unchanged for its writer before it fails"
+        " (0 = fail at once)",
+    ),
     EnvVar("POLL_INTERVAL_SECONDS", "1.0", "polling interval in poll mode"),
     EnvVar("RESCAN_INTERVAL_SECONDS", "30", "reconciliation sweep of the input tree (0 = only at start-up)"),
     EnvVar("QUEUE_SIZE", "64", "frames claimed and waiting for decode; beyond it frames wait on the share"),
@@ -165,6 +176,7 @@ class Settings:
     watch_mode: WatchMode = "auto"
     input_disposition: Disposition = "archive"
     settle_seconds: float = 0.3
+    truncated_grace_seconds: float = 30.0
     poll_interval_seconds: float = 1.0
     rescan_interval_seconds: float = 30.0
     queue_size: int = 64
@@ -363,6 +375,7 @@ def read_settings(env: Mapping[str, str] | None = None) -> Settings:
         watch_mode=r.choice("WATCH_MODE", d.watch_mode, ("auto", "events", "poll")),
         input_disposition=r.choice("INPUT_DISPOSITION", d.input_disposition, ("archive", "delete", "keep")),
         settle_seconds=r.number("SETTLE_SECONDS", d.settle_seconds, 0.0, 600.0),
+        truncated_grace_seconds=r.number("TRUNCATED_GRACE_SECONDS", d.truncated_grace_seconds, 0.0, 86400.0),
         poll_interval_seconds=r.number("POLL_INTERVAL_SECONDS", d.poll_interval_seconds, 0.05, 3600.0),
         rescan_interval_seconds=r.number("RESCAN_INTERVAL_SECONDS", d.rescan_interval_seconds, 0.0, 86400.0),
         queue_size=r.number("QUEUE_SIZE", d.queue_size, 1, 100_000, integer=True),
