@@ -54,14 +54,14 @@ lock: $(STAMP) ## re-resolve the requirements*.txt pins into the hash-locked *.l
 	$(UV_COMPILE) requirements-dev.txt -c $(MODULE_DIR)/requirements.lock -o $(DEV_LOCK)
 
 # Debian packages the tests need; add one as `command package` (a packager for each missing command).
-APT_PACKAGES := mosquitto:mosquitto
+APT_PACKAGES := mosquitto:mosquitto smbd:samba smbnetfs:smbnetfs
 SUDO := $(shell test "$$(id -u)" = 0 || echo sudo)
 
-apt-deps: ## install the Debian packages the tests need (mosquitto broker) when missing
+apt-deps: ## install the Debian packages the tests need (mosquitto broker, Samba + smbnetfs SMB rig) when missing
 	@missing=""; for entry in $(APT_PACKAGES); do \
 	  command -v "$${entry%%:*}" >/dev/null 2>&1 || missing="$$missing $${entry#*:}"; done; \
 	if [ -n "$$missing" ]; then \
-	  echo "make apt-deps: installing Debian packages:$$missing (for the tests: MQTT broker of the IoT Edge rig)"; \
+	  echo "make apt-deps: installing Debian packages:$$missing (for the tests: MQTT broker of the IoT Edge rig, smbd and a FUSE SMB client for the SMB rig)"; \
 	  if [ -n "$(SUDO)" ] && ! command -v sudo >/dev/null 2>&1; then \
 	    echo "make apt-deps: not root and no sudo: run as root: apt-get install$$missing" >&2; exit 1; fi; \
 	  [ -z "$(SUDO)" ] || echo "  (not root: using sudo; it may ask for your password)"; \
@@ -94,7 +94,7 @@ lint: install ## ruff and mypy
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-bench: install ## benchmarks: ceiling vs naive vs module; JSON under bench/results/
+bench: install apt-deps ## benchmarks: ceiling vs naive vs module, and the SMB share case; JSON under bench/results/
 	$(PY) bench/run_bench.py
 
 soak: install apt-deps ## hours of frames with faults injected on a schedule (not in CI)

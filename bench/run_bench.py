@@ -24,6 +24,9 @@ the start and end of every case. `--memory` runs the flat-memory soak instead (2
                                             # bench/results/. Without the `onnx` package (a bare GPU box) pass
                                             # --yolov8n-model with a file built elsewhere (bench/yolov8n_model.py).
     bench/run_bench.py --memory             # RSS over 20,000 frames
+    bench/run_bench.py --models none --smb  # only the SMB share case (bench/smb_latency.py)
+
+Every full run ends with the SMB case: drop-to-result latency of frames written over SMB (bench/smb_latency.py).
 """
 
 from __future__ import annotations
@@ -953,6 +956,10 @@ def markdown_table(report: dict[str, Any]) -> str:
         )
     for note in report.get("notes", []):
         lines.append(f"- note: {note}")
+    if "smb" in report:
+        from bench.smb_latency import markdown
+
+        lines += markdown(report["smb"])
     return "\n".join(lines)
 
 
@@ -999,6 +1006,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--memory", action="store_true", help="flat-memory run: --memory-frames frames, RSS every second")
     p.add_argument("--memory-frames", type=int, default=20_000)
     p.add_argument("--keep", action="store_true", help="keep the temp work folder (module logs, results)")
+    p.add_argument("--smb", action="store_true", help="run the SMB share case (always in a full run)")
+    p.add_argument("--smb-frames", type=int, default=0, help="frames per SMB writer kind (0: 20, quick 4)")
     args = p.parse_args(argv)
     args.argv = list(argv if argv is not None else sys.argv[1:])
     args.seconds = args.seconds or (1.0 if args.quick else 4.0)
@@ -1047,7 +1056,7 @@ def run(args: argparse.Namespace) -> int:
         for s in sizes:
             if s not in SIZES:
                 raise SystemExit(f"unknown size {s!r}: expected {', '.join(SIZES)}")
-        for key in [m.strip() for m in args.models.split(",") if m.strip()]:
+        for key in [m.strip() for m in args.models.split(",") if m.strip() and m.strip() != "none"]:
             models, notes = prepare_models(
                 [key], workdir, args.wait_demo, args.yolov8n_model
             )  # one at a time: the demo may be late
@@ -1055,6 +1064,11 @@ def run(args: argparse.Namespace) -> int:
             for m in models:
                 report["models"][m.key] = {"path": m.path.name, "note": m.note, "params": m.params, "gflops": m.gflops}
                 report["cases"] += [run_case(m, s, args, workdir) for s in sizes]
+        if args.smb or not args.quick:
+            from bench.smb_latency import run_smb_latency
+
+            smb_frames = args.smb_frames or (4 if args.quick else 20)
+            report["smb"] = run_smb_latency(workdir, smb_frames, args.providers)
         report["goals"] = goals(report["cases"])
         report["loadEnd"] = load_average()
         report["seconds"] = round(time.monotonic() - started, 1)

@@ -38,7 +38,7 @@ def test_claiming_while_emptied_folders_are_pruned_never_fails_or_loses_a_frame(
     def disposer() -> None:  # the dispatcher's thread: each disposition prunes the folder it emptied
         while (item := claimed.get()) is not None:
             try:
-                claims.dispose(item[0], item[1], ok=True)
+                claims.dispose(item[0], ok=True)
             except BaseException as exc:
                 errors.append(exc)
 

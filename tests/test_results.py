@@ -36,9 +36,9 @@ def test_a_full_share_raises_and_leaves_no_temp_or_partial_file(tmp_path: Path) 
     small.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(small)], check=True)
     try:
-        items = [(small / f"r{i}.json", b"x" * 8192) for i in range(20)]  # 160 KB into 64 KB
+        items = [(f"r{i}.json", b"x" * 8192) for i in range(20)]  # 160 KB into 64 KB
         with pytest.raises(OutputFullError):
-            write_group_atomic(items)
+            write_group_atomic(small, items)
         assert list(small.iterdir()) == []  # all or nothing: no temp file, no result
     finally:
         subprocess.run(["umount", "-l", str(small)], check=False)

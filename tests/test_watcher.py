@@ -182,3 +182,52 @@ def test_a_bind_mount_from_the_same_file_system_is_a_mount_point(tmp_path: Path)
     finally:
         subprocess.run(["umount", "-l", str(point)], check=False)
     assert not is_mount_point(point)
+
+
+def test_a_frame_intake_cannot_take_backs_off_alone_and_the_others_go_on(tmp_path: Path, no_thread_leaks: None) -> None:
+    # given one frame whose claim keeps failing (RETRY) and one whose writer still holds it (BUSY)
+    offers: list[str] = []
+
+    def offer(rel: str, st: os.stat_result, source: str) -> Offer:
+        offers.append(rel)
+        return {"stuck.jpg": Offer.RETRY, "held.jpg": Offer.BUSY}.get(rel, Offer.TAKEN)
+
+    root = tmp_path / "input"
+    root.mkdir()
+    for name in ("stuck.jpg", "held.jpg"):
+        (root / name).write_bytes(b"x")
+    watcher = FrameWatcher(root, offer, mode="events", settle_seconds=0.2, rescan_interval=0)
+    watcher.start()
+    try:
+        for i in range(5):  # when good frames keep arriving behind them
+            (root / f"good{i}.jpg").write_bytes(b"x")
+            time.sleep(0.5)
+        deadline = time.monotonic() + 5
+        while len({o for o in offers if o.startswith("good")}) < 5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        watcher.stop()
+    # then every good frame was offered, the stuck one backed off (1 s, 2 s...) and the held one waited a settle
+    # window between offers - none of them offered on every tick
+    assert {o for o in offers if o.startswith("good")} == {f"good{i}.jpg" for i in range(5)}
+    assert 2 <= offers.count("stuck.jpg") <= 3
+    assert 3 <= offers.count("held.jpg") <= 14
+
+
+def test_on_a_mount_that_caches_attributes_an_old_mtime_is_no_proof_of_a_finished_file(
+    tmp_path: Path, recorder: Recorder, monkeypatch: pytest.MonkeyPatch, no_thread_leaks: None
+) -> None:
+    # given an SMB-like input share (attributes cached, a file's mtime kept at its first write until close)
+    monkeypatch.setattr("edge_inference.share.watcher.settle_window", lambda path, settle: (1.0, False))
+    root = tmp_path / "input"
+    root.mkdir()
+    (root / "open.jpg").write_bytes(b"x" * 100)
+    os.utime(root / "open.jpg", (time.time() - 60, time.time() - 60))
+    watcher = FrameWatcher(root, recorder, mode="poll", settle_seconds=0.1, poll_interval=0.1, rescan_interval=0)
+    watcher.start()
+    try:
+        time.sleep(0.6)
+        assert recorder.offers == []  # not taken on its old mtime: it must stay unchanged for the window first
+        assert [o[0] for o in recorder.wait_for(1, timeout=3)] == ["open.jpg"]
+    finally:
+        watcher.stop()

@@ -13,22 +13,30 @@ The twin's reported `stats` and `runtime` come from here too.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
+import logging
+import stat
 import time
 from typing import Any
 
 from edge_inference import __version__
 from edge_inference.control.selftest import SelfTest
 from edge_inference.entities import FrameResult
+from edge_inference.names import shown
 from edge_inference.ops.alarms import AlarmRegistry
 from edge_inference.ops.live_settings import LiveSettings
 from edge_inference.pipeline.gate import PAUSED
 from edge_inference.pipeline.runner import Pipeline
 from edge_inference.settings import Settings
-from edge_inference.share.claims import copy_atomic, safe_join
+from edge_inference.share import output_layout, share_fs
+from edge_inference.share.claims import safe_join
+from edge_inference.share.ledger import LedgerEntry
 from edge_inference.share.watcher import FrameWatcher, is_frame_name
 from edge_inference.vision.model import OnnxModel
 from edge_inference.workers import Supervisor
+
+log = logging.getLogger(__name__)
 
 RUNTIME_PACKAGES = ("onnxruntime-gpu", "numpy", "opencv-python-headless", "azure-iot-device")
 STATS_KEYS = ("frames", "inFlight", "queues", "lastResultAt", "uptimeSeconds", "intakeBlocked")
@@ -107,33 +115,49 @@ class ModuleCommands:
         pattern = pattern.strip().lstrip("/") if isinstance(pattern, str) else ""
         if not pattern or ".." in pattern.split("/") or "\0" in pattern:
             raise ValueError(f"invalid path or glob {pattern!r}")
+        return sum(1 for entry in self.pipeline.ledger.finished_matching(pattern) if self._reprocess_one(entry))
+
+    def _reprocess_one(self, entry: LedgerEntry) -> bool:
+        """Put one finished frame back on the input share (archive: a copy of the archived original; keep: it is
+        there). Never through a symlinked folder, and never over a frame of that name waiting on the share."""
+        inp, rel, mode = self.settings.input_dir, entry.rel_path, self.settings.input_disposition
         ledger, results = self.pipeline.ledger, self.pipeline.results
-        queued = 0
-        for entry in ledger.finished_matching(pattern):
-            target = safe_join(self.settings.input_dir, entry.rel_path)
-            if self.settings.input_disposition == "archive":
-                archived = safe_join(
-                    self.settings.output_dir / ("processed" if entry.state == "done" else "failed"), entry.rel_path
-                )
-                if not archived.is_file():
-                    continue
+        if mode == "delete":
+            return False  # deleted originals cannot be processed again
+        try:
+            if mode == "archive":
+                place = output_layout.processed_path if entry.state == "done" else output_layout.failed_path
+                archived = place(rel)
+                if not stat.S_ISREG(share_fs.lstat(self.settings.output_dir, archived).st_mode):
+                    return False
+                with contextlib.suppress(FileNotFoundError):
+                    share_fs.lstat(inp, rel)
+                    log.warning("reprocess: %s is waiting on the input share: that frame is left as it is", shown(rel))
+                    return False
                 results.reopened(ledger.reopen([entry.frame_id]))
-                copy_atomic(archived, target)
-            elif self.settings.input_disposition == "keep":
-                if not target.is_file():
-                    continue
-                results.reopened(ledger.reopen([entry.frame_id]))
+                share_fs.copy(self.settings.output_dir, archived, inp, rel, replace=False)
+            elif not stat.S_ISREG(share_fs.lstat(inp, rel).st_mode):
+                return False
             else:
-                continue  # deleted originals cannot be processed again
-            self.watcher.note(str(target), source="fileEvent")
-            queued += 1
-        return queued
+                results.reopened(ledger.reopen([entry.frame_id]))
+        except FileNotFoundError:
+            return False
+        except (OSError, ValueError) as exc:  # a symlinked folder, a frame that arrived meanwhile, the share away
+            log.warning("reprocess: not taking %s: %s", shown(rel), exc)
+            return False
+        self.watcher.note(str(safe_join(inp, rel)), source="fileEvent")
+        return True
 
     def enqueue_path(self, rel_path: str, source: str) -> bool:
         path = safe_join(self.settings.input_dir, rel_path)  # raises ValueError when it escapes
         if not is_frame_name(path.name) or self.pipeline.gate.in_flight(rel_path):
             return False
-        if not path.exists():
+        try:
+            share_fs.lstat(self.settings.input_dir, rel_path)  # a symlinked folder on the way is never followed
+        except share_fs.OutsideShare as exc:
+            log.warning("%s: not taking %s: %s", source, shown(rel_path), exc.strerror)
+            return False
+        except OSError:
             return False
         return self.watcher.note(str(path), source="fileEvent")
 

@@ -90,6 +90,8 @@ class Dispatcher(Worker):
         if isinstance(item, Failed) and item.vanished:
             self.finisher.input_vanished(job, item.error)
             return None
+        if isinstance(item, Failed) and self.finisher.hold_for_writer(job, item.error):
+            return None
         live = self.live.current()
         request = self.requests.take(job) if job.source == "http" else None
         try:

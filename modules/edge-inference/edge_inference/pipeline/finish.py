@@ -7,7 +7,8 @@ Telemetry is stored before the ledger marks the frames done: a kill in between p
 message ids, which the outbox and upstream de-duplicate) instead of losing their messages. Under light load a
 group is one frame. The frames that cannot finish now stay claimed: a result the output share refuses pauses
 intake (`outputFull` / `outputError`) until the housekeeping sees the share take writes again; a file that
-vanished with its input share pauses intake (`inputUnavailable`); either way the claim area is looked at again
+vanished with its input share pauses intake (`inputUnavailable`); a frame cut short while its writer may still
+be at it waits for it (share/arrivals.py); either way the claim area is looked at again
 later, and nothing is lost. A write that fails while the share answers is a frame's own failure: the group is
 written again frame by frame to find it, its unfinished attempt is noted (quarantine.py), and a frame whose
 outputs raise something else fails alone with `write_failed`.
@@ -18,7 +19,6 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import AbstractContextManager
-from pathlib import Path
 from typing import Protocol
 
 from edge_inference.entities import FrameJob, FrameResult, PreparedFrame
@@ -30,6 +30,8 @@ from edge_inference.pipeline.envelopes import Failed, Finished
 from edge_inference.pipeline.gate import INPUT_UNAVAILABLE, OUTPUT_ERROR, OUTPUT_FULL, IntakeGate
 from edge_inference.pipeline.outcomes import FrameCounters, ResultMaker
 from edge_inference.pipeline.quarantine import FrameAttempts
+from edge_inference.share import share_fs
+from edge_inference.share.arrivals import ArrivingFrames
 from edge_inference.share.claims import ClaimArea
 from edge_inference.share.guard import ShareGuard
 from edge_inference.share.ledger import Ledger
@@ -61,6 +63,7 @@ class Finisher:
         counters: FrameCounters,
         failures: FailureRunMonitor,
         attempts: FrameAttempts,
+        arrivals: ArrivingFrames,
         metrics: MetricsRegistry,
     ) -> None:
         self.writer = writer
@@ -73,6 +76,7 @@ class Finisher:
         self.counters = counters
         self.failures = failures
         self.attempts = attempts
+        self.arrivals = arrivals
         self.metrics = metrics
 
     def finish(self, group: list[Finished]) -> None:
@@ -82,7 +86,9 @@ class Finisher:
         try:
             self._write_outputs(group)
         except (OutputFullError, OSError) as exc:
-            share_away = not self.guard.output_writable()  # else the failure is a frame's own: find it, and it counts
+            # a passing network error (EIO, ESTALE...) or a share that does not answer is the share's, not the
+            # frame's; else the failure is a frame's own: find it, and it counts
+            share_away = share_fs.is_transient(exc) or not self.guard.output_writable()
             if not share_away and len(group) > 1:
                 for f in group:
                     self.finish([f])
@@ -116,7 +122,7 @@ class Finisher:
             ]
         )
         for f in group:
-            self.dispose(f.job.rel_path, f.job.path, f.result.ok, mount_checked=True)  # checked for the group
+            self.dispose(f.job.rel_path, f.result.ok, mount_checked=True)  # checked for the group
             self.gate.end(f.job.rel_path)
             self.metrics.stage_seconds.labels(stage="write").observe(write_s)
             self.metrics.stage_seconds.labels(stage="send").observe(send_s)
@@ -148,12 +154,12 @@ class Finisher:
             log.error("%s: not even its error result can be written (%s)", shown(f.job.rel_path), again)
         return failed
 
-    def dispose(self, rel_path: str, path: Path, ok: bool, *, mount_checked: bool = False) -> None:
+    def dispose(self, rel_path: str, ok: bool, *, mount_checked: bool = False) -> None:
         """Archive, delete or keep the original of a finished frame (failed ones go to failed/)."""
         try:
             if not mount_checked and (not ok or self.claims.disposition == "archive"):  # writes to the output
                 self.guard.check_output_mounted()
-            self.claims.dispose(rel_path, path, ok)
+            self.claims.dispose(rel_path, ok)
         except OSError as exc:
             log.error("cannot %s %s: %s (retried later)", self.claims.disposition, shown(rel_path), exc)
             self.gate.want_reconcile()
@@ -173,6 +179,15 @@ class Finisher:
             return
         self.ledger.record(job.frame_id, job.rel_path, job.size, job.mtime_ns, "failed")
         self.counters.count(result)
+
+    def hold_for_writer(self, job: FrameJob, error: FrameError) -> bool:
+        """A share frame that decoded as truncated or empty while its writer may still be at it waits for it
+        (share/arrivals.py) with no result; True when it waits. The attempt is forgiven: the writer's doing."""
+        if job.source == "http" or not self.arrivals.hold(job, error):
+            return False
+        self.attempts.retry_later(job, error.message, share_away=True)
+        self.gate.end(job.rel_path)  # it waits where it is: `arrivals` hands it back to intake
+        return True
 
     def input_vanished(self, job: FrameJob, error: FrameError) -> None:
         """Keep the frame (claimed, no result), pause intake until the input share answers again; the attempt is

@@ -7,9 +7,11 @@
   when the gate wants it (pipeline/intake.py).
 - Ledger retention: finished frames older than LEDGER_RETENTION_DAYS forgotten in steps of 500 (the first pass
   a minute after start, not in the rush of a start-up backlog), never a frame the ledger must still remember.
+- Frames that waited for their writer (share/arrivals.py) handed back to intake once they are due.
 - Temp files a failed write could not remove while a share was away; the telemetry's summary interval.
 
-It moves frames (archive dispositions), so its thread is not a daemon; anything escaping a round kills it.
+It moves frames (archive dispositions), so its thread is not a daemon. A share error in a round never kills it
+(the next round tries again); anything else escaping a round does.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from edge_inference.pipeline.intake import Intake
 from edge_inference.pipeline.outcomes import ResultMaker
 from edge_inference.settings import Settings
 from edge_inference.share import tempfiles
+from edge_inference.share.arrivals import ArrivingFrames
 from edge_inference.share.claims import ClaimArea
 from edge_inference.share.guard import ShareGuard
 from edge_inference.share.ledger import Ledger, LedgerEntry
@@ -45,6 +48,7 @@ class Housekeeping(PeriodicWorker):
         gate: IntakeGate,
         guard: ShareGuard,
         intake: Intake,
+        arrivals: ArrivingFrames,
         results: ResultMaker,
         telemetry_tick: Callable[[], None],
         supervisor: Supervisor | None = None,
@@ -56,12 +60,20 @@ class Housekeeping(PeriodicWorker):
         self.gate = gate
         self.guard = guard
         self.intake = intake
+        self.arrivals = arrivals
         self.results = results
         self.telemetry_tick = telemetry_tick
         self._last_beat = self._last_adopt = 0.0
         self._next_prune = time.monotonic() + 60.0  # not in the rush of a start-up backlog
 
     def tick(self) -> None:
+        try:
+            self._round()
+        except OSError as exc:  # a share error never kills the housekeeping: the next round tries again
+            log.warning("housekeeping: %s (retried)", exc)
+            self.gate.want_reconcile()
+
+    def _round(self) -> None:
         now = time.monotonic()
         if self.settings.ledger_retention_days > 0 and now >= self._next_prune:
             _forgotten, more = self.prune_ledger()
@@ -76,6 +88,8 @@ class Housekeeping(PeriodicWorker):
                 self.gate.want_reconcile()
         if self.gate.reconcile_wanted and not self.gate.is_blocked():
             self.intake.reconcile_claims()
+        if self.gate.accepting():
+            self.arrivals.release_due(self.intake.take_again)
         tempfiles.sweep_orphans()  # temp files a failed write could not remove while a share was away
         try:
             self.telemetry_tick()
@@ -105,7 +119,7 @@ class Housekeeping(PeriodicWorker):
         keep: Callable[[LedgerEntry], bool]
         if self.claims.moves_files:
             try:
-                claimed = {rel for rel, _path in self.claims.claimed()}
+                claimed = {rel for rel, _path, _st in self.claims.claimed()}
             except OSError:
                 return 0, False  # the share is away: try at the next round
             claimed.update(self.gate.in_flight_paths())

@@ -4,8 +4,11 @@
     frames queue? -> claim (atomic rename into this replica's claim area, share/claims.py) -> ledger `claimed`
     -> in flight (pipeline/gate.py) -> frames queue
 
-An answer of DEFER leaves the frame on the share (the gate is shut, the queue is full, the claim failed): the
-watcher offers it again later. Frames wait on the share, never in memory.
+An answer of DEFER leaves every frame on the share (the gate is shut, the queue is full): the watcher offers them
+again later. A claim that fails is this frame's alone (share/claims.py ClaimRefusals): BUSY (its writer still
+holds it), RETRY (it backs off, the others go on) or DROP (a symlinked folder: not in the share). Frames wait on
+the share, never in memory; a frame waiting for its writer (share/arrivals.py) is not offered into the queue
+until `take_again` hands it back.
 
 `reconcile_claims` looks at the claim area: frames a crash, a full share or a silent replica left there are
 finished (their result is already written: only the disposition is due) or queued again.
@@ -27,7 +30,9 @@ from edge_inference.ops.metrics import MetricsRegistry
 from edge_inference.pipeline.envelopes import StageQueues
 from edge_inference.pipeline.finish import Finisher
 from edge_inference.pipeline.gate import INPUT_UNAVAILABLE, IntakeGate
-from edge_inference.share.claims import ClaimArea
+from edge_inference.share import share_fs
+from edge_inference.share.arrivals import ArrivingFrames
+from edge_inference.share.claims import ClaimArea, ClaimRefusals
 from edge_inference.share.guard import ShareGuard
 from edge_inference.share.ledger import Ledger
 from edge_inference.share.watcher import Offer
@@ -48,6 +53,7 @@ class Intake:
         guard: ShareGuard,
         queues: StageQueues,
         finisher: Finisher,
+        arrivals: ArrivingFrames,
         metrics: MetricsRegistry,
     ) -> None:
         self.claims = claims
@@ -56,7 +62,9 @@ class Intake:
         self.guard = guard
         self.queues = queues
         self.finisher = finisher
+        self.arrivals = arrivals
         self.metrics = metrics
+        self.refusals = ClaimRefusals()
         self._lock = threading.Lock()  # the frames queue is put into from here alone: check and put in one step
 
     def offer(self, rel_path: str, st: os.stat_result, source: str) -> Offer:
@@ -69,7 +77,7 @@ class Intake:
         job = FrameJob(rel_path, Path(), st.st_size, st.st_mtime_ns, _source(source), time.monotonic())
         frame_id = job.frame_id
         with self._lock:
-            if self.gate.in_flight(rel_path):
+            if self.gate.in_flight(rel_path) or self.arrivals.waiting(rel_path):
                 return Offer.DROP
             if not self.claims.moves_files and self.ledger.is_finished(frame_id):
                 return Offer.DROP
@@ -77,9 +85,11 @@ class Intake:
                 return Offer.DEFER
             try:
                 path = self.claims.claim(rel_path)
-            except OSError as exc:  # one frame's claim failing never stops the watcher: it is offered again
-                log.warning("cannot claim %s: %s (retried)", rel_path, exc)
-                return Offer.DEFER
+            except OSError as exc:  # one frame's claim failing never stops the others: this one waits alone
+                if share_fs.is_transient(exc):
+                    self.gate.want_reconcile()  # the housekeeping looks at the share at its next round
+                return Offer(self.refusals.verdict(rel_path, exc))
+            self.refusals.taken(rel_path)
             if path is None:
                 return Offer.DROP  # gone: another replica took it, or the writer removed it
             self.ledger.record(frame_id, rel_path, st.st_size, st.st_mtime_ns, "claimed")
@@ -115,14 +125,10 @@ class Intake:
                 self.gate.block(INPUT_UNAVAILABLE, f"input share unavailable ({exc.strerror})")
             return 0
         queued = 0
-        for rel_path, path in claimed:
-            try:
-                st = os.stat(path, follow_symlinks=False)
-            except FileNotFoundError:
-                continue
+        for rel_path, path, st in claimed:
             job = FrameJob(rel_path, path, st.st_size, st.st_mtime_ns, "recovered", time.monotonic())
             with self._lock:
-                if self.gate.in_flight(rel_path):
+                if self.gate.in_flight(rel_path) or self.arrivals.waiting(rel_path):
                     continue
                 state = self.ledger.state(job.frame_id)
                 if state not in ("done", "failed"):
@@ -133,10 +139,19 @@ class Intake:
                         self.queues.frames.put_nowait(job)
                         queued += 1
                     continue
-            self.finisher.dispose(rel_path, path, state == "done")  # its result is written: only this was due
+            self.finisher.dispose(rel_path, state == "done")  # its result is written: only this was due
         if queued:
             log.info("resumed %d claimed frames left unfinished", queued)
         return queued
+
+    def take_again(self, job: FrameJob) -> bool:
+        """Queue a frame that waited for its writer (share/arrivals.py); False when the queue is full (it waits on)."""
+        with self._lock:
+            if self.gate.in_flight(job.rel_path) or self.queues.frames.full():
+                return False
+            self.gate.begin(job.rel_path, job.frame_id)
+            self.queues.frames.put_nowait(job)
+        return True
 
 
 def _source(source: str) -> Any:

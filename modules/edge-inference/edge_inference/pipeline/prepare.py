@@ -28,6 +28,7 @@ from edge_inference.ops.live_settings import LiveSettings
 from edge_inference.pipeline.envelopes import Failed, StageQueues, put_until_stopped, take
 from edge_inference.pipeline.quarantine import FrameAttempts
 from edge_inference.settings import Settings
+from edge_inference.share import share_fs
 from edge_inference.share.guard import ShareGuard
 from edge_inference.vision import decode as decoding
 from edge_inference.vision.decode_guard import DecodeGuard
@@ -88,7 +89,7 @@ class FramePreparer:
                 return Failed(job, quarantined, timings)
         s = self.settings
         try:
-            data = job.data if job.data is not None else decoding.read_file(job.path, s.max_file_bytes)
+            data = job.data if job.data is not None else self._read_share_frame(job)
             t1 = time.monotonic()
             target = self.model.input_hw if s.jpeg_reduced_decode else None
             header = decoding.check_header(
@@ -104,8 +105,14 @@ class FramePreparer:
             t2 = time.monotonic()
         except FrameError as exc:
             timings["decode"] = (time.monotonic() - t0) * 1000
-            vanished = exc.code == FrameError.READ_FAILED and job.data is None and self.guard.frame_vanished(job.path)
+            vanished = (
+                exc.code == FrameError.READ_FAILED and job.data is None and self.guard.frame_vanished(job.rel_path)
+            )
             return Failed(job, exc, timings, vanished=vanished)
+        except OSError as exc:  # the share answered the read with an error: the frame waits, the share is checked
+            timings["decode"] = (time.monotonic() - t0) * 1000
+            error = FrameError(FrameError.READ_FAILED, f"{job.path.name}: cannot read: {exc.strerror}")
+            return Failed(job, error, timings, vanished=True)
         except UnavailableError:
             raise  # /predict only: the decode budget is taken (503), not this frame's fault
         except Exception as exc:  # a library's surprise on these bytes: this frame fails, never the decode stage
@@ -117,6 +124,16 @@ class FramePreparer:
         timings["decode"] = (t2 - t1) * 1000
         keep = self.live.current().save_annotated if keep_image is None else keep_image
         return PreparedFrame(job, tensor, box, hashlib.sha256(data).hexdigest(), timings, image if keep else None)
+
+    def _read_share_frame(self, job: FrameJob) -> bytes:
+        """The bytes of a claimed frame, read through the folders the claim area checked (never a symlink)."""
+        try:
+            with self.guard.claims.readable(job.rel_path) as path:
+                return decoding.read_file(path, self.settings.max_file_bytes)
+        except FileNotFoundError:
+            raise FrameError(FrameError.READ_FAILED, f"{job.path.name}: file disappeared before it was read") from None
+        except share_fs.OutsideShare as exc:
+            raise FrameError(FrameError.NOT_A_FILE, f"{shown(job.rel_path)}: {exc.strerror}") from None
 
 
 class PrepareWorker(Worker):

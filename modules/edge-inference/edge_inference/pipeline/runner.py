@@ -43,9 +43,12 @@ from edge_inference.pipeline.predict import PendingRequests, Predictions
 from edge_inference.pipeline.prepare import FramePreparer, PrepareWorker
 from edge_inference.pipeline.quarantine import FrameAttempts
 from edge_inference.settings import Settings
+from edge_inference.share import share_fs
+from edge_inference.share.arrivals import ArrivingFrames
 from edge_inference.share.claims import ClaimArea
 from edge_inference.share.guard import ShareGuard
 from edge_inference.share.ledger import Ledger
+from edge_inference.share.mounts import settle_window
 from edge_inference.share.results import ResultWriter
 from edge_inference.vision.model import OnnxModel
 from edge_inference.workers import Supervisor, Worker
@@ -86,6 +89,10 @@ class Pipeline:
         self.counters = FrameCounters(metrics)
         self.failures = FailureRunMonitor(REPEATED_FAILURES_AFTER, alarms)
         self.attempts = FrameAttempts(ledger, settings.max_frame_attempts)
+        settle, trust_mtime = settle_window(settings.input_dir, settings.settle_seconds)
+        self.arrivals = ArrivingFrames(
+            settings.truncated_grace_seconds, settle, trust_mtime, lambda rel: share_fs.lstat(*claims.location(rel))
+        )
         self.finisher = Finisher(
             writer,
             ledger,
@@ -97,9 +104,10 @@ class Pipeline:
             self.counters,
             self.failures,
             self.attempts,
+            self.arrivals,
             metrics,
         )
-        self.intake = Intake(claims, ledger, self.gate, self.guard, self.queues, self.finisher, metrics)
+        self.intake = Intake(claims, ledger, self.gate, self.guard, self.queues, self.finisher, self.arrivals, metrics)
         self.preparer = FramePreparer(settings, model, live, self.guard, self.attempts, self._stopping)
         self.requests = PendingRequests()
         self.predictions = Predictions(self.preparer, self.queues, self.requests)
@@ -121,7 +129,16 @@ class Pipeline:
             ),
         ]
         self.housekeeping = Housekeeping(
-            settings, claims, ledger, self.gate, self.guard, self.intake, self.results, telemetry_tick, supervisor
+            settings,
+            claims,
+            ledger,
+            self.gate,
+            self.guard,
+            self.intake,
+            self.arrivals,
+            self.results,
+            telemetry_tick,
+            supervisor,
         )
         self.stages.append(self.housekeeping)
 

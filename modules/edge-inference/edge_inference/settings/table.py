@@ -121,7 +121,18 @@ class Settings:
         "archive", "archive (move to output processed/), delete, keep (read-only share)"
     )
     settle_seconds: float = setting(
-        0.3, "a frame is taken when its size and mtime are unchanged this long", lo=0, hi=600
+        0.3,
+        "a frame is taken when its size and mtime are unchanged this long (on SMB/NFS/FUSE mounts at least the"
+        " mount's attribute-cache time + 1 s)",
+        lo=0,
+        hi=600,
+    )
+    truncated_grace_seconds: float = setting(
+        30.0,
+        "a frame that decodes as truncated or empty waits this long unchanged for its writer before it fails"
+        " (0 = fail at once)",
+        lo=0,
+        hi=86400,
     )
     poll_interval_seconds: float = setting(1.0, "polling interval in poll mode", lo=0.05, hi=3600)
     rescan_interval_seconds: float = setting(

@@ -16,7 +16,8 @@ import os
 import shutil
 from pathlib import Path
 
-from edge_inference.share.claims import ClaimArea, safe_join
+from edge_inference.share import share_fs
+from edge_inference.share.claims import ClaimArea
 from edge_inference.share.ledger import LedgerEntry
 from edge_inference.share.mounts import is_mount_point, mount_point_of
 
@@ -69,9 +70,15 @@ class ShareGuard:
         log.warning("the claim area %s was missing on the input share: made again", self.claims.own)
         return True
 
-    def frame_vanished(self, path: Path) -> bool:
+    def frame_vanished(self, rel_path: str) -> bool:
         """A claimed file that cannot be read: did the share go away (rather than the frame being bad)?"""
-        if path.exists():
+        try:
+            share_fs.lstat(*self.claims.location(rel_path))
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError):
+            return True  # the share answers with an error (EIO, ESTALE...): not the frame's fault
+        else:
             return False
         if self.claims.moves_files:
             return True  # the claim area is ours alone: a missing file there means the share is away
@@ -80,7 +87,7 @@ class ShareGuard:
     def still_on_share(self, entry: LedgerEntry) -> bool:
         """Keep mode: the ledger alone keeps the frame from being processed again while its file is there."""
         try:
-            st = os.stat(safe_join(self.input_dir, entry.rel_path), follow_symlinks=False)
+            st = share_fs.lstat(self.input_dir, entry.rel_path)
         except FileNotFoundError:
             return not readable_dir(self.input_dir)  # gone, unless the whole share went away meanwhile
         except (OSError, ValueError):

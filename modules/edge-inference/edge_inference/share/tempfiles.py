@@ -30,7 +30,12 @@ def set_tag(tag: str) -> None:
 
 def temp_path(path: Path) -> Path:
     """`.<name>.<replica>.<pid>.<thread>.tmp` beside `path` (fits NAME_MAX; hidden from the watcher)."""
-    return path.with_name(f".{_short(path.name)}.{_tag[:40]}.{os.getpid()}.{threading.get_ident() % 100000}.tmp")
+    return path.with_name(temp_name(path.name))
+
+
+def temp_name(name: str) -> str:
+    """The temp name for a file named `name` (see `temp_path`)."""
+    return f".{_short(name)}.{_tag[:40]}.{os.getpid()}.{threading.get_ident() % 100000}.tmp"
 
 
 def discard(tmp: Path) -> None:
@@ -72,14 +77,14 @@ def remove_stale(root: Path, tag: str, stale_seconds: float = 3600.0) -> int:
     if not root.is_dir():
         return 0
     mine, now = f".{tag[:40]}.", time.time()
-    for dirpath, _dirs, files in os.walk(root):
+    for _dirpath, _dirs, files, folder in os.fwalk(root):  # folder fds, symlinks never followed
         for name in files:
             if not (name.startswith(".") and name.endswith((".tmp", ".part"))):
                 continue
-            path = os.path.join(dirpath, name)
             with contextlib.suppress(OSError):
-                if mine in name or now - os.stat(path).st_mtime > stale_seconds:
-                    os.unlink(path)
+                st = os.stat(name, dir_fd=folder, follow_symlinks=False)
+                if mine in name or now - st.st_mtime > stale_seconds:
+                    os.unlink(name, dir_fd=folder)
                     removed += 1
     return removed
 

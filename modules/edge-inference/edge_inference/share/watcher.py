@@ -4,10 +4,17 @@ Three sources feed one candidate table: watchdog (inotify on local file systems,
 fuse mounts, where inotify never sees other machines' writes), a start-up scan of the backlog, and a
 periodic reconciliation sweep so that a missed event never loses a frame. A candidate becomes a frame
 when it is complete: a close-after-write or a rename into the tree, or size and mtime unchanged for the
-settle window. Temp and hidden names are ignored; symlinks are never followed.
+settle window, and then opened once more to revalidate its size (`share_fs.revalidate`). Temp and hidden
+names are ignored; symlinks are never followed.
 
-Intake may refuse a ready frame (queue full, paused, output share full): it then stays on the share as a
-candidate and is offered again later - frames wait on the share, not in memory.
+On a mount that caches attributes (SMB, NFS, FUSE) the settle window is longer than the cache
+(`mounts.settle_window`), and a file's mtime is never taken as proof that it is finished: over SMB it stays
+at the first write until the writer closes the file.
+
+Intake may refuse a ready frame: for all frames (queue full, paused, output share full: DEFER) it stays on
+the share and the watcher stops offering until the next tick; for this frame alone (a writer still holds it:
+BUSY; its claim failed: RETRY) only this candidate waits - another settle window, or a back-off that doubles
+up to a minute - and the watcher goes on with the others. Frames wait on the share, not in memory.
 
 Threads: watchdog's observer (and its emitter) notes paths; two workers (`workers.py`) do the rest:
 `watcher-settle` offers candidates once complete and checks that the observer is still alive (a dead
@@ -33,7 +40,8 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from edge_inference.errors import WorkerDied
-from edge_inference.share.mounts import filesystem_type, needs_polling
+from edge_inference.share import share_fs
+from edge_inference.share.mounts import filesystem_type, needs_polling, settle_window
 from edge_inference.vision.decode import IMAGE_EXTENSIONS
 from edge_inference.workers import PeriodicWorker, Supervisor
 
@@ -45,7 +53,13 @@ _TEMP_SUFFIXES = (".tmp", ".part", ".filepart", ".crdownload", ".partial", ".swp
 class Offer(enum.Enum):
     TAKEN = "taken"  # intake took it (or it was already done): forget the candidate
     DEFER = "defer"  # intake is full or paused: keep it on the share, offer again later
-    DROP = "drop"  # nothing to do (already finished, gone): forget the candidate
+    DROP = "drop"  # nothing to do (already finished, gone, not inside the share): forget the candidate
+    BUSY = "busy"  # its writer still holds it: this one waits another settle window
+    RETRY = "retry"  # this one cannot be taken now (its claim failed): it backs off, the others go on
+
+
+_FIRST_BACKOFF = 1.0  # seconds before a candidate whose offer failed is offered again; doubles each time
+_MAX_BACKOFF = 60.0
 
 
 def is_frame_name(name: str) -> bool:
@@ -74,6 +88,8 @@ class _Candidate:
     changed_at: float
     complete: bool
     source: str
+    not_before: float = 0.0  # monotonic time before which it is not offered again (its back-off)
+    backoff: float = 0.0
 
 
 FrameOffer = Callable[[str, os.stat_result, str], Offer]
@@ -99,7 +115,7 @@ class FrameWatcher:
         self._root = os.path.realpath(input_dir)
         self._offer = offer
         self.mode = resolve_mode(input_dir, mode)
-        self.settle = settle_seconds
+        self.settle, self.trust_mtime = settle_window(input_dir, settle_seconds)
         self.poll_interval = poll_interval
         self.rescan_interval = rescan_interval
         self.exclude_dirs = exclude_dirs
@@ -109,7 +125,7 @@ class FrameWatcher:
         self._observer: BaseObserver | None = None
         self._warned: set[str] = set()
         self.running = False
-        tick = max(0.02, min(0.1, settle_seconds / 3 if settle_seconds else 0.05))
+        tick = max(0.02, min(0.1, self.settle / 3 if self.settle else 0.05))
         self._settler = PeriodicWorker("watcher-settle", tick, supervisor, tick=self._settle_tick, daemon=True)
         sweep_every = rescan_interval if rescan_interval > 0 else 3600.0
         self._sweeper = PeriodicWorker("watcher-sweep", sweep_every, supervisor, tick=self._sweep_tick, daemon=True)
@@ -129,7 +145,13 @@ class FrameWatcher:
         self._settler.start()
         self._sweeper.start()
         self.running = True
-        log.info("watching %s (%s mode, settle %.2fs)", self.input_dir, self.mode, self.settle)
+        log.info(
+            "watching %s (%s mode, settle %.2fs%s)",
+            self.input_dir,
+            self.mode,
+            self.settle,
+            "" if self.trust_mtime else ", past the mount's attribute cache; mtimes not trusted",
+        )
 
     def stop(self, timeout: float = 5.0) -> None:
         self.running = False
@@ -219,45 +241,80 @@ class FrameWatcher:
         for path, cand in items:
             if self._settler.stopping:
                 return
-            try:
-                st = os.stat(path, follow_symlinks=False)
-            except (FileNotFoundError, NotADirectoryError):
-                self._forget(path)
+            if cand.not_before > now:
                 continue
-            except OSError as exc:
-                self._warn_once(path, "cannot stat %s: %s", path, exc.strerror)
+            st = self._ready(path, cand, now, wall)
+            if st is None:
                 continue
-            signature = (st.st_size, st.st_mtime_ns)
-            if cand.signature is None:
-                # First look: a file untouched for the settle window (backlog) is ready right away.
-                age = max(0.0, wall - st.st_mtime)
-                cand.changed_at = now - min(age, self.settle)
-                cand.signature = signature
-            elif signature != cand.signature:
-                cand.signature, cand.changed_at, cand.complete = signature, now, False
-                continue
-            special = not stat.S_ISREG(st.st_mode)
-            if not (special or cand.complete or now - cand.changed_at >= self.settle):
-                continue
-            if not special and st.st_size == 0 and not cand.complete and now - cand.changed_at < max(self.settle, 2.0):
-                continue  # an empty file is often a writer that has not written yet: give it longer
             rel = self.relative(path)
             if rel is None:
                 self._forget(path)
                 continue
-            verdict = self._offer(rel, st, cand.source)
+            try:
+                verdict = self._offer(rel, st, cand.source)
+            except Exception:  # one frame's failure never stops the watcher: it backs off, the others go on
+                self._warn_once(path, "offering %s failed (backing off)", rel, exc_info=True)
+                verdict = Offer.RETRY
             if verdict is Offer.DEFER:
                 return  # intake is full: stop offering until the next tick
+            if verdict is Offer.BUSY:
+                cand.changed_at, cand.complete = time.monotonic(), False
+            elif verdict is Offer.RETRY:
+                cand.backoff = min(_MAX_BACKOFF, cand.backoff * 2 if cand.backoff else _FIRST_BACKOFF)
+                cand.not_before = time.monotonic() + cand.backoff
+            else:
+                self._forget(path)
+
+    def _ready(self, path: str, cand: _Candidate, now: float, wall: float) -> os.stat_result | None:
+        """The stat of a candidate that is complete now, else None (gone candidates are forgotten)."""
+        try:
+            st = os.stat(path, follow_symlinks=False)
+        except (FileNotFoundError, NotADirectoryError):
             self._forget(path)
+            return None
+        except OSError as exc:  # a passing share error: the candidate stays
+            self._warn_once(path, "cannot stat %s: %s (the share may be away)", path, exc.strerror)
+            return None
+        signature = (st.st_size, st.st_mtime_ns)
+        if cand.signature is None:
+            cand.signature = signature
+            if self.trust_mtime:  # first look on a local file system: a file untouched for the window is ready
+                cand.changed_at = now - min(max(0.0, wall - st.st_mtime), self.settle)
+        elif signature != cand.signature:
+            cand.signature, cand.changed_at, cand.complete = signature, now, False
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            return st  # a FIFO, device or symlink: intake refuses it without opening it
+        if not (cand.complete or now - cand.changed_at >= self.settle):
+            return None
+        if st.st_size == 0 and not cand.complete and now - cand.changed_at < max(self.settle, 2.0):
+            return None  # an empty file is often a writer that has not written yet: give it longer
+        try:
+            fresh = share_fs.revalidate(Path(path))
+        except FileNotFoundError:
+            self._forget(path)
+            return None
+        except OSError as exc:
+            if share_fs.is_busy(exc):  # a writer holds it with a deny share mode: not finished
+                cand.changed_at, cand.complete = now, False
+            else:
+                self._warn_once(path, "cannot open %s: %s (the share may be away)", path, exc.strerror)
+            return None
+        if (fresh.st_size, fresh.st_mtime_ns) != signature:  # the cached attributes were behind
+            cand.signature, cand.changed_at, cand.complete = (fresh.st_size, fresh.st_mtime_ns), now, False
+            return None
+        return fresh
 
     def _forget(self, path: str) -> None:
         with self._lock:
             self._candidates.pop(path, None)
 
-    def _warn_once(self, key: str, msg: str, *args: object) -> None:
+    def _warn_once(self, key: str, msg: str, *args: object, exc_info: bool = False) -> None:
         if key not in self._warned:
+            if len(self._warned) > 10_000:  # bounded: a share of ever-new bad names must not grow it forever
+                self._warned.clear()
             self._warned.add(key)
-            log.warning(msg, *args)
+            log.warning(msg, *args, exc_info=exc_info)
 
 
 class _EventHandler(FileSystemEventHandler):
