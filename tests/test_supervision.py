@@ -23,8 +23,7 @@ import pytest
 import requests
 
 from edge_inference.app import EXIT_FATAL, EXIT_OK, Module
-from edge_inference.settings import Settings
-from tests.http_support import assert_no_new_threads, free_port
+from tests.http_support import assert_no_new_threads, in_process_settings
 from tests.onnx_models import build_constant_model, yolov8_output
 
 HOSTS = ("127.0.0.12", "127.0.0.13", "127.0.0.14")
@@ -57,21 +56,11 @@ def make_module(tmp_path: Path) -> Iterator[Callable[..., Module]]:
     modules: list[Module] = []
 
     def make(env: dict[str, str] | None = None) -> Module:
-        dirs = {name: tmp_path / name for name in ("input", "output", "state")}
-        settings = Settings(
-            model_path=model,
-            input_dir=dirs["input"],
-            output_dir=dirs["output"],
-            state_dir=dirs["state"],
-            execution_providers=("CPUExecutionProvider",),
-            http_host="127.0.0.1",
-            http_port=free_port(),
-            metrics_port=free_port(),
-            settle_seconds=0.05,
+        settings = in_process_settings(
+            tmp_path,
+            model,
             rescan_interval_seconds=0.5,
             decode_workers=1,
-            local_telemetry="false",
-            min_free_mb=0,
             shutdown_timeout_seconds=5,
             iot_timeout_seconds=5,
         )
