@@ -24,7 +24,7 @@ INSTALL_DOWNLOAD := 450 MB
 INSTALL_DISK := 1.1 GB
 INSTALL_BIGGEST := onnxruntime-gpu alone is 277 MB, opencv 60 MB
 
-.PHONY: help install lock run demo simulate test test-faults lint bench soak gpu-smoke model config validate deploy-check build push clean apt-deps
+.PHONY: help install lock run demo simulate test test-faults lint bench soak gpu-smoke model config validate deploy-check build push clean apt-deps settings-doc
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -110,6 +110,9 @@ model: ## retrain the bundled demo model (needs PyTorch CPU; never needed at run
 
 config: install ## expand the deployment templates (docker, debug, ase) into config/deployment.<target>.json
 	$(PY) -m tools.manifest config
+
+settings-doc: install ## rewrite the README settings table and .env.example from the table in settings.py
+	$(PY) tools/settings_doc.py
 
 validate: install ## validate config/*.json against the schemas and each target's rules (placeholders: warnings)
 	$(PY) -m tools.manifest validate

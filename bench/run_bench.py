@@ -145,7 +145,7 @@ def machine_info() -> dict[str, Any]:
 
 def gpu_name() -> str | None:
     """The CUDA device's name and driver through NVML, when there is a GPU (None otherwise)."""
-    from edge_inference.providers import detect_gpu
+    from edge_inference.vision.providers import detect_gpu
 
     if not detect_gpu().present:
         return None
@@ -173,7 +173,7 @@ def make_frames(width: int, height: int, count: int, seed: int = 7) -> list[byte
     """`count` distinct JPEG frames: the synthetic defect generator when present, else textured noise."""
     rng = np.random.default_rng(seed)
     try:
-        from edge_inference.synthetic import encode_jpeg, generate_frame
+        from tools.synthetic import encode_jpeg, generate_frame
     except ImportError:
         generate_frame = None  # type: ignore[assignment]
     frames = []
@@ -249,8 +249,8 @@ def prepare_models(
 
 def load_module_model(path: Path, providers: str, state_dir: Path) -> Any:
     """The module's own OnnxModel: the same providers and session options as `python -m edge_inference`."""
-    from edge_inference.model import OnnxModel
     from edge_inference.settings import Settings, parse_providers
+    from edge_inference.vision.model import OnnxModel
 
     return OnnxModel(
         Settings(
@@ -372,11 +372,11 @@ def micro_costs(model: Any, frames: list[bytes]) -> dict[str, float]:
     """Single-threaded ms per frame of each step the module does, on the same frames (medians)."""
     import cv2
 
-    from edge_inference import decode as decoding
-    from edge_inference import postprocess
-    from edge_inference.decode_guard import DecodeGuard
-    from edge_inference.ledger import Ledger
-    from edge_inference.preprocess import letterbox, to_tensor
+    from edge_inference.share.ledger import Ledger
+    from edge_inference.vision import decode as decoding
+    from edge_inference.vision import postprocess
+    from edge_inference.vision.decode_guard import DecodeGuard
+    from edge_inference.vision.preprocess import letterbox, to_tensor
 
     hw = model.input_hw
     steps: dict[str, list[float]] = {
@@ -712,8 +712,8 @@ def run_module(
 
 
 def run_case(model: ModelCase, size_key: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    from edge_inference.decode import decode
-    from edge_inference.preprocess import prepare
+    from edge_inference.vision.decode import decode
+    from edge_inference.vision.preprocess import prepare
 
     w, h = SIZES[size_key]
     case: dict[str, Any] = {"model": model.key, "size": size_key, "frameSize": [w, h], "loadStart": load_average()}

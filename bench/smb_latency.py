@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.run_bench import DEMO_MODEL, ModuleProcess, ResultWatcher, latency_summary, load_average, make_frames
-from edge_inference.mounts import settle_window
+from edge_inference.share.mounts import settle_window
 from tools.smb_rig import WINDOWS_SHARE_MODE, SmbRig
 
 POLL_SECONDS = 1.0  # the module's default POLL_INTERVAL_SECONDS

@@ -16,10 +16,10 @@ import zlib
 
 from hypothesis import strategies as st
 
-from edge_inference.decode import decode_frame
 from edge_inference.entities import FrameJob, FrameResult, ModelInfo
 from edge_inference.errors import FrameError
 from edge_inference.names import shown
+from edge_inference.vision.decode import decode_frame
 from tests.jpeg_bombs import progressive_jpeg
 
 # A file name as Linux can hold it: any bytes but `/` and NUL, not `.` or `..`.

@@ -8,12 +8,15 @@ import socket
 import threading
 import time
 import uuid
+from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 
 from edge_inference.entities import Detection, FrameResult, ModelInfo, utc_now_iso
 from edge_inference.errors import FrameError, UnavailableError
+from edge_inference.settings import Settings
 
 BOX = (40, 30, 120, 90)  # x1, y1, x2, y2 of the bright rectangle in every test image
 
@@ -79,6 +82,35 @@ class DecodingPredictor:
 
     def active_provider(self) -> str:
         return "CPUExecutionProvider"
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a server the test starts next)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def in_process_settings(root: Path, model: Path, **overrides: Any) -> Settings:
+    """Settings for a whole module run in the test process: shares under `root` (made here), the CPU provider,
+    the REST API and the metrics on free loopback ports, no local telemetry, no free-space alarm."""
+    dirs = {name: root / name for name in ("input", "output", "state")}
+    for d in dirs.values():
+        d.mkdir(parents=True, exist_ok=True)
+    base: dict[str, Any] = {
+        "model_path": model,
+        "input_dir": dirs["input"],
+        "output_dir": dirs["output"],
+        "state_dir": dirs["state"],
+        "execution_providers": ("CPUExecutionProvider",),
+        "http_host": "127.0.0.1",
+        "http_port": free_port(),
+        "metrics_port": free_port(),
+        "settle_seconds": 0.05,
+        "local_telemetry": "false",
+        "min_free_mb": 0,
+    }
+    return Settings(**{**base, **overrides})
 
 
 def assert_no_new_threads(before: set[threading.Thread], grace: float = 3.0) -> None:

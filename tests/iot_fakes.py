@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from edge_inference.control import OutgoingMessage
 from edge_inference.entities import Detection, FrameResult, ModelInfo
+from edge_inference.ops.telemetry import OutgoingMessage
 
 MODEL = ModelInfo(name="demo-defects", version="1", provider="CPUExecutionProvider")
 # The seven variables the IoT Edge runtime gives a module (values of a made-up device).

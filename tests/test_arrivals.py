@@ -12,9 +12,9 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_inference.arrivals import ArrivingFrames
 from edge_inference.entities import FrameJob
 from edge_inference.errors import FrameError
+from edge_inference.share.arrivals import ArrivingFrames
 from tests.test_pipeline import eventually, model_path, results_of, start  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.timeout(60)

@@ -6,7 +6,7 @@ import queue
 import threading
 from pathlib import Path
 
-from edge_inference.claims import ClaimArea
+from edge_inference.share.claims import ClaimArea
 
 
 def test_claiming_while_emptied_folders_are_pruned_never_fails_or_loses_a_frame(tmp_path: Path) -> None:

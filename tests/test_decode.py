@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edge_inference.decode import decode, read_file
 from edge_inference.errors import FrameError
+from edge_inference.vision.decode import decode, read_file
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -119,7 +119,7 @@ def test_read_file_refuses_empty_huge_and_special_files(tmp_path: Path) -> None:
 
 
 def test_large_jpegs_decode_reduced_but_report_the_original_size() -> None:
-    from edge_inference.decode import decode_frame, reduction_factor
+    from edge_inference.vision.decode import decode_frame, reduction_factor
 
     assert reduction_factor(1920, 1080, (320, 320)) == 4  # 1/6 scale: 1/4 keeps 480x270 >= 320x180
     assert reduction_factor(1920, 1080, (640, 640)) == 2
@@ -133,7 +133,7 @@ def test_large_jpegs_decode_reduced_but_report_the_original_size() -> None:
 
 
 def test_reduced_decode_of_a_rotated_jpeg_keeps_the_displayed_size() -> None:
-    from edge_inference.decode import decode_frame
+    from edge_inference.vision.decode import decode_frame
 
     image = Image.new("RGB", (1600, 800), (0, 128, 0))
     exif = Image.Exif()
@@ -146,8 +146,8 @@ def test_reduced_decode_of_a_rotated_jpeg_keeps_the_displayed_size() -> None:
 
 
 def test_reduced_and_full_decode_map_boxes_to_the_same_original_pixels() -> None:
-    from edge_inference.decode import decode_frame
-    from edge_inference.preprocess import prepare, prepare_frame
+    from edge_inference.vision.decode import decode_frame
+    from edge_inference.vision.preprocess import prepare, prepare_frame
 
     data = jpeg(1920, 1080)
     full_tensor, full_box = prepare(decode(data, 10**8), (320, 320))
@@ -159,7 +159,7 @@ def test_reduced_and_full_decode_map_boxes_to_the_same_original_pixels() -> None
 
 
 def test_header_tells_scans_samples_and_the_memory_a_decode_needs() -> None:
-    from edge_inference.decode import read_header
+    from edge_inference.vision.decode import read_header
     from tests.jpeg_bombs import deep_png, progressive_jpeg, scan_bomb
 
     assert read_header(jpeg(64, 48)).scans == 1
@@ -173,7 +173,7 @@ def test_header_tells_scans_samples_and_the_memory_a_decode_needs() -> None:
 
 
 def test_limits_are_checked_before_decoding() -> None:
-    from edge_inference.decode import decode_frame
+    from edge_inference.vision.decode import decode_frame
     from tests.jpeg_bombs import deep_png, scan_bomb
 
     with pytest.raises(FrameError) as err:

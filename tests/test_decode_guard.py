@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from edge_inference.decode_guard import DecodeGuard
 from edge_inference.errors import FrameError, UnavailableError
+from edge_inference.vision.decode_guard import DecodeGuard
 
 pytestmark = pytest.mark.timeout(20)
 

@@ -15,9 +15,9 @@ import onnxruntime as ort
 import pytest
 
 from edge_inference.entities import Detection
-from edge_inference.postprocess import DecodeOptions, decode, detect_layout
-from edge_inference.preprocess import letterbox, to_tensor
-from edge_inference.synthetic import CLASS_NAMES, SyntheticDefect, generate_frame
+from edge_inference.vision.postprocess import DecodeOptions, decode, detect_layout
+from edge_inference.vision.preprocess import letterbox, to_tensor
+from tools.synthetic import CLASS_NAMES, SyntheticDefect, generate_frame
 
 MODEL_PATH = Path(__file__).resolve().parent.parent / "modules" / "edge-inference" / "models" / "demo-defects.onnx"
 # Training draws from SeedSequence([1, i]); the training script's held-out check uses 4242.

@@ -18,10 +18,10 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from edge_inference import model as model_module
 from edge_inference.errors import GpuError
-from edge_inference.model import CPU, CUDA, OnnxModel
 from edge_inference.settings import read_settings
+from edge_inference.vision import model as model_module
+from edge_inference.vision.model import CPU, CUDA, OnnxModel
 from tests import gpu_fakes
 from tests.gpu_fakes import FakeGpuSession
 from tests.onnx_models import build_constant_model, yolov8_output
@@ -153,7 +153,7 @@ def test_a_gpu_lost_while_serving_raises_the_alarm_keeps_the_frame_and_exits_2(
     # then exit 2 with one line about the GPU, gpuLost on `alerts`, and the frame neither failed nor lost
     assert code == 2, text
     assert "Traceback" not in text
-    assert "pipeline stage inference stopped: inference failed on CUDAExecutionProvider: CUDA failure 700" in text
+    assert "worker inference stopped: inference failed on CUDAExecutionProvider: CUDA failure 700" in text
     alerts = [json.loads(line) for line in (tmp_path / "output" / "telemetry.jsonl").read_text().splitlines()]
     assert any(a["output"] == "alerts" and "gpuLost" in json.dumps(a["body"]) for a in alerts)
     assert not (tmp_path / "output" / "failed").exists() or not any((tmp_path / "output" / "failed").rglob("*"))

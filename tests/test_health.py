@@ -1,5 +1,6 @@
 """The operator's watches: free space on a real (tmpfs) file system, the GPU through an injected fake NVML
-(the GPU is the one edge that cannot run here), and runs of failed frames."""
+(the GPU is the one edge that cannot run here), and runs of failed frames; each raises its alarms in a real
+alarm registry (ops/alarms.py)."""
 
 from __future__ import annotations
 
@@ -16,29 +17,26 @@ from typing import Any
 import pynvml
 import pytest
 
-from edge_inference.health import (
-    GPU_LOST,
-    GPU_OVER_TEMPERATURE,
-    OUTPUT_SHARE_LOW,
-    REPEATED_FAILURES,
-    DiskSpaceMonitor,
-    FailureRunMonitor,
-    GpuMonitor,
-)
-from edge_inference.metrics import MetricsRegistry
+from edge_inference.ops.alarms import GPU_LOST, GPU_OVER_TEMPERATURE, OUTPUT_SHARE_LOW, REPEATED_FAILURES, AlarmRegistry
+from edge_inference.ops.health import DiskSpaceMonitor, FailureRunMonitor, GpuMonitor
+from edge_inference.ops.metrics import MetricsRegistry
 from tests.http_support import assert_no_new_threads
+from tests.iot_fakes import ListSink
 
 MiB = 1024 * 1024
 
 
-class Alarms:
-    """Records every on_change call; `wait_for` blocks until a given transition has been seen."""
+class Alarms(AlarmRegistry):
+    """The real alarm registry (messages into a list), recording every raise and clear it passes on;
+    `wait_for` blocks until a given transition has been seen."""
 
-    def __init__(self) -> None:
+    def __init__(self, metrics: MetricsRegistry | None = None) -> None:
+        super().__init__(ListSink(), metrics or MetricsRegistry())
         self.calls: list[tuple[str, bool, dict[str, Any]]] = []
         self._cv = threading.Condition()
+        self.subscribe(self._record)
 
-    def __call__(self, alarm: str, active: bool, details: dict[str, Any]) -> None:
+    def _record(self, alarm: str, active: bool, details: dict[str, Any]) -> None:
         with self._cv:
             self.calls.append((alarm, active, details))
             self._cv.notify_all()
@@ -95,7 +93,7 @@ def alarm_gauge(metrics: MetricsRegistry, alarm: str) -> float | None:
 def test_free_space_alarm_raises_below_threshold_and_clears_above_it_with_hysteresis(tmpfs: Path) -> None:
     # given a 2 MiB output share and a 1 MiB threshold (recovery at 1.2 MiB)
     metrics = MetricsRegistry()
-    alarms = Alarms()
+    alarms = Alarms(metrics)
     monitor = DiskSpaceMonitor({"output": tmpfs}, 1 * MiB, metrics, alarms)
     assert monitor.check_now() is False
     assert metrics.registry.get_sample_value("edge_inference_free_bytes", {"volume": "output"}) == 2 * MiB
@@ -131,7 +129,7 @@ def test_free_space_alarm_raises_below_threshold_and_clears_above_it_with_hyster
 def test_free_space_watch_thread_sees_the_share_fill_and_drain(tmpfs: Path, tmp_path: Path) -> None:
     # given the watch running on the share and on a roomy state volume
     metrics = MetricsRegistry()
-    alarms = Alarms()
+    alarms = Alarms(metrics)
     state = tmp_path / "state"
     state.mkdir()
     with DiskSpaceMonitor({"output": tmpfs, "state": state}, 1 * MiB, metrics, alarms, interval=0.05) as monitor:
@@ -152,10 +150,10 @@ def test_a_volume_that_cannot_be_read_is_logged_once_and_keeps_its_state(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     metrics = MetricsRegistry()
-    alarms = Alarms()
+    alarms = Alarms(metrics)
     missing = tmp_path / "not-mounted"
     monitor = DiskSpaceMonitor({"output": missing}, 1 * MiB, metrics, alarms)
-    with caplog.at_level(logging.WARNING, logger="edge_inference.health"):
+    with caplog.at_level(logging.WARNING, logger="edge_inference.ops.health"):
         assert monitor.check_now() is False
         assert monitor.check_now() is False
     assert sum("cannot read free space" in r.getMessage() for r in caplog.records) == 1
@@ -169,14 +167,17 @@ def test_a_volume_that_cannot_be_read_is_logged_once_and_keeps_its_state(
 
 
 @pytest.mark.timeout(30)
-def test_a_failing_alarm_callback_does_not_stop_the_watch(tmpfs: Path) -> None:
+def test_a_failing_alarm_listener_does_not_stop_the_watch(tmpfs: Path) -> None:
     seen: list[bool] = []
 
     def broken(alarm: str, active: bool, details: dict[str, Any]) -> None:
         seen.append(active)
         raise RuntimeError("sink down")
 
-    monitor = DiskSpaceMonitor({"output": tmpfs}, 1 * MiB, MetricsRegistry(), broken, interval=0.05)
+    metrics = MetricsRegistry()
+    alarms = AlarmRegistry(ListSink(), metrics)
+    alarms.subscribe(broken)
+    monitor = DiskSpaceMonitor({"output": tmpfs}, 1 * MiB, metrics, alarms, interval=0.05)
     with monitor:
         fill(tmpfs / "a.bin", int(1.5 * MiB))
         deadline = time.monotonic() + 5
@@ -248,9 +249,9 @@ def test_gpu_watch_without_nvml_logs_once_and_does_nothing(caplog: pytest.LogCap
     nvml = FakeNvml()
     nvml.init_error = pynvml.NVML_ERROR_DRIVER_NOT_LOADED
     metrics = MetricsRegistry()
-    alarms = Alarms()
+    alarms = Alarms(metrics)
     monitor = GpuMonitor(0, metrics, alarms, interval=0.01, nvml=nvml)
-    with caplog.at_level(logging.INFO, logger="edge_inference.health"):
+    with caplog.at_level(logging.INFO, logger="edge_inference.ops.health"):
         monitor.start()
         deadline = time.monotonic() + 5
         while monitor.is_alive() and time.monotonic() < deadline:
@@ -259,9 +260,9 @@ def test_gpu_watch_without_nvml_logs_once_and_does_nothing(caplog: pytest.LogCap
         assert not monitor.is_alive()
         monitor.check_now()
         monitor.stop()
-    messages = [r.getMessage() for r in caplog.records if r.name == "edge_inference.health"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "edge_inference.ops.health"]
     assert len(messages) == 1 and "NVML unavailable" in messages[0]
-    assert all(r.levelno == logging.INFO for r in caplog.records if r.name == "edge_inference.health")
+    assert all(r.levelno == logging.INFO for r in caplog.records if r.name == "edge_inference.ops.health")
     assert alarms.calls == [] and not monitor.available
     assert gpu_gauge(metrics, "edge_inference_gpu_temperature_celsius") is None
 
@@ -276,7 +277,7 @@ def test_gpu_watch_with_the_real_pynvml_on_a_host_without_a_driver(caplog: pytes
         pynvml.nvmlShutdown()
         pytest.skip("this host has an NVIDIA driver: covered by the fake-NVML tests")
     monitor = GpuMonitor(0, MetricsRegistry(), Alarms(), interval=0.01)
-    with caplog.at_level(logging.INFO, logger="edge_inference.health"):
+    with caplog.at_level(logging.INFO, logger="edge_inference.ops.health"):
         monitor.start()
         monitor.stop()
     assert not monitor.available
@@ -287,7 +288,7 @@ def test_gpu_watch_with_the_real_pynvml_on_a_host_without_a_driver(caplog: pytes
 def test_gpu_readings_become_gauges_and_temperature_alarm_has_hysteresis() -> None:
     nvml = FakeNvml()
     metrics = MetricsRegistry()
-    alarms = Alarms()
+    alarms = Alarms(metrics)
     monitor = GpuMonitor(0, metrics, alarms, temp_limit_c=85, nvml=nvml)
 
     monitor.check_now()
@@ -319,7 +320,7 @@ def test_gpu_readings_become_gauges_and_temperature_alarm_has_hysteresis() -> No
 def test_gpu_lost_after_it_worked_raises_once_and_clears_when_it_answers_again() -> None:
     nvml = FakeNvml()
     metrics = MetricsRegistry()
-    alarms = Alarms()
+    alarms = Alarms(metrics)
     with GpuMonitor(0, metrics, alarms, interval=0.02, nvml=nvml) as monitor:
         deadline = time.monotonic() + 5
         while gpu_gauge(metrics, "edge_inference_gpu_temperature_celsius") is None and time.monotonic() < deadline:
@@ -347,7 +348,7 @@ def test_a_device_nvml_never_read_is_not_reported_lost(caplog: pytest.LogCapture
     nvml.read_error = pynvml.NVML_ERROR_NOT_SUPPORTED
     alarms = Alarms()
     monitor = GpuMonitor(0, MetricsRegistry(), alarms, interval=0.01, nvml=nvml)
-    with caplog.at_level(logging.INFO, logger="edge_inference.health"):
+    with caplog.at_level(logging.INFO, logger="edge_inference.ops.health"):
         monitor.start()
         deadline = time.monotonic() + 5
         while monitor.is_alive() and time.monotonic() < deadline:
@@ -363,8 +364,8 @@ def test_a_device_nvml_never_read_is_not_reported_lost(caplog: pytest.LogCapture
 @pytest.mark.timeout(30)
 def test_repeated_failures_alarm_after_n_in_a_row_cleared_by_the_next_success() -> None:
     metrics = MetricsRegistry()
-    alarms = Alarms()
-    monitor = FailureRunMonitor(3, alarms, metrics=metrics)
+    alarms = Alarms(metrics)
+    monitor = FailureRunMonitor(3, alarms)
     for ok in (False, False, True, False, False):
         monitor.record(ok)
     assert alarms.calls == []  # a success in between resets the run

@@ -22,11 +22,11 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_inference import decode as decoding
-from edge_inference import postprocess
 from edge_inference.entities import FrameJob
 from edge_inference.errors import FrameError
-from edge_inference.ledger import Ledger
+from edge_inference.share.ledger import Ledger
+from edge_inference.vision import decode as decoding
+from edge_inference.vision import postprocess
 from tests.jpeg_bombs import deep_png, scan_bomb
 from tests.test_pipeline import (  # noqa: F401  (fixtures)
     Running,
@@ -61,9 +61,9 @@ def drop(input_dir: Path, rel: str, data: bytes) -> None:
 def wait_results(run: Running, output: Path, names: list[str], timeout: float = 30) -> dict[str, dict[str, Any]]:
     assert eventually(lambda: set(names) <= set(results_of(output)), timeout), (
         sorted(results_of(output)),
-        run.pipeline.fatal,
+        run.pipeline.stage_death(),
     )
-    assert run.pipeline.fatal is None
+    assert not run.pipeline.stage_death()
     return results_of(output)
 
 
@@ -81,7 +81,7 @@ def test_extreme_aspect_ratios_are_served_on_the_share_and_by_predict(start, sha
         assert (body["frame"]["width"], body["frame"]["height"]) == (w, h)
     # and /predict serves them the same way (it was a 500)
     for name, (w, h) in EXTREME.items():
-        result = run.pipeline.predict(strip(w, h, os.path.splitext(name)[1]))
+        result = run.commands.predict(strip(w, h, os.path.splitext(name)[1]))
         assert result.ok and (result.width, result.height) == (w, h)
 
 
@@ -94,7 +94,7 @@ def test_a_name_that_is_not_utf8_is_processed_with_a_stable_id_and_an_escaped_pa
     frame(shares["input"] / "after/ok.jpg")
     # then it gets a result at the same bytes under results/, with the name escaped in the JSON
     output = os.fsencode(shares["output"])
-    assert eventually(lambda: os.path.exists(output + b"/results/caf\xe9.jpg.json"), 20), run.pipeline.fatal
+    assert eventually(lambda: os.path.exists(output + b"/results/caf\xe9.jpg.json"), 20), run.pipeline.stage_death()
     body = json.loads(Path(os.fsdecode(output + b"/results/caf\xe9.jpg.json")).read_bytes())
     assert body["frame"]["path"] == "caf\\xe9.jpg" and "error" not in body
     assert eventually(lambda: os.path.exists(output + b"/processed/caf\xe9.jpg"), 10)
@@ -121,7 +121,7 @@ def test_an_exception_in_any_stage_fails_that_frame_alone(start, shares, monkeyp
 
     monkeypatch.setattr(decoding, "decode_checked", decode_checked)
     run = start(BATCH_SIZE="4")
-    model, writer = run.pipeline.model, run.pipeline.writer
+    model, writer = run.module.model, run.pipeline.finisher.writer
     real_run, real_write = model.run, writer.write_results
 
     def run_model(tensor: np.ndarray) -> Any:
@@ -161,7 +161,7 @@ def test_an_exception_in_any_stage_fails_that_frame_alone(start, shares, monkeyp
     }
     assert "MemoryError: injected" in results["poison/prepare.jpg"]["error"]["message"]
     assert eventually(lambda: (shares["output"] / "failed/poison/write.jpg").exists())
-    assert run.pipeline.readiness() == (True, "ready")
+    assert run.commands.readiness() == (True, "ready")
 
 
 def test_a_frame_that_kept_dying_is_quarantined_not_resumed(start, shares) -> None:  # type: ignore[no-untyped-def]
@@ -238,17 +238,20 @@ def test_good_frames_do_not_wait_behind_a_decode_past_its_budget(start, shares) 
     # given one decode worker, no scan limit to speak of, a 0.5 s decode budget and a bomb of 3,000 scans
     run = start(DECODE_WORKERS="1", JPEG_MAX_SCANS="100000", DECODE_TIMEOUT_SECONDS="0.5", JPEG_REDUCED_DECODE="false")
     drop(shares["input"], "bombs/scans.jpg", scan_bomb(3000))
-    assert eventually(lambda: run.pipeline.decode_guard.reserved_bytes > 0, 10)  # the bomb is being decoded
+    assert eventually(lambda: run.pipeline.preparer.decode_guard.reserved_bytes > 0, 10)  # the bomb is being decoded
     for i in range(3):
         frame(shares["input"] / f"good/{i}.jpg", seed=i)
     # then the bomb fails with decode_timeout, and the good frames are done while it still decodes
     results = wait_results(run, shares["output"], ["bombs/scans.jpg", *(f"good/{i}.jpg" for i in range(3))], 30)
-    assert run.pipeline.decode_guard.overruns == 1, "the bomb's decode should still be running"
+    assert run.pipeline.preparer.decode_guard.overruns == 1, "the bomb's decode should still be running"
     assert results["bombs/scans.jpg"]["error"]["code"] == "decode_timeout"
     assert all("error" not in results[f"good/{i}.jpg"] for i in range(3))
     # and its memory is given back when it ends
     assert eventually(
-        lambda: run.pipeline.decode_guard.reserved_bytes == 0 and run.pipeline.decode_guard.overruns == 0, 60
+        lambda: (
+            run.pipeline.preparer.decode_guard.reserved_bytes == 0 and run.pipeline.preparer.decode_guard.overruns == 0
+        ),
+        60,
     )
 
 
@@ -257,6 +260,6 @@ def test_predict_refuses_bombs_with_the_same_limits(start, shares) -> None:  # t
     for data, code in ((scan_bomb(3000), "too_many_scans"), (deep_png(2000, 2000), "decode_memory_over_limit")):
         started = time.monotonic()
         with pytest.raises(FrameError) as err:
-            run.pipeline.predict(data)
+            run.commands.predict(data)
         assert err.value.code == code
         assert time.monotonic() - started < 5

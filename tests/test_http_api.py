@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 import requests
 
+from edge_inference.control.http_api import HttpServer, build_http_server
 from edge_inference.entities import FrameResult
 from edge_inference.errors import FrameError
-from edge_inference.http_api import HttpServer, build_http_server
-from edge_inference.metrics import MetricsRegistry
+from edge_inference.ops.metrics import MetricsRegistry
 from edge_inference.settings import Settings
 from tests.http_support import (
     BOX,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -23,20 +22,14 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from edge_inference.app import Module
-from edge_inference.settings import DEFAULT_MODEL_PATH, Settings
-from edge_inference.synthetic import encode_jpeg, generate_frame
-from tests.http_support import assert_no_new_threads
+from edge_inference.settings import DEFAULT_MODEL_PATH
+from tests.http_support import assert_no_new_threads, in_process_settings
+from tools.synthetic import encode_jpeg, generate_frame
 
 HTTP_REQUESTS = 200
 CLIENT_THREADS = 8
 SHARE_FRAMES = 40
 WIDTH, HEIGHT = 320, 240
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def model_path(tmp_path: Path) -> tuple[Path, bool]:
@@ -62,27 +55,15 @@ def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 @pytest.fixture
 def module(tmp_path: Path) -> Iterator[Module]:
     before = set(threading.enumerate())
-    dirs = {name: tmp_path / name for name in ("input", "output", "state")}
-    for d in dirs.values():
-        d.mkdir()
     path, _ = model_path(tmp_path)
-    settings = Settings(
-        model_path=path,
-        input_dir=dirs["input"],
-        output_dir=dirs["output"],
-        state_dir=dirs["state"],
-        execution_providers=("CPUExecutionProvider",),
-        http_host="127.0.0.1",
-        http_port=free_port(),
-        metrics_port=free_port(),
+    settings = in_process_settings(
+        tmp_path,
+        path,
         http_max_concurrency=16,
         batch_size=8,
         batch_max_wait_ms=10,
-        settle_seconds=0.05,
         decode_workers=2,
         inference_threads=2,
-        local_telemetry="false",
-        min_free_mb=0,
         shutdown_timeout_seconds=10,
     )
     m = Module(settings, env={})

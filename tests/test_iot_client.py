@@ -16,13 +16,14 @@ from typing import Any
 
 import pytest
 
-from edge_inference.control import OutgoingMessage
 from edge_inference.iot.client import IoTEdgeClient
-from edge_inference.live_settings import LiveSettings, TwinSettings
-from edge_inference.metrics import MetricsRegistry
+from edge_inference.iot.outbox import open_outbox
+from edge_inference.ops.alarms import OUTBOX_OVERFLOW, AlarmRegistry
+from edge_inference.ops.live_settings import LiveSettings, TwinSettings
+from edge_inference.ops.metrics import MetricsRegistry
+from edge_inference.ops.telemetry import OutgoingMessage, build_detection_message
 from edge_inference.settings import EDGEHUB_VARIABLES, IOTEDGE_VARIABLES, Settings
-from edge_inference.telemetry import build_detection_message
-from tests.iot_fakes import FakeControl, make_result
+from tests.iot_fakes import FakeControl, ListSink, make_result
 
 HOSTS = ("127.0.0.5", "127.0.0.6", "127.0.0.7", "127.0.0.8", "127.0.0.9")
 EDGE_VARS = IOTEDGE_VARIABLES + EDGEHUB_VARIABLES
@@ -37,22 +38,33 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 class Module:
-    """What a test needs around one IoTEdgeClient."""
+    """What a test needs around one IoTEdgeClient: its outbox (built first, as app.py does) and alarm registry."""
 
-    def __init__(self, state_dir: Path, timeout: float = 5.0, client_factory: Callable[[], Any] | None = None) -> None:
-        self.settings = Settings(state_dir=state_dir, iot_timeout_seconds=timeout, outbox_max_messages=1000)
+    def __init__(
+        self,
+        state_dir: Path,
+        timeout: float = 5.0,
+        client_factory: Callable[[], Any] | None = None,
+        outbox_max_messages: int = 1000,
+    ) -> None:
+        self.settings = Settings(
+            state_dir=state_dir, iot_timeout_seconds=timeout, outbox_max_messages=outbox_max_messages
+        )
         self.live = LiveSettings(TwinSettings.from_boot(self.settings))
         self.control = FakeControl()
         self.metrics = MetricsRegistry()
-        self.alarms: list[tuple[Any, ...]] = []
+        self.outbox = open_outbox(self.settings, self.metrics)
+        self.alerts = ListSink()
+        self.alarms = AlarmRegistry(self.alerts, self.metrics)
         self.client = IoTEdgeClient(
             self.settings,
             self.live,
             self.control,
             self.metrics,
+            self.outbox,
+            self.alarms,
             runtime_info=lambda: {"provider": "CPUExecutionProvider", "model": {"name": "demo-defects"}},
             stats=lambda: {"frames": 0},
-            publisher_alarm=lambda *a: self.alarms.append(a),
             **({"client_factory": client_factory} if client_factory else {}),
         )
         self.stopped = False
@@ -61,6 +73,7 @@ class Module:
         if not self.stopped:
             self.stopped = True
             self.client.stop(timeout)
+            self.outbox.close()
 
 
 @pytest.fixture
@@ -106,7 +119,7 @@ def test_twin_desired_applied_before_start_returns(
     version = rig.set_desired({"confidenceThreshold": 0.7, "telemetry": {"mode": "summary"}, "colour": "red"})
     module = make_module()
     # when it starts
-    assert module.client.start(20) is True
+    assert module.client.connect(20) is True
     # then only host/device/module are logged, never the key or a SAS token
     assert "device=edge-device module=edge-inference" in caplog.text
     assert rig.module_key not in caplog.text and "SharedAccessSignature" not in caplog.text
@@ -130,7 +143,7 @@ def test_full_twin_with_a_value_no_number_can_hold_still_syncs_and_sends(
     version = rig.set_desired({"confidenceThreshold": 10**400, "iouThreshold": 0.3})
     module = make_module()
     # when the module starts
-    assert module.client.start(20) is True
+    assert module.client.connect(20) is True
     # then the good value is in force, the bad one is acknowledged 400 with the reason
     assert module.live.current().iou_threshold == 0.3
     assert module.live.current().confidence_threshold == 0.5
@@ -146,7 +159,7 @@ def test_full_twin_with_a_value_no_number_can_hold_still_syncs_and_sends(
 @pytest.mark.timeout(90)
 def test_patch_applied_live_and_invalid_values_refused(rig: Any, make_module: Callable[[], Module]) -> None:
     module = make_module()
-    assert module.client.start(20)
+    assert module.client.connect(20)
     # when the operator sets confidenceThreshold 0.8
     version = rig.set_desired({"confidenceThreshold": 0.8})
     # then it is applied live and acknowledged with the desired version
@@ -168,7 +181,7 @@ def test_patch_applied_live_and_invalid_values_refused(rig: Any, make_module: Ca
 @pytest.mark.timeout(90)
 def test_direct_methods_good_and_bad_payloads(rig: Any, make_module: Callable[[], Module]) -> None:
     module = make_module()
-    assert module.client.start(20)
+    assert module.client.connect(20)
     assert rig.invoke_method("getStatus", None) == (
         200,
         {"paused": False, "frames": 3, "provider": "CPUExecutionProvider"},
@@ -195,7 +208,7 @@ def test_direct_methods_good_and_bad_payloads(rig: Any, make_module: Callable[[]
 @pytest.mark.timeout(60)
 def test_file_event_input_enqueues_the_relative_path_once(rig: Any, make_module: Callable[[], Module]) -> None:
     module = make_module()
-    assert module.client.start(20)
+    assert module.client.connect(20)
     rig.send_input(
         "fileEvents",
         [
@@ -211,7 +224,7 @@ def test_file_event_input_enqueues_the_relative_path_once(rig: Any, make_module:
 @pytest.mark.timeout(60)
 def test_outbox_messages_arrive_on_detections_in_form(rig: Any, make_module: Callable[[], Module]) -> None:
     module = make_module()
-    assert module.client.start(20)
+    assert module.client.connect(20)
     sent = [message(i) for i in range(3)]
     for m in sent:
         module.client.sink.publish(m)
@@ -227,9 +240,31 @@ def test_outbox_messages_arrive_on_detections_in_form(rig: Any, make_module: Cal
 
 
 @pytest.mark.timeout(120)
+def test_an_outbox_over_its_bound_raises_outbox_overflow_until_it_drains(rig: Any, tmp_path: Path) -> None:
+    # given a client whose outbox holds 4 messages, and edgeHub gone
+    module = Module(tmp_path / "state", outbox_max_messages=4)
+    try:
+        assert module.client.connect(20)
+        rig.stop_broker()
+        # when 6 messages are published, the oldest are dropped at the bound: the alarm is raised
+        for i in range(6):
+            module.client.sink.publish(message(i))
+        wait_for(lambda: OUTBOX_OVERFLOW in module.alarms.active(), 10, "outboxOverflow raised")
+        assert module.alarms.active()[OUTBOX_OVERFLOW]["details"]["reason"] == "count"
+        assert module.client.outbox.dropped()["count"] == 2
+        # then, once edgeHub is back and the outbox drains below half its bound, it is cleared
+        rig.start_broker()
+        wait_for(lambda: module.client.outbox.depth() == 0, 60, "outbox drained")
+        wait_for(lambda: OUTBOX_OVERFLOW not in module.alarms.active(), 10, "outboxOverflow cleared")
+        assert [m.properties["active"] for m in module.alerts.messages] == ["true", "false"]
+    finally:
+        module.stop()
+
+
+@pytest.mark.timeout(120)
 def test_broker_outage_loses_nothing(rig: Any, make_module: Callable[[], Module]) -> None:
     module = make_module()
-    assert module.client.start(20)
+    assert module.client.connect(20)
     module.client.sink.publish(message(0))
     rig.wait_messages(1, output="detections", timeout=15)
     # given edgeHub goes away for ~20 s while frames keep being processed
@@ -252,7 +287,7 @@ def test_broker_outage_loses_nothing(rig: Any, make_module: Callable[[], Module]
 def test_restart_delivers_what_the_previous_process_left(rig: Any, make_module: Callable[[], Module]) -> None:
     # given a client stopped while edgeHub is away, with messages in its outbox
     first = make_module()
-    assert first.client.start(20)
+    assert first.client.connect(20)
     rig.stop_broker()
     sent = [message(i) for i in range(5)]
     for m in sent:
@@ -266,7 +301,7 @@ def test_restart_delivers_what_the_previous_process_left(rig: Any, make_module: 
     # when a new client on the same STATE_DIR starts while edgeHub is still away
     second = make_module()
     started = time.monotonic()
-    assert second.client.start(3) is False
+    assert second.client.connect(3) is False
     assert time.monotonic() - started < 10
     assert second.live.current().max_detections == 300  # boot value in force
     # and edgeHub comes back
@@ -291,7 +326,7 @@ def test_production_path_with_the_iotedge_variables(
     version = rig.set_desired({"iouThreshold": 0.3})
     module = make_module()
     # when it starts, then the twin is applied and telemetry flows
-    assert module.client.start(20) is True
+    assert module.client.connect(20) is True
     assert module.live.current().iou_threshold == 0.3
     rig.wait_reported(lambda r: r["iouThreshold"]["av"] == version, timeout=10)
     module.client.sink.publish(message(1))
@@ -320,7 +355,7 @@ def test_a_hanging_sdk_call_is_cut_at_the_iot_timeout(tmp_path: Path) -> None:
     try:
         # when the client starts, then start returns after its timeout with the boot values in force
         started = time.monotonic()
-        assert module.client.start(1.5) is False
+        assert module.client.connect(1.5) is False
         assert time.monotonic() - started < 3
         assert module.live.current() == TwinSettings.from_boot(module.settings)
         module.client.sink.publish(message(1))  # the pipeline never waits on edgeHub
@@ -334,4 +369,4 @@ def test_a_hanging_sdk_call_is_cut_at_the_iot_timeout(tmp_path: Path) -> None:
         sdk.release.set()
     reopened = Module(tmp_path / "state", client_factory=lambda: sdk)
     assert reopened.client.outbox.depth() == 1
-    reopened.client.outbox.close()
+    reopened.outbox.close()

@@ -1,7 +1,7 @@
 """The whole module (`python -m edge_inference`) against the edgeHub rig: frames in, telemetry out, twin live.
 
 The model is a tiny constant ONNX model (tests/onnx_models.py) with two fixed detections, scratch 0.9 and
-dent 0.6, so a test knows what every frame must report; frames come from `edge_inference.synthetic`.
+dent 0.6, so a test knows what every frame must report; frames come from `tools.synthetic`.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def drop_frame(input_dir: Path, rel: str, seed: int) -> None:
     """Write a synthetic JPEG next to the share and rename it in, as a camera that writes then renames."""
     import cv2
 
-    from edge_inference.synthetic import generate_frame
+    from tools.synthetic import generate_frame
 
     image, _ = generate_frame(np.random.default_rng(seed), width=320, height=240)
     target = input_dir / rel

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from edge_inference.ledger import Ledger, LedgerEntry
+from edge_inference.share.ledger import Ledger, LedgerEntry
 
 DAY = 86400.0
 

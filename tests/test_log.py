@@ -104,7 +104,7 @@ def test_a_hostile_name_cannot_forge_a_line_in_either_format(
     log_format: str, name: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     setup_logging("INFO", log_format)  # type: ignore[arg-type]
-    logging.getLogger("edge_inference.watcher").warning("cannot claim %s", name)
+    logging.getLogger("edge_inference.share.watcher").warning("cannot claim %s", name)
     out = capsys.readouterr().out
     assert out.count("\n") == 1 and out.endswith("\n")  # exactly one line
     line = out[:-1]

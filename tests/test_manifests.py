@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from edge_inference.live_settings import TWIN_PROPERTIES, TwinSettings
+from edge_inference.ops.live_settings import TWIN_PROPERTIES, TwinSettings
 from edge_inference.settings import ENV_VARS
 from tools import manifest as mf
 
@@ -36,7 +36,7 @@ MOD = f"{AGENT}.modules.{MODULE}"
 HUB = "modulesContent.$edgeHub.properties.desired"
 
 try:  # the outputs the code sends, where the code names them
-    from edge_inference.telemetry import OUTPUTS as CODE_OUTPUTS
+    from edge_inference.ops.telemetry import OUTPUTS as CODE_OUTPUTS
 except ImportError:  # pragma: no cover
     CODE_OUTPUTS = ("detections", "alerts")
 CODE_INPUTS = ("fileEvents",)

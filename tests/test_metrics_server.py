@@ -11,10 +11,10 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from edge_inference.http_api import build_http_server
-from edge_inference.http_server import ConnectionLimits
-from edge_inference.metrics import MetricsRegistry
-from edge_inference.metrics_server import MetricsServer
+from edge_inference.control.http_api import build_http_server
+from edge_inference.control.http_server import ConnectionLimits
+from edge_inference.control.metrics_server import MetricsServer
+from edge_inference.ops.metrics import MetricsRegistry
 from edge_inference.settings import Settings
 from tests.http_support import JPEG, DecodingPredictor, assert_no_new_threads, closed_by_server, connect_from
 

@@ -10,8 +10,8 @@ import pytest
 from onnx import TensorProto
 
 from edge_inference.errors import ModelError, ProviderError
-from edge_inference.model import CPU, CUDA, OnnxModel, parse_names
 from edge_inference.settings import read_settings
+from edge_inference.vision.model import CPU, CUDA, OnnxModel, parse_names
 from tests.onnx_models import build_constant_model, yolov8_output
 
 pytestmark = pytest.mark.timeout(30)

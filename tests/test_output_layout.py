@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_inference import output_layout as layout
+from edge_inference.share import output_layout as layout
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -1,4 +1,5 @@
-"""The whole frame pipeline on real files, real watchdog and real ONNX Runtime (tiny models built here)."""
+"""The whole frame pipeline on real files, real watchdog and real ONNX Runtime (tiny models built here), wired by
+the composition root itself (`app.Module`), with a collector in place of the telemetry publisher."""
 
 from __future__ import annotations
 
@@ -17,16 +18,9 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_inference.claims import ClaimArea
+from edge_inference.app import Module
 from edge_inference.entities import FrameJob, FrameResult
-from edge_inference.ledger import Ledger
-from edge_inference.live_settings import LiveSettings, TwinSettings
-from edge_inference.metrics import MetricsRegistry
-from edge_inference.model import OnnxModel
-from edge_inference.pipeline import Pipeline
-from edge_inference.results import ResultWriter
 from edge_inference.settings import Settings, read_settings
-from edge_inference.watcher import FrameWatcher
 from tests.onnx_models import build_constant_model, yolov8_output
 
 pytestmark = pytest.mark.timeout(60)
@@ -42,6 +36,9 @@ class Collector:
     def on_result(self, result: FrameResult) -> None:
         with self.lock:
             self.results.append(result)
+
+    def group(self) -> contextlib.AbstractContextManager[object]:
+        return contextlib.nullcontext()
 
     def wait_for(self, count: int, timeout: float = 20) -> list[FrameResult]:
         deadline = time.monotonic() + timeout
@@ -61,13 +58,15 @@ def model_path(tmp_path: Path) -> Path:
 
 
 class Running:
-    def __init__(self, pipeline: Pipeline, watcher: FrameWatcher, collector: Collector, settings: Settings) -> None:
-        self.pipeline, self.watcher, self.collector, self.settings = pipeline, watcher, collector, settings
+    def __init__(self, module: Module, collector: Collector, settings: Settings) -> None:
+        self.module, self.collector, self.settings = module, collector, settings
+        self.commands, self.pipeline = module.commands, module.pipeline
+        self.stopped = False
 
     def stop(self) -> None:
-        self.watcher.stop()
-        self.pipeline.stop(time.monotonic() + 5)
-        self.pipeline.ledger.close()
+        if not self.stopped:
+            self.stopped = True
+            self.module.shutdown()
 
 
 @pytest.fixture
@@ -84,26 +83,16 @@ def start(shares: dict[str, Path], model_path: Path, no_thread_leaks: None) -> I
             "REPLICA_ID": replica,
             "RESCAN_INTERVAL_SECONDS": "1",
             "BATCH_SIZE": "4",  # batches on the CPU too, so batching is exercised
+            "HTTP_PORT": "0",  # off: the REST API has its own tests
+            "METRICS_PORT": "0",
+            "LOCAL_TELEMETRY": "false",
+            "SHUTDOWN_TIMEOUT_SECONDS": "5",
         }
         s = read_settings({**base, **env})
-        live = LiveSettings(TwinSettings.from_boot(s))
         collector = Collector()
-        pipeline = Pipeline(
-            s,
-            OnnxModel(s),
-            live,
-            Ledger(s.state_dir / "ledger.sqlite"),
-            ClaimArea(s.input_dir, s.output_dir, s.replica_id, s.input_disposition, s.claim_stale_seconds),
-            ResultWriter(s.output_dir),
-            MetricsRegistry(),
-            collector,
-        )
-        pipeline.start()
-        watcher = FrameWatcher(s.input_dir, pipeline.offer, settle_seconds=s.settle_seconds, rescan_interval=1)
-        pipeline.note_path = watcher.note
-        pipeline.watcher_alive = watcher.alive
-        watcher.start()
-        run = Running(pipeline, watcher, collector, s)
+        module = Module(s, env={}, telemetry=collector)
+        module.start()
+        run = Running(module, collector, s)
         running.append(run)
         return run
 
@@ -169,11 +158,11 @@ def test_a_threshold_change_applies_to_the_next_frame(start, shares) -> None:  #
     run = start()
     frame(shares["input"] / "a.jpg")
     assert run.collector.wait_for(1)[0].detections[1].label == "dent"
-    run.pipeline.live.update(confidence_threshold=0.8, classes=("scratch", "dent"))
+    run.module.live.update(confidence_threshold=0.8, classes=("scratch", "dent"))
     frame(shares["input"] / "b.jpg")
     b = run.collector.wait_for(2)[1]
     assert [d.label for d in b.detections] == ["scratch"] and b.confidence_threshold == 0.8
-    run.pipeline.live.update(confidence_threshold=0.5, classes=("dent",))
+    run.module.live.update(confidence_threshold=0.5, classes=("dent",))
     frame(shares["input"] / "c.jpg")
     assert [d.label for d in run.collector.wait_for(3)[2].detections] == ["dent"]
 
@@ -290,17 +279,17 @@ def test_a_finished_frame_whose_input_share_was_away_is_disposed_when_it_returns
         claim = frame(backing / ".edge-inference" / "claims" / "r1" / "line" / "gone.jpg")
         st = claim.stat()
         job = FrameJob("line/gone.jpg", claim, st.st_size, st.st_mtime_ns, "watch", time.monotonic())
-        run.pipeline.ledger.record(job.frame_id, job.rel_path, st.st_size, st.st_mtime_ns, "done")
+        run.module.ledger.record(job.frame_id, job.rel_path, st.st_size, st.st_mtime_ns, "done")
         # then reconciling the claims forgets nothing: intake waits for the share, the claim area is not
         # made again in the bare folder
-        assert run.pipeline.reconcile_claims() == 0
-        assert "inputUnavailable" in run.pipeline.intake_blocked
+        assert run.pipeline.intake.reconcile_claims() == 0
+        assert "inputUnavailable" in run.pipeline.gate.blocked
         assert not (shares["input"] / ".edge-inference").exists()
         # and once it is back, the housekeeping archives the original by itself, without a new frame or a restart
         subprocess.run(["mount", "--bind", str(backing), str(shares["input"])], check=True)
         assert eventually(lambda: (shares["output"] / "processed" / "line" / "gone.jpg").is_file(), timeout=10)
-        assert not claim.exists()
-        assert eventually(lambda: not run.pipeline.intake_blocked, timeout=5)
+        assert eventually(lambda: not claim.exists())  # a move across mounts: copied, then the claim removed
+        assert eventually(lambda: not run.pipeline.gate.blocked, timeout=5)
         assert run.collector.results == []  # archived, not processed a second time
     finally:
         subprocess.run(["umount", "-l", str(shares["input"])], check=False)
@@ -316,7 +305,7 @@ def test_a_claim_area_removed_by_hand_is_made_again(start, shares) -> None:  # t
     # then the module makes its claim area again and goes on, with no share alarm left standing
     assert [r.rel_path for r in run.collector.wait_for(2, timeout=15)] == ["a.jpg", "b.jpg"]
     assert (shares["input"] / ".edge-inference" / "claims" / "r1").is_dir()
-    assert eventually(lambda: not run.pipeline.intake_blocked, timeout=5)
+    assert eventually(lambda: not run.pipeline.gate.blocked, timeout=5)
 
 
 def test_keep_mode_forgets_old_frames_only_once_they_are_gone_from_the_share(start, shares, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -324,13 +313,13 @@ def test_keep_mode_forgets_old_frames_only_once_they_are_gone_from_the_share(sta
     frame(shares["input"] / "stays.jpg")
     frame(shares["input"] / "goes.jpg", seed=1)
     run.collector.wait_for(2)
-    assert eventually(lambda: run.pipeline.ledger.counts().get("done") == 2)
+    assert eventually(lambda: run.module.ledger.counts().get("done") == 2)
     (shares["input"] / "goes.jpg").unlink()
     # nothing is due within the retention period
-    assert run.pipeline.prune_ledger() == (0, False)
+    assert run.pipeline.housekeeping.prune_ledger() == (0, False)
     # eight days later, the frame that left the share is forgotten; the one still there is remembered
-    assert run.pipeline.prune_ledger(now=time.time() + 8 * 86400) == (1, False)
-    assert run.pipeline.ledger.counts() == {"done": 1}
+    assert run.pipeline.housekeeping.prune_ledger(now=time.time() + 8 * 86400) == (1, False)
+    assert run.module.ledger.counts() == {"done": 1}
     run.stop()
     # so a restart (start-up scan of the share) does not process it again
     again = start(INPUT_DISPOSITION="keep", LEDGER_RETENTION_DAYS="7")
@@ -343,17 +332,17 @@ def test_archive_mode_forgets_old_frames_but_not_claimed_ones(start, shares) -> 
     for i in range(3):
         frame(shares["input"] / f"f{i}.jpg", seed=i)
     run.collector.wait_for(3)
-    assert eventually(lambda: run.pipeline.status()["inFlight"] == 0)
+    assert eventually(lambda: run.commands.status()["inFlight"] == 0)
     # a finished frame still in the claim area (its archive move is pending) must stay known
     claim = shares["input"] / ".edge-inference" / "claims" / "r1" / "f1.jpg"
     os.rename(shares["output"] / "processed" / "f1.jpg", claim)
     forgotten, more, rounds = 0, True, 0
     while more:  # in steps of 2, as the housekeeping does with a backlog
-        n, more = run.pipeline.prune_ledger(now=time.time() + 8 * 86400, limit=2)
+        n, more = run.pipeline.housekeeping.prune_ledger(now=time.time() + 8 * 86400, limit=2)
         forgotten, rounds = forgotten + n, rounds + 1
     assert forgotten == 2 and rounds == 2
-    assert run.pipeline.ledger.counts() == {"done": 1}
-    assert run.pipeline.reprocess("f0.jpg") == 0  # beyond the retention period, reprocess cannot reach it
+    assert run.module.ledger.counts() == {"done": 1}
+    assert run.commands.reprocess("f0.jpg") == 0  # beyond the retention period, reprocess cannot reach it
 
 
 def test_a_claim_that_fails_is_retried_and_never_stops_the_watcher(start, shares, monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -369,7 +358,7 @@ def test_a_claim_that_fails_is_retried_and_never_stops_the_watcher(start, shares
     monkeypatch.setattr(run.pipeline.claims, "claim", flaky_claim)
     frame(shares["input"] / "a.jpg")
     assert [r.rel_path for r in run.collector.wait_for(1, timeout=15)] == ["a.jpg"]
-    assert failures == ["a.jpg"] * 3 and run.watcher.alive()
+    assert failures == ["a.jpg"] * 3 and run.module.watcher.alive()
 
 
 def test_a_silent_replicas_claims_are_adopted(start, shares) -> None:  # type: ignore[no-untyped-def]
@@ -391,12 +380,12 @@ def test_reprocess_runs_a_finished_frame_again_under_a_new_message_id(start, sha
     result_file = shares["output"] / "results" / "line1" / "a.jpg.json"
     before = result_file.stat().st_mtime_ns
     archived = shares["output"] / "processed" / "line1" / "a.jpg"
-    assert eventually(lambda: run.pipeline.status()["inFlight"] == 0 and (archived.is_file() or disposition == "keep"))
+    assert eventually(lambda: run.commands.status()["inFlight"] == 0 and (archived.is_file() or disposition == "keep"))
     # when line1's frames are asked for again, twice
-    assert run.pipeline.reprocess("line1/*.jpg") == 1
+    assert run.commands.reprocess("line1/*.jpg") == 1
     again = run.collector.wait_for(3)[2]
-    assert eventually(lambda: run.pipeline.status()["inFlight"] == 0 and (archived.is_file() or disposition == "keep"))
-    assert run.pipeline.reprocess("line1/a.jpg") == 1
+    assert eventually(lambda: run.commands.status()["inFlight"] == 0 and (archived.is_file() or disposition == "keep"))
+    assert run.commands.reprocess("line1/a.jpg") == 1
     third = run.collector.wait_for(4)[3]
     # then each run is a new result of the same frame: its own message id, the result file rewritten in place
     assert again.rel_path == third.rel_path == "line1/a.jpg"
@@ -410,9 +399,9 @@ def test_reprocess_runs_a_finished_frame_again_under_a_new_message_id(start, sha
     else:
         assert (shares["input"] / "line1" / "a.jpg").is_file()
     # and a pattern that matches nothing, or leaves the share, queues nothing
-    assert run.pipeline.reprocess("line9/*.jpg") == 0
+    assert run.commands.reprocess("line9/*.jpg") == 0
     with pytest.raises(ValueError):
-        run.pipeline.reprocess("../etc/*")
+        run.commands.reprocess("../etc/*")
     time.sleep(0.5)
     assert len(run.collector.results) == 4
 
@@ -422,7 +411,7 @@ DEMO_MODEL = Path(__file__).resolve().parent.parent / "modules" / "edge-inferenc
 
 def test_batched_frames_get_the_same_detections_as_frames_run_one_by_one(start, shares, tmp_path) -> None:  # type: ignore[no-untyped-def]
     # given 12 different frames with defects, run through the real demo model one at a time for reference
-    from edge_inference.synthetic import encode_jpeg, generate_frame
+    from tools.synthetic import encode_jpeg, generate_frame
 
     rng = np.random.default_rng(7)
     blobs = [encode_jpeg(generate_frame(rng, 640, 480, max_defects=4, min_defects=1)[0]) for _ in range(12)]
@@ -432,7 +421,7 @@ def test_batched_frames_get_the_same_detections_as_frames_run_one_by_one(start, 
     )  # fmt: skip
     reference = {}
     for i, blob in enumerate(blobs):
-        reference[f"f{i:02d}.jpg"] = one_by_one.pipeline.predict(blob).detections
+        reference[f"f{i:02d}.jpg"] = one_by_one.commands.predict(blob).detections
     # when the same frames arrive together at a module that batches 4 (buffers reused from batch to batch)
     batched = start(MODEL_PATH=str(DEMO_MODEL), BATCH_SIZE="4", BATCH_MAX_WAIT_MS="500")
     staging = shares["input"].parent / "staging"
@@ -443,7 +432,7 @@ def test_batched_frames_get_the_same_detections_as_frames_run_one_by_one(start, 
         os.rename(staging / name, shares["input"] / name)
     got = {r.rel_path: r.detections for r in batched.collector.wait_for(12, timeout=60)}
     # then batches really formed, and every frame has its own detections, not a neighbour's
-    histogram = batched.pipeline.metrics.registry.get_sample_value
+    histogram = batched.module.metrics.registry.get_sample_value
     assert histogram("edge_inference_batch_size_sum") > histogram("edge_inference_batch_size_count")
     assert sum(bool(d) for d in reference.values()) >= 10  # the frames do have defects to find
     assert set(got) == set(reference)
@@ -457,7 +446,7 @@ def test_batched_frames_get_the_same_detections_as_frames_run_one_by_one(start, 
 def test_predict_shares_the_batcher_and_honours_a_per_request_threshold(start, shares) -> None:  # type: ignore[no-untyped-def]
     run = start()
     data = cv2.imencode(".png", np.zeros((240, 320, 3), np.uint8))[1].tobytes()
-    result = run.pipeline.predict(data, confidence=0.7)
+    result = run.commands.predict(data, confidence=0.7)
     assert [d.label for d in result.detections] == ["scratch"] and result.confidence_threshold == 0.7
     assert result.rel_path.startswith("http/")
     assert not results_of(shares["output"])  # /predict writes nothing to the share
@@ -465,11 +454,11 @@ def test_predict_shares_the_batcher_and_honours_a_per_request_threshold(start, s
 
 def test_pause_leaves_frames_on_the_share_and_resume_takes_them(start, shares) -> None:  # type: ignore[no-untyped-def]
     run = start()
-    run.pipeline.pause()
+    run.commands.pause()
     frame(shares["input"] / "p.jpg")
     time.sleep(1.0)
     assert run.collector.results == [] and (shares["input"] / "p.jpg").exists()
-    run.pipeline.resume()
+    run.commands.resume()
     assert [r.rel_path for r in run.collector.wait_for(1)] == ["p.jpg"]
 
 
@@ -477,19 +466,19 @@ def test_output_share_full_pauses_intake_loses_nothing_and_resumes(start, shares
     out = shares["output"]
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(out)], check=True)
     try:
-        run = start(MIN_FREE_MB="0.1")
+        run = start(MIN_FREE_MB="0")  # no free-space alarm: this is about a write that runs out of space
         filler = out / "filler.bin"
         with open(filler, "wb") as fh, contextlib.suppress(OSError):  # leave almost nothing
             fh.write(b"\0" * (600 * 1024))
         for i in range(5):
             frame(shares["input"] / f"f{i}.jpg", seed=i)
         time.sleep(2.0)
-        assert "outputFull" in run.pipeline.intake_blocked or "outputError" in run.pipeline.intake_blocked
+        assert "outputFull" in run.pipeline.gate.blocked or "outputError" in run.pipeline.gate.blocked
         assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]  # nothing half-written
         filler.unlink()
         got = run.collector.wait_for(5, timeout=20)
         assert sorted(r.rel_path for r in got) == [f"f{i}.jpg" for i in range(5)]
-        assert len(results_of(out)) == 5 and run.pipeline.intake_blocked == {}
+        assert len(results_of(out)) == 5 and run.pipeline.gate.blocked == {}
     finally:
         subprocess.run(["umount", "-l", str(out)], check=False)
 
@@ -512,7 +501,7 @@ def test_an_output_share_unmounted_under_the_module_gets_nothing_written_into_it
         # when it is unmounted and its mount point is a plain, writable folder
         subprocess.run(["umount", "-l", str(mount)], check=True)
         frame(shares["input"] / "b.jpg", seed=1)
-        assert eventually(lambda: "outputError" in run.pipeline.intake_blocked)
+        assert eventually(lambda: "outputError" in run.pipeline.gate.blocked)
         time.sleep(1.0)
         # then nothing lands in the folder (it would be hidden by the share when it returns)
         assert list(mount.iterdir()) == [] and len(run.collector.results) == 1
@@ -520,6 +509,28 @@ def test_an_output_share_unmounted_under_the_module_gets_nothing_written_into_it
         subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], check=True)
         assert [r.rel_path for r in run.collector.wait_for(2, timeout=15)][1] == "b.jpg"
         assert set(results_of(out)) == {"b.jpg"} and eventually((out / "processed" / "b.jpg").is_file)
-        assert eventually(lambda: run.pipeline.intake_blocked == {})
+        assert eventually(lambda: run.pipeline.gate.blocked == {})
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_self_test_finds_the_known_defects_with_the_demo_model_and_round_trips_with_another(  # type: ignore[no-untyped-def]
+    start, tmp_path
+) -> None:
+    from tools import selftest_frame
+
+    # given the committed self-test frame is the one tools/selftest_frame.py makes
+    assert selftest_frame.main(["--check"]) == 0
+    # when the demo model's module runs its selfTest, then every drawn defect is found
+    demo = start(
+        "demo", MODEL_PATH=str(DEMO_MODEL), INPUT_DIR=str(tmp_path / "in1"), OUTPUT_DIR=str(tmp_path / "out1"),
+        STATE_DIR=str(tmp_path / "state1"),
+    )  # fmt: skip
+    report = demo.commands.self_test()
+    assert report["passed"] is True and report["check"] == "known defects found", report
+    assert report["found"] == report["expected"] == 2 and report["provider"] == "CPUExecutionProvider"
+    # and a model with other classes passes on the round trip alone
+    other = start()
+    report = other.commands.self_test()
+    assert report["passed"] is True and report["check"].startswith("round trip"), report
+    assert not list((tmp_path / "out1").rglob("*.json"))  # the self-test writes nothing to the share

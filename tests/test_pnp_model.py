@@ -18,14 +18,9 @@ from edge_inference.entities import Detection, FrameResult, ModelInfo
 from edge_inference.iot.client import PNP_MODEL_ID
 from edge_inference.iot.methods import METHODS
 from edge_inference.iot.twin import validate_desired
-from edge_inference.live_settings import TWIN_PROPERTIES, TwinSettings
-from edge_inference.telemetry import (
-    ActiveAlarm,
-    SummaryWindow,
-    build_alert_message,
-    build_detection_message,
-    build_health_message,
-)
+from edge_inference.ops.alarms import ActiveAlarm, build_health_message
+from edge_inference.ops.live_settings import TWIN_PROPERTIES, TwinSettings
+from edge_inference.ops.telemetry import SummaryWindow, build_alert_message, build_detection_message
 from tests.dtdl import MODEL_FILE, conformance, contents, interface
 
 pytestmark = pytest.mark.timeout(60)
@@ -123,8 +118,8 @@ def test_every_field_of_every_message_is_declared_telemetry_that_fits() -> None:
 def test_runtime_of_a_real_session_fits_the_read_only_property(tmp_path: Any) -> None:
     import importlib.metadata as md
 
-    from edge_inference.model import OnnxModel
     from edge_inference.settings import read_settings
+    from edge_inference.vision.model import OnnxModel
 
     model = OnnxModel(read_settings({"EXECUTION_PROVIDERS": "cpu", "STATE_DIR": str(tmp_path)}))
     runtime = {**model.runtime_info(), "moduleVersion": "0.1.0", "packages": {"numpy": md.version("numpy")}}

@@ -7,7 +7,7 @@ import pytest
 
 from edge_inference.entities import Letterbox
 from edge_inference.errors import ModelError
-from edge_inference.postprocess import DecodeOptions, decode, detect_layout
+from edge_inference.vision.postprocess import DecodeOptions, decode, detect_layout
 
 pytestmark = pytest.mark.timeout(10)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge_inference.preprocess import letterbox, to_tensor
+from edge_inference.vision.preprocess import letterbox, to_tensor
 
 pytestmark = pytest.mark.timeout(10)
 

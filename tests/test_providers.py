@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_inference.providers import (
+from edge_inference.settings import read_settings
+from edge_inference.vision.providers import (
     CPU,
     CUDA,
     TENSORRT,
@@ -18,7 +19,6 @@ from edge_inference.providers import (
     load_tensorrt_libraries,
     plan_providers,
 )
-from edge_inference.settings import read_settings
 
 pytestmark = pytest.mark.timeout(30)
 ALL = [TENSORRT, CUDA, CPU]

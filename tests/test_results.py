@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from edge_inference.control import OutgoingMessage
 from edge_inference.entities import FrameResult, ModelInfo
+from edge_inference.errors import OutputFullError
 from edge_inference.iot.outbox import Outbox
-from edge_inference.metrics import MetricsRegistry
-from edge_inference.results import OutputFullError, ResultWriter, write_group_atomic
-from edge_inference.telemetry import GroupedSink
+from edge_inference.ops.metrics import MetricsRegistry
+from edge_inference.ops.publisher import GroupedSink
+from edge_inference.ops.telemetry import OutgoingMessage
+from edge_inference.share.results import ResultWriter, write_group_atomic
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -44,7 +45,7 @@ def test_a_full_share_raises_and_leaves_no_temp_or_partial_file(tmp_path: Path) 
 
 
 def test_grouped_sink_stores_a_group_in_one_outbox_transaction(tmp_path: Path) -> None:
-    outbox = Outbox(tmp_path / "outbox.sqlite", 1000, 3600, MetricsRegistry(), None)
+    outbox = Outbox(tmp_path / "outbox.sqlite", 1000, 3600, MetricsRegistry())
     sink = GroupedSink(outbox)
     with sink.group():
         for i in range(5):

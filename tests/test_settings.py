@@ -1,4 +1,5 @@
-"""Boot settings: defaults, validation with one clear sentence, provider lists, IoT Edge detection."""
+"""Boot settings: one table (settings.py) from which the reader and the docs are derived; defaults, validation
+with one clear sentence per bad variable (all at once), misspelt names, provider lists, IoT Edge detection."""
 
 from __future__ import annotations
 
@@ -7,8 +8,16 @@ from pathlib import Path
 import pytest
 
 from edge_inference.errors import SettingsError
-from edge_inference.settings import DEFAULT_MODEL_PATH, ENV_VARS, Settings, iot_edge_environment, read_settings
+from edge_inference.settings import (
+    DEFAULT_MODEL_PATH,
+    ENV_VARS,
+    Settings,
+    iot_edge_environment,
+    read_settings,
+    unknown_variable_warnings,
+)
 from tests.iot_fakes import IOT_EDGE_ENV
+from tools import settings_doc
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -75,7 +84,7 @@ def test_iot_edge_environment_needs_all_seven_variables_or_the_connection_string
 
 
 def test_secret_looking_names_are_redacted_in_errors() -> None:
-    from edge_inference.settings import _Reader
+    from edge_inference.settings.reader import _Reader
 
     err = _Reader({"SAS_TOKEN": "abc"})._fail("SAS_TOKEN", "supersecret", "x")
     assert "supersecret" not in str(err)
@@ -91,3 +100,48 @@ def test_batch_size_auto_is_one_on_the_cpu_and_eight_on_a_gpu() -> None:
     auto = read_settings({})
     assert auto.effective_batch_size(on_gpu=False) == 1 and auto.effective_batch_size(on_gpu=True) == 8
     assert read_settings({"BATCH_SIZE": "4"}).effective_batch_size(on_gpu=False) == 4
+
+
+def test_every_bad_variable_is_reported_at_once() -> None:
+    with pytest.raises(SettingsError) as err:
+        read_settings(
+            {"CONFIDENCE_THRESHOLD": "high", "QUEUE_SIZE": "0", "WATCH_MODE": "inotify", "IOU_THRESHOLD": "0.3"}
+        )
+    assert err.value.problems == [
+        "CONFIDENCE_THRESHOLD='high' is invalid: expected a number from 0 to 1",
+        "WATCH_MODE='inotify' is invalid: expected one of auto, events, poll",
+        "QUEUE_SIZE='0' is invalid: expected an integer from 1 to 100000",
+    ]
+
+
+def test_types_ranges_and_defaults_come_from_the_one_table() -> None:
+    # given the table's row for CUDA_DEVICE_ID (an int from 0 to 64) and LABELS_PATH (an optional path)
+    assert read_settings({"CUDA_DEVICE_ID": "64", "LABELS_PATH": "~/labels.txt"}).cuda_device_id == 64
+    assert read_settings({"LABELS_PATH": "/x/labels.txt"}).labels_path == Path("/x/labels.txt")
+    with pytest.raises(SettingsError, match="CUDA_DEVICE_ID='65' is invalid: expected an integer from 0 to 64"):
+        read_settings({"CUDA_DEVICE_ID": "65"})
+    # and the documented defaults are the dataclass's own
+    documented = {v.name: v.default for v in ENV_VARS}
+    assert documented["QUEUE_SIZE"] == str(Settings().queue_size) and documented["AGNOSTIC_NMS"] == "false"
+    assert documented["MODEL_PATH"] == "bundled demo model" and documented["LABELS_PATH"] == ""
+
+
+def test_a_misspelt_variable_is_named_in_a_warning_and_others_are_left_alone() -> None:
+    env = {
+        "CONFIDENCE_TRESHOLD": "0.9",
+        "batch_size": "4",
+        "CONFIDENCE_THRESHOLD": "0.5",
+        "HTTP_PROXY": "http://proxy:3128",
+        "PATH": "/usr/bin",
+        "IOTEDGE_MODULEID": "edge-inference",
+    }
+    assert unknown_variable_warnings(env) == [
+        "CONFIDENCE_TRESHOLD is not a setting of this module and is ignored: did you mean CONFIDENCE_THRESHOLD?",
+        "batch_size is not a setting of this module and is ignored: did you mean BATCH_SIZE?",
+    ]
+
+
+def test_readme_table_and_env_example_are_generated_from_the_table_and_current() -> None:
+    assert settings_doc.main(["--check"]) == 0, "run: python tools/settings_doc.py (make settings-doc)"
+    readme = settings_doc.README.read_text()
+    assert settings_doc.render_table() in readme

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_inference import share_fs
-from edge_inference.claims import ClaimArea
+from edge_inference.share import share_fs
+from edge_inference.share.claims import ClaimArea
 from tests.test_share_hostile import tmpfs  # noqa: F401 (a fixture: a real tmpfs mount)
 
 pytestmark = pytest.mark.timeout(30)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_inference import share_fs
-from edge_inference.claims import ClaimArea
+from edge_inference.share import share_fs
+from edge_inference.share.claims import ClaimArea
 from tests.test_pipeline import Running, eventually, frame, model_path, results_of, start  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.timeout(60)
@@ -32,7 +32,7 @@ def good_frames_go_through(run: Running, inp: Path, names: list[str], timeout: f
     assert eventually(lambda: wanted <= {r.rel_path for r in run.collector.results}, timeout), (
         f"good frames not processed: {wanted - {r.rel_path for r in run.collector.results}}"
     )
-    assert run.pipeline.fatal is None and run.watcher.error is None and run.watcher.alive()
+    assert not run.pipeline.stage_death() and run.module.watcher.error is None and run.module.watcher.alive()
 
 
 def outside_folder(tmp_path: Path) -> Path:
@@ -117,8 +117,8 @@ def test_a_symlinked_folder_on_another_file_system_is_never_taken_and_blocks_not
     (inp / "link").symlink_to(tmpfs)
     run = start()
     with caplog.at_level(logging.WARNING):
-        assert run.watcher.note(str(inp / "link" / "x.jpg"), complete=True)  # as an event would name it
-        assert run.pipeline.enqueue_path("link/x.jpg", "fileEvent") is False  # as ASE fileEvents would
+        assert run.module.watcher.note(str(inp / "link" / "x.jpg"), complete=True)  # as an event would name it
+        assert run.commands.enqueue_path("link/x.jpg", "fileEvent") is False  # as ASE fileEvents would
         good_frames_go_through(run, inp, ["g1.jpg", "g2.jpg"])
         time.sleep(1.0)
     assert (tmpfs / "x.jpg").is_file() and "link/x.jpg" not in results_of(shares["output"])
@@ -138,7 +138,7 @@ def test_a_file_and_a_folder_that_map_to_one_result_name_both_get_results(start,
     assert json.loads((out / "results" / "x.jpg.json").read_text())["frame"]["path"] == "x.jpg"
     nested = out / "results" / "x.jpg.json~dir" / "y.jpg.json"
     assert json.loads(nested.read_text())["frame"]["path"] == "x.jpg.json/y.jpg"
-    assert not run.pipeline.intake_blocked  # never paused for it
+    assert not run.pipeline.gate.blocked  # never paused for it
     good_frames_go_through(run, inp, ["g1.jpg"])
 
 
@@ -157,7 +157,7 @@ def test_an_archived_folder_and_file_of_one_name_both_reach_processed(start, sha
 def test_annotated_frames_of_one_stem_never_overwrite_each_other(start, shares) -> None:  # type: ignore[no-untyped-def]
     inp, out = shares["input"], shares["output"]
     run = start()
-    run.pipeline.live.update(save_annotated=True)
+    run.module.live.update(save_annotated=True)
     frame(inp / "x.jpg")
     frame(inp / "x.png")
     frame(inp / "x.png.jpg")
@@ -200,7 +200,7 @@ def test_a_file_event_through_a_symlinked_folder_moves_nothing(start, shares, tm
     run = start()
     body = json.dumps([{"ChangeType": "Created", "ShareRelativeFilePath": "\\link\\f.jpg", "ShareName": "input"}])
     for rel in parse_file_events(body.encode()):
-        assert run.pipeline.enqueue_path(rel, "fileEvent") is False
+        assert run.commands.enqueue_path(rel, "fileEvent") is False
     time.sleep(1.0)
     assert (outside / "f.jpg").is_file() and not (shares["output"] / "processed").exists()
     good_frames_go_through(run, inp, ["g1.jpg"])
@@ -214,7 +214,7 @@ def test_a_folder_swapped_for_a_symlink_while_its_frame_settles_moves_nothing(st
     with open(inp / "cam" / "f.jpg", "wb") as writer:  # written in place, still open: the frame is settling
         writer.write(frame(tmp_path / "bytes.jpg").read_bytes())
         writer.flush()
-        assert eventually(lambda: run.watcher.pending == 1, 5)
+        assert eventually(lambda: run.module.watcher.pending == 1, 5)
         (inp / "cam").rename(inp / "cam.real")  # swap its folder for a link out of the share
         (inp / "cam").symlink_to(outside)
     time.sleep(2.5)
@@ -257,12 +257,12 @@ def test_reprocess_never_writes_through_a_link_nor_over_a_waiting_frame(start, s
     if (inp / "d").exists():
         (inp / "d").rmdir()
     (inp / "d").symlink_to(outside)
-    run.pipeline.pause()
+    run.commands.pause()
     newer = frame(inp / "w.jpg", seed=2).read_bytes()
     # when every finished frame is reprocessed
-    run.pipeline.reprocess("*")
+    run.commands.reprocess("*")
     # then nothing was written outside, and the waiting frame is the camera's, byte for byte
     assert list(outside.iterdir()) == [] and (inp / "w.jpg").read_bytes() == newer
-    run.pipeline.resume()
+    run.commands.resume()
     assert eventually(lambda: json.loads((out / "results" / "w.jpg.json").read_text())["frame"]["sha256"] != "", 10)
     good_frames_go_through(run, inp, ["g1.jpg"])

@@ -23,7 +23,8 @@ from typing import Any
 
 import pytest
 
-from edge_inference import claims, decode, results, share_fs, watcher
+from edge_inference.share import claims, results, share_fs, watcher
+from edge_inference.vision import decode
 from tests.test_pipeline import Running, eventually, frame, model_path, start  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.timeout(90)
@@ -87,11 +88,11 @@ def test_each_passing_share_error_at_each_operation_loses_nothing_and_kills_noth
         # when the share answers this operation with `code` while a frame arrives
         flaky.armed = code
         dropped.append(frame(shares["input"] / "cam" / f"{i}.jpg", seed=i).relative_to(shares["input"]).as_posix())
-        run.pipeline._claims_dirty.set()  # the housekeeping reconciles (and adopts) at its next round
+        run.pipeline.gate.want_reconcile()  # the housekeeping reconciles (and adopts) at its next round
         assert eventually(lambda code=code: flaky.fired[code] > 0, 10), (
             f"{operation}: {errno.errorcode[code]} never hit"
         )
-        assert run.pipeline.fatal is None and run.watcher.error is None and run.watcher.alive()
+        assert not run.pipeline.stage_death() and run.module.watcher.error is None and run.module.watcher.alive()
     # then, once it answers again, every frame is done exactly once and nothing died
     flaky.armed = None
     wanted = set(dropped)
@@ -101,12 +102,12 @@ def test_each_passing_share_error_at_each_operation_loses_nothing_and_kills_noth
     time.sleep(0.5)
     paths = [r.rel_path for r in run.collector.results]
     assert sorted(paths) == sorted(dropped) and all(r.ok for r in run.collector.results)
-    assert run.pipeline.fatal is None and run.watcher.error is None and run.watcher.alive()
+    assert not run.pipeline.stage_death() and run.module.watcher.error is None and run.module.watcher.alive()
     if env.get("INPUT_DISPOSITION") != "keep":
         claimed = shares["input"] / ".edge-inference" / "claims"
         assert eventually(lambda: not [p for p in claimed.rglob("*.jpg")], 10)
         assert eventually(lambda: len(list((shares["output"] / "processed").rglob("*.jpg"))) == len(dropped), 10)
-    assert eventually(lambda: not run.pipeline.intake_blocked, 5)
+    assert eventually(lambda: not run.pipeline.gate.blocked, 5)
 
 
 def test_every_listed_errno_counts_as_passing_and_a_held_file_as_busy() -> None:

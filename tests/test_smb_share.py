@@ -22,9 +22,9 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_inference import share_fs
-from edge_inference.claims import ClaimArea
-from edge_inference.mounts import filesystem_type, settle_window
+from edge_inference.share import share_fs
+from edge_inference.share.claims import ClaimArea
+from edge_inference.share.mounts import filesystem_type, settle_window
 from tests.faults.harness import ModuleProcess, Shares, audit, build_model, module_env, wait_until
 from tools.smb_rig import LINUX_CIFS_SHARE_MODE, WINDOWS_SHARE_MODE, SmbCamera, SmbRig
 

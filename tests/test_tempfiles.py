@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from edge_inference import tempfiles
+from edge_inference.share import tempfiles
 
 
 def test_a_temp_name_is_hidden_tagged_and_fits_name_max(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge_inference.iot.twin import MAX_UNKNOWN_ACKS, validate_desired
-from edge_inference.live_settings import TWIN_PROPERTIES, TelemetrySettings, TwinSettings
+from edge_inference.ops.live_settings import TWIN_PROPERTIES, TelemetrySettings, TwinSettings
 
 CURRENT = TwinSettings(confidence_threshold=0.5, classes=("dent",))
 

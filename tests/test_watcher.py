@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_inference.mounts import filesystem_type, is_mount_point, mount_point_of, needs_polling, parse_mountinfo
-from edge_inference.watcher import FrameWatcher, Offer, _EventHandler, is_frame_name
+from edge_inference.share.mounts import filesystem_type, is_mount_point, mount_point_of, needs_polling, parse_mountinfo
+from edge_inference.share.watcher import FrameWatcher, Offer, _EventHandler, is_frame_name
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -218,7 +218,7 @@ def test_on_a_mount_that_caches_attributes_an_old_mtime_is_no_proof_of_a_finishe
     tmp_path: Path, recorder: Recorder, monkeypatch: pytest.MonkeyPatch, no_thread_leaks: None
 ) -> None:
     # given an SMB-like input share (attributes cached, a file's mtime kept at its first write until close)
-    monkeypatch.setattr("edge_inference.watcher.settle_window", lambda path, settle: (1.0, False))
+    monkeypatch.setattr("edge_inference.share.watcher.settle_window", lambda path, settle: (1.0, False))
     root = tmp_path / "input"
     root.mkdir()
     (root / "open.jpg").write_bytes(b"x" * 100)

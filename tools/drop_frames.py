@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "modules" / "edge-inference"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository root: tools.synthetic
 
-from edge_inference.synthetic import encode_jpeg, generate_frame
+from tools.synthetic import encode_jpeg, generate_frame
 
 
 def write_atomically(path: Path, data: bytes) -> None:

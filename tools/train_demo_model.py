@@ -2,7 +2,7 @@
 """Train the bundled demo defect detector and export it to ONNX (what `make model` runs).
 
 The project's own small single-stage, anchor-free detector in plain PyTorch (no third-party detection code or
-weights), trained from scratch on synthetic frames from ``edge_inference.synthetic`` (scratch, dent, spot).
+weights), trained from scratch on synthetic frames from ``tools.synthetic`` (scratch, dent, spot).
 The exported graph speaks the YOLOv8 detection layout so the module's one decode path serves it and real YOLO
 exports alike:
 
@@ -41,9 +41,9 @@ import torch.nn.functional as F
 from torch import nn
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "modules" / "edge-inference"))
+sys.path.insert(0, str(REPO))  # tools.synthetic
 
-from edge_inference.synthetic import CLASS_NAMES, generate_frame  # noqa: E402
+from tools.synthetic import CLASS_NAMES, generate_frame  # noqa: E402
 
 IMGSZ = 320
 STRIDES = (8, 16)

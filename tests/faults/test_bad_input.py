@@ -82,7 +82,7 @@ def test_odd_names_and_deep_trees_are_processed_under_the_same_relative_path(
 
 @pytest.mark.timeout(60)
 def test_a_255_byte_name_gets_its_result_and_does_not_block_intake(tmp_path: Path, model: Path, shares: Shares) -> None:
-    from edge_inference.results import fit_name
+    from edge_inference.share.results import fit_name
 
     module = started(tmp_path, model, shares)
     try:

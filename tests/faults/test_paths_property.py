@@ -14,10 +14,10 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from edge_inference.claims import safe_join
 from edge_inference.iot.file_events import parse_file_events
-from edge_inference.results import NAME_MAX, fit_name
-from edge_inference.watcher import FrameWatcher, is_frame_name
+from edge_inference.share.claims import safe_join
+from edge_inference.share.results import NAME_MAX, fit_name
+from edge_inference.share.watcher import FrameWatcher, is_frame_name
 
 ROOT = Path("/srv/share/input")
 # Names as the file system gives them: any bytes, surrogate-escaped by os.fsdecode (a Latin-1 `caf\xe9.jpg`).

@@ -34,9 +34,9 @@ if str(MODULE_DIR) not in sys.path:
     sys.path.insert(0, str(MODULE_DIR))
 
 from edge_inference.iot.methods import METHODS  # noqa: E402
-from edge_inference.live_settings import TWIN_PROPERTIES  # noqa: E402
+from edge_inference.ops.live_settings import TWIN_PROPERTIES  # noqa: E402
+from edge_inference.ops.telemetry import OUTPUTS  # noqa: E402
 from edge_inference.settings import ENV_VARS  # noqa: E402
-from edge_inference.telemetry import OUTPUTS  # noqa: E402
 
 INPUTS: tuple[str, ...] = ("fileEvents",)  # Azure Stack Edge share file events
 SETTING_NAMES = frozenset(v.name for v in ENV_VARS)

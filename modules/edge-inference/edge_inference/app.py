@@ -1,253 +1,223 @@
-"""The composition root: builds every part of the module, wires them, runs, and shuts down in order.
+"""The composition root: builds every part of the module in order, starts them, supervises them, stops them.
 
-Start order: settings -> model (checked, warmed) -> state (ledger, claims) -> telemetry (IoT Edge client
-with its durable outbox, or the local sink) -> pipeline -> HTTP and metrics -> twin applied -> watcher.
-Stop order is the reverse, within SHUTDOWN_TIMEOUT_SECONDS: the watcher stops taking frames, the pipeline
-drains what it took, HTTP closes, telemetry flushes, the IoT client drains its outbox and disconnects.
-Exit codes: 0 after SIGTERM/SIGINT, 1 when a stage died (IoT Edge restarts the module), 2 on bad
-settings or a model that cannot be served (REQUIRE_GPU without a working GPU included: at start, or when the
-GPU fails under the running session; `gpuLost` is raised first).
+Build order (each part gets what it needs in its constructor):
+    settings -> metrics, supervisor, live settings -> telemetry sink (the durable outbox in IoT Edge, local mode's
+    sink otherwise) -> alarm registry -> telemetry publisher -> model (checked, warmed) -> state (ledger, claims,
+    result writer) -> pipeline -> watcher -> commands -> HTTP and metrics servers -> IoT client -> monitors
+Start order: HTTP and metrics servers -> IoT client (the twin applied before the first frame) -> pipeline ->
+watcher -> monitors. Stop order is the reverse, within SHUTDOWN_TIMEOUT_SECONDS: the monitors and the watcher
+stop, the pipeline drains what it took, HTTP closes, telemetry flushes, the IoT client drains the outbox and
+disconnects, the stores close.
+Every long-lived thread is a `Worker` (workers.py) reporting to one `Supervisor`; when any of them dies the
+module stops and exits with code 1, so that IoT Edge restarts it. Exit codes: 0 after SIGTERM/SIGINT, 1 when a
+worker died, 2 on bad settings or a model that cannot be served (REQUIRE_GPU without a working GPU included: at
+start, or when the GPU fails under the running session; `gpuLost` is raised first).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
 import time
 from collections.abc import Mapping
 from types import FrameType
-from typing import Any
 
-from edge_inference import __version__, tempfiles
-from edge_inference.claims import ClaimArea
-from edge_inference.control import TelemetrySink
+from edge_inference import __version__
+from edge_inference.control.commands import ModuleCommands
+from edge_inference.control.http_api import HttpServer, build_http_server
+from edge_inference.control.http_server import ConnectionLimits
+from edge_inference.control.metrics_server import MetricsServer
 from edge_inference.errors import EdgeInferenceError, GpuError, ModelError, ProviderError, SettingsError
-from edge_inference.health import GPU_LOST
-from edge_inference.ledger import Ledger
-from edge_inference.live_settings import LiveSettings, TwinSettings
+from edge_inference.iot.client import IoTEdgeClient
+from edge_inference.iot.outbox import Outbox, open_outbox
 from edge_inference.log import setup_logging
-from edge_inference.metrics import MetricsRegistry
-from edge_inference.model import OnnxModel
-from edge_inference.pipeline import Pipeline
-from edge_inference.results import ResultWriter
-from edge_inference.settings import Settings, iot_edge_environment, read_settings
-from edge_inference.watcher import FrameWatcher
+from edge_inference.ops.alarms import GPU_LOST, AlarmRegistry
+from edge_inference.ops.health import DiskSpaceMonitor, GpuMonitor
+from edge_inference.ops.live_settings import LiveSettings, TwinSettings
+from edge_inference.ops.metrics import MetricsRegistry
+from edge_inference.ops.publisher import LocalTelemetrySink, NullSink, TelemetryPublisher
+from edge_inference.ops.telemetry import TelemetrySink
+from edge_inference.pipeline.finish import ResultListener
+from edge_inference.pipeline.runner import Pipeline
+from edge_inference.settings import Settings, iot_edge_environment, read_settings, unknown_variable_warnings
+from edge_inference.share import tempfiles
+from edge_inference.share.claims import ClaimArea
+from edge_inference.share.ledger import Ledger
+from edge_inference.share.results import ResultWriter
+from edge_inference.share.watcher import FrameWatcher
+from edge_inference.vision.model import OnnxModel
+from edge_inference.workers import PeriodicWorker, Supervisor
 
 log = logging.getLogger("edge_inference")
 
 EXIT_OK, EXIT_FATAL, EXIT_CONFIG = 0, 1, 2
-# intake pauses the pipeline raises when a share stops answering -> the health alarm sent on `alerts`
-SHARE_ALARMS = {"inputUnavailable": "inputShareUnavailable", "outputError": "outputShareUnavailable"}
-CRITICAL_ALARMS = frozenset({GPU_LOST, "outputShareLow", "inputShareUnavailable", "outputShareUnavailable"})
 
 
 class Module:
-    """One running edge-inference module."""
+    """One edge-inference module, built in the constructor (nothing runs until `start()`).
 
-    def __init__(self, settings: Settings, env: Mapping[str, str] | None = None) -> None:
-        self.settings = settings
-        self.env = os.environ if env is None else env
-        self.stop_event = threading.Event()
+    `env` is the environment that says whether IoT Edge is there (default: the process's); `stop_event` is what
+    a signal sets (main() installs the handlers before the model loads). `telemetry` replaces the telemetry
+    publisher as the pipeline's result listener (tests that collect results use it)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        env: Mapping[str, str] | None = None,
+        *,
+        stop_event: threading.Event | None = None,
+        telemetry: ResultListener | None = None,
+    ) -> None:
+        s = self.settings = settings
+        self.stop_event = stop_event or threading.Event()
+        self._shut_down = False
         self.metrics = MetricsRegistry()
-        self.live = LiveSettings(TwinSettings.from_boot(settings))
-        self._closers: list[tuple[str, Any]] = []
-        self.iot: Any = None
-        self.http: Any = None
-        self.metrics_server: Any = None
-        self.monitors: list[Any] = []
-        self.watcher: FrameWatcher | None = None
-        self.pipeline: Pipeline | None = None
-
-    # -- build ----------------------------------------------------------------------------------------------
-    def start(self) -> None:
-        s = self.settings
+        self.supervisor = Supervisor()
+        self.live = LiveSettings(TwinSettings.from_boot(s))
         for folder in (s.output_dir, s.state_dir):
             folder.mkdir(parents=True, exist_ok=True)
-        tempfiles.set_tag(s.replica_id)
-        removed = tempfiles.remove_stale(s.output_dir, s.replica_id)
-        if removed:
-            log.info("removed %d temp files left by an earlier run", removed)
-        model = OnnxModel(s)
-        self.metrics.provider.info({"provider": model.provider})
-        self.metrics.model.info({"name": model.name, "version": model.version, "sha256": model.sha256})
-        ledger = Ledger(s.state_dir / "ledger.sqlite")
-        claims = ClaimArea(s.input_dir, s.output_dir, s.replica_id, s.input_disposition, s.claim_stale_seconds)
-        writer = ResultWriter(s.output_dir)
-
-        from edge_inference.health import DiskSpaceMonitor, FailureRunMonitor, GpuMonitor
-        from edge_inference.telemetry import GroupedSink, LocalTelemetrySink, TelemetryPublisher
-
-        sink: TelemetrySink | None = None
-        pipeline_ref: dict[str, Pipeline] = {}
-        if iot_edge_environment(self.env):
-            from edge_inference.iot.client import IoTEdgeClient
-
-            self.iot = IoTEdgeClient(
-                s,
-                self.live,
-                _LateControl(pipeline_ref),
-                self.metrics,
-                runtime_info=lambda: self._runtime_info(model),
-                stats=lambda: self._stats(),
-            )
-            sink = self.iot.sink
-        elif s.local_telemetry != "false":
-            sink = LocalTelemetrySink(s.output_dir)
-        grouped = GroupedSink(sink if sink is not None else _NullSink())
-        self.publisher = TelemetryPublisher(grouped, self.live, self.metrics)
-        if self.iot is not None:
-            self.iot.publisher_alarm = self.publisher.alarm  # outbox overflow raises an alarm
-        if model.gpu_fault is not None:  # a GPU provider failed at start: the module runs on what came next
-            self._alarm(GPU_LOST, True, {"phase": "start", "error": model.gpu_fault, "provider": model.provider})
-        failures = FailureRunMonitor(10, self._alarm)
-        pipeline = Pipeline(
-            s,
-            model,
-            self.live,
-            ledger,
-            claims,
-            writer,
-            self.metrics,
-            self.publisher,
-            failures.record,
-            telemetry_group=grouped.group,
+        self.in_iot_edge = iot_edge_environment(env)
+        self.outbox: Outbox | None = open_outbox(s, self.metrics) if self.in_iot_edge else None
+        self.sink: TelemetrySink = self.outbox or (
+            LocalTelemetrySink(s.output_dir) if s.local_telemetry != "false" else NullSink()
         )
-        pipeline_ref["pipeline"] = pipeline
-        self.pipeline = pipeline
-        self._closers.append(("ledger", ledger))
-        self.live.subscribe(self._on_live_change)
-
-        self._start_servers(pipeline)
-        if self.iot is not None:
-            self.iot.start(timeout=s.iot_timeout_seconds)  # the twin is applied before the first frame
-        self._on_live_change(TwinSettings(), self.live.current())
-        pipeline.start()
+        self.alarms = AlarmRegistry(self.sink, self.metrics)
+        self.publisher = TelemetryPublisher(self.sink, self.live, self.metrics)
+        self.model = OnnxModel(s)
+        self.metrics.provider.info({"provider": self.model.provider})
+        self.metrics.model.info({"name": self.model.name, "version": self.model.version, "sha256": self.model.sha256})
+        self.ledger = Ledger(s.state_dir / "ledger.sqlite")
+        claims = ClaimArea(s.input_dir, s.output_dir, s.replica_id, s.input_disposition, s.claim_stale_seconds)
+        self.pipeline = Pipeline(
+            s,
+            self.model,
+            self.live,
+            self.ledger,
+            claims,
+            ResultWriter(s.output_dir),
+            self.metrics,
+            self.alarms,
+            telemetry or self.publisher,
+            self.supervisor,
+            telemetry_tick=self.publisher.tick,
+        )
         self.watcher = FrameWatcher(
             s.input_dir,
-            pipeline.offer,
+            self.pipeline.intake.offer,
             mode=s.watch_mode,
             settle_seconds=s.settle_seconds,
             poll_interval=s.poll_interval_seconds,
             rescan_interval=s.rescan_interval_seconds,
+            supervisor=self.supervisor,
         )
-        watcher = self.watcher
-        pipeline.note_path = lambda path: watcher.note(path, source="fileEvent")
-        pipeline.watcher_alive = watcher.alive
-        pipeline.on_intake_change = self._on_intake_change
-        watcher.start()
+        self.commands = ModuleCommands(
+            s, self.model, self.live, self.pipeline, self.watcher, self.alarms, self.supervisor
+        )
+        self.http: HttpServer | None = (
+            build_http_server(self.commands, self.metrics, s, self.supervisor) if s.http_port else None
+        )
+        self.metrics_server = (
+            MetricsServer(
+                self.metrics.registry, s.metrics_port, s.http_host, ConnectionLimits.from_settings(s), self.supervisor
+            )
+            if s.metrics_port
+            else None
+        )
+        self.iot = (
+            IoTEdgeClient(
+                s,
+                self.live,
+                self.commands,
+                self.metrics,
+                self.outbox,
+                self.alarms,
+                self.commands.runtime_info,
+                self.commands.stats,
+                supervisor=self.supervisor,
+            )
+            if self.outbox is not None
+            else None
+        )
         volumes = {"output": s.output_dir, "state": s.state_dir}
-        self.monitors = [
-            DiskSpaceMonitor(volumes, int(s.min_free_mb * 1024 * 1024), self.metrics, self._on_disk_alarm),
-            GpuMonitor(s.cuda_device_id, self.metrics, self._alarm, pci_bus_id=model.pci_bus_id)
-            if model.on_gpu
-            else None,
+        self.monitors: list[PeriodicWorker] = [
+            DiskSpaceMonitor(
+                volumes, int(s.min_free_mb * 1024 * 1024), self.metrics, self.alarms, supervisor=self.supervisor
+            )
         ]
-        self.monitors = [m for m in self.monitors if m is not None]
+        if self.model.on_gpu:
+            self.monitors.append(
+                GpuMonitor(
+                    s.cuda_device_id,
+                    self.metrics,
+                    self.alarms,
+                    pci_bus_id=self.model.pci_bus_id,
+                    supervisor=self.supervisor,
+                )
+            )
+
+    # -- run ----------------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        s = self.settings
+        tempfiles.set_tag(s.replica_id)
+        removed = tempfiles.remove_stale(s.output_dir, s.replica_id)
+        if removed:
+            log.info("removed %d temp files left by an earlier run", removed)
+        if self.model.gpu_fault is not None:  # a GPU provider failed at start: the module runs on what came next
+            details = {"phase": "start", "error": self.model.gpu_fault, "provider": self.model.provider}
+            self.alarms.raise_alarm(GPU_LOST, details)
+        if self.http is not None:
+            self.http.start()
+        if self.metrics_server is not None:
+            self.metrics_server.start()
+        if self.iot is not None:
+            self.iot.connect(timeout=s.iot_timeout_seconds)  # the twin is applied before the first frame
+        self.pipeline.start()
+        self.watcher.start()
         for monitor in self.monitors:
             monitor.start()
         log.info(
-            "edge-inference %s ready (%s, %s)", __version__, model.provider, "IoT Edge" if self.iot else "local mode"
+            "edge-inference %s ready (%s, %s)",
+            __version__,
+            self.model.provider,
+            "IoT Edge" if self.iot else "local mode",
         )
 
-    def _start_servers(self, pipeline: Pipeline) -> None:
-        s = self.settings
-        if s.http_port:
-            from edge_inference.http_api import build_http_server
-
-            self.http = build_http_server(pipeline, self.metrics, s)
-            self.http.start()
-        if s.metrics_port:
-            from edge_inference.http_server import ConnectionLimits
-            from edge_inference.metrics_server import MetricsServer
-
-            self.metrics_server = MetricsServer(
-                self.metrics.registry, s.metrics_port, s.http_host, ConnectionLimits.from_settings(s)
-            )
-            self.metrics_server.start()
-
-    # -- events ---------------------------------------------------------------------------------------------
-    def _on_live_change(self, old: TwinSettings, new: TwinSettings) -> None:
-        if self.pipeline is not None:
-            self.pipeline.set_intake_blocked("twinPaused", new.paused, "paused by the module twin")
-
-    def _on_intake_change(self, reason: str, blocked: bool, message: str) -> None:
-        """A share that stops answering pauses intake in the pipeline; the operator hears of it on `alerts`."""
-        alarm = SHARE_ALARMS.get(reason)
-        if alarm is not None:
-            self.metrics.alarms.labels(alarm=alarm).set(1 if blocked else 0)
-            self._alarm(alarm, blocked, {"reason": message})
-
-    def _alarm(self, name: str, active: bool, details: dict[str, Any] | None = None) -> None:
-        severity = "critical" if name in CRITICAL_ALARMS else "warning"
-        message = f"{name} {'raised' if active else 'cleared'}"
-        self.publisher.alarm(name, message, severity, active, details)
-
-    def _on_disk_alarm(self, name: str, active: bool, details: dict[str, Any]) -> None:
-        if self.pipeline is not None:
-            self.pipeline.set_intake_blocked(name, active, f"{name}: {details}")
-        self._alarm(name, active, details)
-
-    def _runtime_info(self, model: OnnxModel) -> dict[str, Any]:
-        import importlib.metadata as md
-
-        packages = {}
-        for name in ("onnxruntime-gpu", "numpy", "opencv-python-headless", "azure-iot-device"):
-            try:
-                packages[name] = md.version(name)
-            except md.PackageNotFoundError:
-                continue
-        return {**model.runtime_info(), "moduleVersion": __version__, "packages": packages}
-
-    def _stats(self) -> dict[str, Any]:
-        if self.pipeline is None:
-            return {}
-        status = self.pipeline.status()
-        keys = ("frames", "inFlight", "queues", "lastResultAt", "uptimeSeconds", "intakeBlocked")
-        return {**{k: status[k] for k in keys}, "alarms": self.publisher.active_alarms()}
-
-    # -- run / stop -----------------------------------------------------------------------------------------
     def wait(self) -> int:
-        """Block until asked to stop or a stage dies; then shut down. Returns the exit code."""
-        assert self.pipeline is not None and self.watcher is not None
+        """Block until asked to stop or a worker dies; then shut down. Returns the exit code."""
         while not self.stop_event.wait(0.5):
-            if self.pipeline.fatal_event.is_set():
-                return self._stop_after(self.pipeline.fatal)
-            if self.watcher.error is not None:
-                log.error("stopping: the watcher died: %s", self.watcher.error)
-                self.shutdown()
-                return EXIT_FATAL
+            death = self.supervisor.first_death()
+            if death is not None:
+                return self._stop_after(*death)
         self.shutdown()
         return EXIT_OK
 
-    def _stop_after(self, fatal: BaseException | None) -> int:
-        """A stage died. A GPU that failed under the running session is reported (`gpuLost`) and, with
+    def _stop_after(self, worker: str, error: BaseException) -> int:
+        """A worker died. A GPU that failed under the running session is reported (`gpuLost`) and, with
         REQUIRE_GPU, ends the module with exit 2 and one sentence (the restart would only find it gone again)."""
-        if isinstance(fatal, GpuError):
-            self._alarm(GPU_LOST, True, {"phase": "inference", "error": str(fatal), "provider": self._provider()})
-            log.error("stopping: %s; frames in flight stay claimed and are taken again at restart", fatal)
+        if isinstance(error, GpuError):
+            details = {"phase": "inference", "error": str(error), "provider": self.model.provider}
+            self.alarms.raise_alarm(GPU_LOST, details)
+            log.error("stopping: %s; frames in flight stay claimed and are taken again at restart", error)
             self.shutdown()
             return EXIT_CONFIG if self.settings.require_gpu else EXIT_FATAL
-        log.error("stopping: a pipeline stage died: %s", fatal)
+        log.error("stopping: %s", self.supervisor.describe_death())
         self.shutdown()
         return EXIT_FATAL
 
-    def _provider(self) -> str:
-        return self.pipeline.active_provider() if self.pipeline is not None else ""
-
-    def request_stop(self, signum: int | None = None, _frame: FrameType | None = None) -> None:
-        if signum is not None:
-            log.info("signal %s received: draining", signal.Signals(signum).name)
+    def request_stop(self) -> None:
         self.stop_event.set()
 
     def shutdown(self) -> None:
+        """Stop everything in reverse order within SHUTDOWN_TIMEOUT_SECONDS (once; later calls do nothing)."""
+        if self._shut_down:
+            return
+        self._shut_down = True
         deadline = time.monotonic() + self.settings.shutdown_timeout_seconds
-        if self.watcher is not None:
-            self.watcher.stop(timeout=2.0)
         for monitor in self.monitors:
             monitor.stop()
-        drained = self.pipeline.stop(deadline) if self.pipeline is not None else True
+        self.watcher.stop(timeout=2.0)
+        drained = self.pipeline.stop(deadline)
         if self.http is not None:
             self.http.stop(timeout=2.0)
         if self.metrics_server is not None:
@@ -255,51 +225,45 @@ class Module:
         self.publisher.close()
         if self.iot is not None:
             self.iot.stop(timeout=max(1.0, deadline - time.monotonic()))
-        for _name, closable in self._closers:
-            closable.close()
+        self.sink.close()
+        self.ledger.close()
         log.info("stopped (%s)", "drained" if drained else "deadline reached; unfinished frames resume at restart")
-
-
-class _LateControl:
-    """ModuleControl for the IoT client, which is built before the pipeline it controls."""
-
-    def __init__(self, ref: dict[str, Pipeline]) -> None:
-        self._ref = ref
-
-    def __getattr__(self, name: str) -> Any:
-        pipeline = self._ref.get("pipeline")
-        if pipeline is None:
-            raise EdgeInferenceError("the pipeline is not built yet")
-        return getattr(pipeline, name)
-
-
-class _NullSink:
-    def publish(self, message: Any) -> None:
-        return None
-
-    def close(self) -> None:
-        return None
 
 
 def main(env: Mapping[str, str] | None = None) -> int:
     """`python -m edge_inference`: read settings, run until SIGTERM, exit with a meaningful code."""
     in_iot_edge = iot_edge_environment(env)
+    in_iot_edge = iot_edge_environment(env)
     try:
         settings = read_settings(env)
     except SettingsError as exc:
         setup_logging("INFO", "iotedge" if in_iot_edge else "text")
-        log.error("invalid setting: %s", exc)
+        for problem in exc.problems:
+            log.error("invalid setting: %s", problem)
         return EXIT_CONFIG
     setup_logging(settings.log_level, settings.effective_log_format(in_iot_edge))
-    module = Module(settings, env)
-    signal.signal(signal.SIGTERM, module.request_stop)
-    signal.signal(signal.SIGINT, module.request_stop)
+    for warning in unknown_variable_warnings(env):
+        log.warning("%s", warning)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %s received: draining", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     try:
-        module.start()
+        module = Module(settings, env, stop_event=stop)
     except (ModelError, ProviderError) as exc:
         log.error("cannot serve the model: %s", exc)
         return EXIT_CONFIG
     except EdgeInferenceError as exc:
         log.error("cannot start: %s", exc)
+        return EXIT_FATAL
+    try:
+        module.start()
+    except EdgeInferenceError as exc:
+        log.error("cannot start: %s", exc)
+        module.shutdown()
         return EXIT_FATAL
     return module.wait()

@@ -9,9 +9,15 @@
     ├── ShareError                a share cannot be used as the module needs it at start (one sentence, exit 1)
     ├── UnavailableError          the module cannot take the request now (not ready, overloaded, paused);
     │                             `retry_after` seconds is a hint (HTTP 503 + Retry-After)
-    └── FrameError                one frame cannot be processed; stays per-frame (result with `error`, file
-                                  moved to failed/), never stops the module. `code` is the stable error code
-                                  written into the result schema (`error.code`).
+    ├── FrameError                one frame cannot be processed; stays per-frame (result with `error`, file
+    │                             moved to failed/), never stops the module. `code` is the stable error code
+    │                             written into the result schema (`error.code`).
+    ├── OutputFullError           the output share has no space left (ENOSPC/EDQUOT) while a result was written:
+    │                             nothing was left half-written; intake pauses until space returns
+    ├── InferenceError            several inference batches failed in a row: the model cannot run any more, the
+    │                             inference stage dies (each frame of a failed batch already got its own result)
+    ├── SdkCallTimeout            an IoT SDK call did not return within IOT_TIMEOUT_SECONDS (retried with back-off)
+    └── WorkerDied                a long-lived thread ended without being asked to (see workers.py)
 
 Anything else escaping a stage is a bug: the stage dies, the module exits non-zero and IoT Edge restarts it.
 """
@@ -24,7 +30,11 @@ class EdgeInferenceError(Exception):
 
 
 class SettingsError(EdgeInferenceError):
-    """A boot setting is invalid."""
+    """Boot settings are invalid: `problems` has one sentence per bad variable."""
+
+    def __init__(self, problems: str | list[str]) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("; ".join(self.problems))
 
 
 class ModelError(EdgeInferenceError):
@@ -62,7 +72,9 @@ class FrameError(EdgeInferenceError):
     PREPARE_FAILED = "prepare_failed"  # anything else that went wrong while decoding/letterboxing this frame
     POSTPROCESS_FAILED = "postprocess_failed"  # the model's output for this frame could not be read
     WRITE_FAILED = "write_failed"  # this frame's outputs could not be written (not a share outage)
-    QUARANTINED = "quarantined"  # started MAX_FRAME_ATTEMPTS times without finishing: set aside (quarantine.py)
+    QUARANTINED = (
+        "quarantined"  # started MAX_FRAME_ATTEMPTS times without finishing: set aside (pipeline/quarantine.py)
+    )
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
@@ -79,3 +91,19 @@ class UnavailableError(EdgeInferenceError):
     def __init__(self, message: str, retry_after: float = 1.0) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class OutputFullError(EdgeInferenceError):
+    """The output share has no space left (ENOSPC/EDQUOT): nothing was left half-written."""
+
+
+class InferenceError(EdgeInferenceError):
+    """Inference failed for several batches in a row: the stage that runs the model gives up."""
+
+
+class SdkCallTimeout(EdgeInferenceError):
+    """An IoT SDK call did not return within `iot_timeout_seconds`."""
+
+
+class WorkerDied(EdgeInferenceError):
+    """A long-lived worker thread ended while nobody had asked it to stop."""

@@ -27,10 +27,12 @@ import numpy as np
 
 from edge_inference.errors import EdgeInferenceError
 from edge_inference.log import setup_logging
-from edge_inference.metrics import MetricsRegistry
-from edge_inference.model import OnnxModel, build_info
-from edge_inference.providers import TENSORRT, detect_gpu
+from edge_inference.ops.alarms import AlarmRegistry
+from edge_inference.ops.metrics import MetricsRegistry
+from edge_inference.ops.publisher import NullSink
 from edge_inference.settings import read_settings
+from edge_inference.vision.model import OnnxModel, build_info
+from edge_inference.vision.providers import TENSORRT, detect_gpu
 
 EXIT_OK, EXIT_OFF, EXIT_NO_GPU = 0, 1, 3
 # Largest |GPU - CPU| over max(1, max |CPU|): TF32 matmuls on CUDA stay well inside 1e-2; fp16 TensorRT inside 5e-2.
@@ -70,7 +72,7 @@ def _relative_diff(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _nvml(report: Report, bus_id: str | None, index: int) -> None:
-    from edge_inference.health import GpuMonitor
+    from edge_inference.ops.health import GpuMonitor
 
     try:
         import pynvml
@@ -97,7 +99,8 @@ def _nvml(report: Report, bus_id: str | None, index: int) -> None:
         return
     finally:
         pynvml.nvmlShutdown()
-    monitor = GpuMonitor(index, MetricsRegistry(), lambda *_: None, pci_bus_id=bus_id)
+    metrics = MetricsRegistry()
+    monitor = GpuMonitor(index, metrics, AlarmRegistry(NullSink(), metrics), pci_bus_id=bus_id)
     monitor.check_now()
     report.check("module GPU watch", monitor.available, "reads the card" if monitor.available else "is off")
     monitor.stop()

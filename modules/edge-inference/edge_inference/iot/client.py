@@ -3,46 +3,45 @@
     pipeline --publish--> Outbox (SQLite, STATE_DIR/outbox.sqlite) --owner thread: send, ack--> edgeHub outputs
     SDK handler threads --(patch | method | input message)--> inbox queue --owner thread--> twin / methods / files
 
-One owner thread does all the work; the SDK's handler threads only put what arrived on a bounded queue. The
-sync SDK blocks without a deadline (`connect`, `get_twin`, `send_message_to_output`, ... wait on the pipeline's
-callback with no timeout), so every SDK call runs through `_SdkCaller`: on a worker thread, waited for at most
-`Settings.iot_timeout_seconds`; a worker stuck past that is abandoned (a daemon thread) and a fresh one takes
-the next call.
+One owner thread (this class is its `Worker`, `iot-edge-client`) does all the work; the SDK's handler threads
+only put what arrived on a bounded queue. Every SDK call runs with the IOT_TIMEOUT_SECONDS deadline of
+iot/calls.py. The outbox is built before this client; the twin's application state is iot/twin.py's
+`TwinState`; direct methods and file events go to `ModuleControl` (control/commands.py).
 
-- `start(timeout)`: connect, GET the twin, validate and apply the desired properties to `live`, report the
-  acknowledgements and `runtime`, then return True. When edgeHub cannot be reached in `timeout`, it logs a
-  warning and returns False with the boot values in force; the owner thread keeps trying and applies the twin
-  when it comes.
-- Desired patches: the SDK also delivers the whole desired document after each reconnect (its
-  "ensure desired properties" stage); validation is idempotent, and a patch older than the version applied
-  is skipped.
-- Telemetry: `sink` is the durable `Outbox`; the owner drains it in order whenever edgeHub answers (send,
-  then ack; on error back off and retry). The SDK may raise for a message that was in fact delivered, so a
-  message can be sent twice: its stable message id lets upstream drop the duplicate.
+- `connect(timeout)`: start the owner thread, connect, GET the twin, apply the desired properties, report the
+  acknowledgements and `runtime`, then return True; False (boot values in force, still trying in the
+  background) when edgeHub does not answer in `timeout`.
+- Desired patches: the SDK also delivers the whole desired document after each reconnect; validation is
+  idempotent, and a patch older than the version applied is skipped.
+- Telemetry: the owner drains the outbox in order whenever edgeHub answers (send, then ack; on error back off
+  and retry). A message the SDK reports failed may have been delivered: its stable id lets upstream drop it.
 - Reported `stats` are throttled (every `stats_interval_s`, only when changed); `runtime` once per process.
+- When the outbox drops messages at its bound the client raises `outboxOverflow` (ops/alarms.py); it clears it
+  once the outbox is back under half its bound.
 - Secrets are never logged: only the hub host, device and module ids.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import logging
-import os
 import queue
 import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from edge_inference.control import ModuleControl, OutgoingMessage
+from edge_inference.control.protocols import ModuleControl
+from edge_inference.iot.calls import SdkCaller
 from edge_inference.iot.file_events import parse_file_events
 from edge_inference.iot.methods import MethodDispatcher
 from edge_inference.iot.outbox import Outbox
-from edge_inference.iot.twin import desired_version, rejected_count, validate_desired
-from edge_inference.live_settings import TWIN_PROPERTIES, LiveSettings
-from edge_inference.metrics import MetricsRegistry
-from edge_inference.settings import Settings
-from edge_inference.telemetry import CONTENT_ENCODING, CONTENT_TYPE, encode_body
+from edge_inference.iot.twin import TwinState, desired_version
+from edge_inference.ops.alarms import OUTBOX_OVERFLOW, AlarmRegistry
+from edge_inference.ops.live_settings import LiveSettings
+from edge_inference.ops.metrics import MetricsRegistry
+from edge_inference.ops.telemetry import CONTENT_ENCODING, CONTENT_TYPE, OutgoingMessage, encode_body
+from edge_inference.settings import Settings, edge_identity
+from edge_inference.workers import Supervisor, Worker
 
 log = logging.getLogger(__name__)
 
@@ -53,83 +52,9 @@ FILE_EVENTS_INPUT = "fileEvents"
 # `product_info` that starts with "dtmi" as the model ID when it connects (the MQTT `model-id` field), for
 # modules as for devices; IoT Central and IoT Explorer then render the properties, telemetry and commands.
 PNP_MODEL_ID = "dtmi:edgeinference:EdgeInference;1"
-OUTBOX_ALARM = "outboxOverflow"
 _INBOX_SIZE = 1000  # patches, method calls and input messages waiting for the owner thread; beyond: dropped
 _DRAIN_BATCH = 100
 _BACKOFF_MIN_S, _BACKOFF_MAX_S = 0.5, 10.0
-
-
-class SdkCallTimeout(Exception):
-    """An SDK call did not return within `iot_timeout_seconds`."""
-
-
-class _SdkCaller:
-    """Runs blocking SDK calls on a worker thread and waits for each at most `timeout` seconds."""
-
-    def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], concurrent.futures.Future[Any]] | None] | None = None
-        self._lock = threading.Lock()
-        self._abandoned = 0
-
-    def call(self, fn: Callable[[], T], timeout: float, what: str) -> T:
-        future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        with self._lock:
-            if self._jobs is None:
-                self._jobs = queue.SimpleQueue()
-                threading.Thread(target=self._work, args=(self._jobs,), name="iot-sdk-call", daemon=True).start()
-            jobs = self._jobs
-        jobs.put((fn, future))
-        try:
-            return future.result(timeout=timeout)
-        except concurrent.futures.TimeoutError:
-            with self._lock:
-                if self._jobs is jobs:  # abandon the stuck worker; it ends when (if) its call returns
-                    self._jobs = None
-                    self._abandoned += 1
-                    jobs.put(None)
-            raise SdkCallTimeout(f"{what} did not complete within {timeout:g} s") from None
-
-    def close(self) -> None:
-        with self._lock:
-            if self._jobs is not None:
-                self._jobs.put(None)
-                self._jobs = None
-
-    @staticmethod
-    def _work(jobs: queue.SimpleQueue[tuple[Callable[[], Any], concurrent.futures.Future[Any]] | None]) -> None:
-        while True:
-            job = jobs.get()
-            if job is None:
-                return
-            fn, future = job
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                future.set_result(fn())
-            except BaseException as e:  # handed to the waiting caller
-                future.set_exception(e)
-
-
-def edge_identity(env: dict[str, str] | None = None) -> dict[str, str]:
-    """Hub host, device and module ids of the edge environment, for logs (never keys or tokens)."""
-    env = dict(os.environ) if env is None else env
-    if env.get("IOTEDGE_DEVICEID"):
-        return {
-            "hub": env.get("IOTEDGE_IOTHUBHOSTNAME", ""),
-            "gateway": env.get("IOTEDGE_GATEWAYHOSTNAME", ""),
-            "device": env.get("IOTEDGE_DEVICEID", ""),
-            "module": env.get("IOTEDGE_MODULEID", ""),
-        }
-    fields = {}
-    for part in env.get("EdgeHubConnectionString", "").split(";"):
-        key, _, value = part.partition("=")
-        fields[key.strip()] = value.strip()
-    return {
-        "hub": fields.get("HostName", ""),
-        "gateway": fields.get("GatewayHostName", ""),
-        "device": fields.get("DeviceId", ""),
-        "module": fields.get("ModuleId", ""),
-    }
 
 
 def _default_factory() -> Any:
@@ -138,7 +63,7 @@ def _default_factory() -> Any:
     return IoTHubModuleClient.create_from_edge_environment(connection_retry_interval=5, product_info=PNP_MODEL_ID)
 
 
-class IoTEdgeClient:
+class IoTEdgeClient(Worker):
     """Connects the running module to edgeHub: twin, direct methods, `fileEvents` input, outbox drain."""
 
     def __init__(
@@ -147,50 +72,42 @@ class IoTEdgeClient:
         live: LiveSettings,
         control: ModuleControl,
         metrics: MetricsRegistry,
+        outbox: Outbox,
+        alarms: AlarmRegistry,
         runtime_info: Callable[[], dict[str, Any]],
         stats: Callable[[], dict[str, Any]],
-        publisher_alarm: Callable[..., None] | None = None,
         *,
         stats_interval_s: float = 30.0,
         client_factory: Callable[[], Any] = _default_factory,
+        supervisor: Supervisor | None = None,
     ) -> None:
+        super().__init__("iot-edge-client", supervisor, daemon=True)
         self.settings = settings
         self.live = live
         self.control = control
         self.metrics = metrics
+        self.outbox = outbox
+        self.alarms = alarms
         self.runtime_info = runtime_info
         self.stats = stats
-        self.publisher_alarm = publisher_alarm  # may be set after construction (the publisher needs `sink`)
         self.stats_interval_s = stats_interval_s
         self.client_factory = client_factory
         self.timeout = settings.iot_timeout_seconds
         self.methods = MethodDispatcher(control)
-        self.outbox = Outbox(
-            settings.state_dir / "outbox.sqlite",
-            settings.outbox_max_messages,
-            settings.outbox_max_age_hours * 3600.0,
-            metrics,
-            on_drop=self._on_outbox_drop,
-        )
-        self.outbox.subscribe(self._wake_up)
-        self._caller = _SdkCaller()
+        self.twin = TwinState(live, metrics)
+        self.outbox.subscribe(self.wake)
+        self._dropped_seen = outbox.dropped()
+        self._caller = SdkCaller()
         self._inbox: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=_INBOX_SIZE)
         self._wake = threading.Event()
-        self._stopping = threading.Event()
         self._synced = threading.Event()  # the twin was fetched and applied at least once
-        self._owner: threading.Thread | None = None
         self._sdk: Any = None
         self._handlers_set = False
-        self._runtime_reported = False
-        self._pending_reported: dict[str, Any] = {}
-        self._applied_version: int | None = None
-        self._last_stats: dict[str, Any] | None = None
         self._next_stats = 0.0
         self._backoff = _BACKOFF_MIN_S
         self._retry_at = 0.0
         self._send_failing = False
         self._drain_deadline: float | None = None
-        self._outbox_alarm = False
 
     # -- public API ----------------------------------------------------------------------------------------
     @property
@@ -203,10 +120,11 @@ class IoTEdgeClient:
         """True once the twin has been fetched from edgeHub and applied."""
         return self._synced.is_set()
 
-    def start(self, timeout: float) -> bool:
-        """Connect and apply the twin before returning (True); False when edgeHub did not answer in
-        `timeout` seconds: boot values stay in force and the connection keeps being tried in the background."""
-        if self._owner is not None:
+    def connect(self, timeout: float) -> bool:
+        """Start the owner thread; connect and apply the twin before returning (True); False when edgeHub did
+        not answer in `timeout` seconds: boot values stay in force and the connection keeps being tried in the
+        background."""
+        if self.started:
             raise RuntimeError("IoTEdgeClient already started")
         ident = edge_identity()
         log.info(
@@ -216,22 +134,22 @@ class IoTEdgeClient:
             ident["device"],
             ident["module"],
         )
-        self._owner = threading.Thread(target=self._run, name="iot-edge-client", daemon=True)
-        self._owner.start()
+        self.start()
         if self._synced.wait(timeout):
             return True
         log.warning("edgeHub not reachable within %g s: starting with boot settings, still trying", timeout)
         return False
 
-    def stop(self, timeout: float) -> None:
-        """Send what the outbox holds within `timeout` seconds, then disconnect and shut the SDK down."""
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Send what the outbox holds within `timeout` seconds, then disconnect and shut the SDK down. The
+        outbox stays open: its owner (the composition root) closes it."""
         deadline = time.monotonic() + max(0.0, timeout)
         self._drain_deadline = deadline - min(2.0, timeout / 4)  # leave time to disconnect
-        self._stopping.set()
-        self._wake.set()
-        if self._owner is not None:
-            self._owner.join(max(0.1, deadline - time.monotonic() + 1.0))
-            if self._owner.is_alive():
+        self.request_stop()
+        ended = True
+        if self.started:
+            ended = self.join(max(0.1, deadline - time.monotonic() + 1.0))
+            if not ended:
                 log.warning("IoT client did not stop within %g s", timeout)
         else:
             self._shutdown_sdk(deadline)
@@ -239,7 +157,10 @@ class IoTEdgeClient:
         left = self.outbox.depth()
         if left:
             log.info("stopped with %d messages in the outbox; they are sent after the restart", left)
-        self.outbox.close()
+        return ended
+
+    def wake(self) -> None:
+        self._wake.set()
 
     # -- SDK handler threads: hand over and return -------------------------------------------------------
     def _hand_over(self, kind: str, item: Any) -> None:
@@ -261,37 +182,39 @@ class IoTEdgeClient:
         else:
             log.warning("message on unknown input %r ignored", getattr(message, "input_name", None))
 
-    def _wake_up(self) -> None:
-        self._wake.set()
-
-    def _on_outbox_drop(self, reason: str, n: int) -> None:
-        alarm = self.publisher_alarm
-        if alarm is not None:
-            self._outbox_alarm = True
-            alarm(
-                OUTBOX_ALARM,
-                f"outbox bound reached: {n} messages dropped ({reason})",
-                "warning",
-                True,
-                {"reason": reason, "dropped": n},
+    def _watch_outbox(self) -> None:
+        """Raise `outboxOverflow` when the outbox dropped messages since the last look; clear it once the outbox
+        is back under half its bound."""
+        dropped = self.outbox.dropped()
+        new = {reason: n - self._dropped_seen.get(reason, 0) for reason, n in dropped.items()}
+        new = {reason: n for reason, n in new.items() if n > 0}
+        self._dropped_seen = dropped
+        if new:
+            total, reason = sum(new.values()), ",".join(sorted(new))
+            self.alarms.raise_alarm(
+                OUTBOX_OVERFLOW,
+                {"reason": reason, "dropped": total},
+                f"outbox bound reached: {total} messages dropped ({reason})",
             )
+        elif self.alarms.is_active(OUTBOX_OVERFLOW) and self.outbox.depth() <= self.outbox.max_messages // 2:
+            self.alarms.clear(OUTBOX_OVERFLOW, message="outbox back under half its bound")
 
     # -- the owner thread ---------------------------------------------------------------------------------
-    def _run(self) -> None:
-        try:
-            while True:
-                stopping = self._stopping.is_set()
-                try:
-                    self._step(stopping)
-                except Exception:
-                    log.exception("IoT client loop error; retrying")
-                    self._fail()
-                if stopping and (self.outbox.depth() == 0 or self._past_drain_deadline() or not self._synced.is_set()):
-                    break
-                self._wake.wait(self._idle_wait())
-                self._wake.clear()
-        finally:
-            self._shutdown_sdk(time.monotonic() + min(self.timeout, 5.0))
+    def run(self) -> None:
+        while True:
+            stopping = self.stopping
+            try:
+                self._step(stopping)
+            except Exception:
+                log.exception("IoT client loop error; retrying")
+                self._fail()
+            if stopping and (self.outbox.depth() == 0 or self._past_drain_deadline() or not self._synced.is_set()):
+                return
+            self._wake.wait(self._idle_wait())
+            self._wake.clear()
+
+    def teardown(self) -> None:
+        self._shutdown_sdk(time.monotonic() + min(self.timeout, 5.0))
 
     def _past_drain_deadline(self) -> bool:
         return self._drain_deadline is not None and time.monotonic() >= self._drain_deadline
@@ -300,9 +223,10 @@ class IoTEdgeClient:
         now = time.monotonic()
         if now < self._retry_at:
             return min(1.0, self._retry_at - now)
-        return 0.05 if (self.outbox.depth() and self._synced.is_set() and not self._stopping.is_set()) else 1.0
+        return 0.05 if (self.outbox.depth() and self._synced.is_set() and not self.stopping) else 1.0
 
     def _step(self, stopping: bool) -> None:
+        self._watch_outbox()
         if time.monotonic() < self._retry_at:
             self._serve_inbox()
             return
@@ -317,7 +241,6 @@ class IoTEdgeClient:
         self._drain()
         if not stopping:
             self._maybe_report_stats()
-            self._maybe_clear_outbox_alarm()
             self.outbox.expire()
 
     def _call(self, fn: Callable[[], T], what: str) -> T:
@@ -354,65 +277,22 @@ class IoTEdgeClient:
             self._fail()
             return
         desired = twin.get("desired", {}) if isinstance(twin, dict) else {}
-        self._apply_desired(desired, full=True)
-        if not self._runtime_reported:
-            try:
-                self._pending_reported["runtime"] = self.runtime_info()
-            except Exception:
-                log.exception("runtime_info failed")
-            self._runtime_reported = True
+        self.twin.apply(desired, full=True)
+        self.twin.report_runtime_once(self.runtime_info)
         self._flush_reported()
         self._ok()
         self._synced.set()
         log.info("connected to edgeHub; twin desired $version %s applied", desired_version(desired))
 
-    def _apply_desired(self, desired: Any, *, full: bool) -> None:
-        if not isinstance(desired, dict):
-            log.warning("twin desired properties are not an object; ignored")
-            return
-        version = desired_version(desired)
-        if version is not None and self._applied_version is not None and version < self._applied_version:
-            log.info("twin patch $version %s older than the applied %s: skipped", version, self._applied_version)
-            return
-        current = self.live.current()
-        new, acks = validate_desired(desired, current)
-        changes = {
-            field: getattr(new, field)
-            for field in TWIN_PROPERTIES.values()
-            if getattr(new, field) != getattr(current, field)
-        }
-        if changes:
-            self.live.update(**changes)
-        if version is not None:
-            self._applied_version = version
-        rejected = rejected_count(acks)
-        if len(acks) - rejected:
-            self.metrics.twin_updates.labels(result="applied").inc(len(acks) - rejected)
-        if rejected:
-            self.metrics.twin_updates.labels(result="rejected").inc(rejected)
-            log.warning(
-                "twin: %d desired properties refused: %s",
-                rejected,
-                "; ".join(f"{k}: {a.get('ad')}" for k, a in acks.items() if a.get("ac") != 200)[:1000],
-            )
-        if changes:
-            log.info("twin $version %s applied: %s", version, ", ".join(sorted(changes)))
-        if full:  # at start: report the value in force of every writable property not in desired
-            in_force = self.live.current().as_twin()
-            for key in TWIN_PROPERTIES:
-                if key not in acks:
-                    acks[key] = {"value": in_force[key], "ac": 203, "av": version or 0, "ad": "boot value"}
-        self._pending_reported.update(acks)
-
     def _flush_reported(self) -> None:
-        if not self._pending_reported or self._sdk is None:
+        if not self.twin.has_pending or self._sdk is None:
             return
-        patch, self._pending_reported = self._pending_reported, {}
+        patch = self.twin.take_reported()
         try:
             self._call(lambda: self._sdk.patch_twin_reported_properties(patch), "patch_twin_reported_properties")
         except Exception as e:
             log.warning("reporting twin properties failed (%s: %s); will retry", type(e).__name__, e)
-            self._pending_reported = {**patch, **self._pending_reported}
+            self.twin.put_back(patch)
             self._fail()
 
     def _serve_inbox(self) -> None:
@@ -423,7 +303,7 @@ class IoTEdgeClient:
                 return
             try:
                 if kind == "patch":
-                    self._apply_desired(item, full=False)
+                    self.twin.apply(item, full=False)
                     self._flush_reported()
                 elif kind == "method":
                     self._serve_method(item)
@@ -459,7 +339,7 @@ class IoTEdgeClient:
             if not batch:
                 return
             for seq, message in batch:
-                if self._stopping.is_set() and self._past_drain_deadline():
+                if self.stopping and self._past_drain_deadline():
                     return
                 if not self._send(seq, message):
                     return
@@ -515,16 +395,8 @@ class IoTEdgeClient:
             log.exception("stats() failed")
             return
         stats["outbox"] = {"messages": self.outbox.depth()}
-        if stats != self._last_stats:
-            self._last_stats = stats
-            self._pending_reported["stats"] = stats
+        if self.twin.offer_stats(stats):
             self._flush_reported()
-
-    def _maybe_clear_outbox_alarm(self) -> None:
-        if self._outbox_alarm and self.outbox.depth() <= self.outbox.max_messages // 2:
-            self._outbox_alarm = False
-            if self.publisher_alarm is not None:
-                self.publisher_alarm(OUTBOX_ALARM, "outbox back under half its bound", "info", False, None)
 
     def _shutdown_sdk(self, deadline: float) -> None:
         sdk, self._sdk = self._sdk, None

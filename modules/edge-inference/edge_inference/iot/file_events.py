@@ -26,7 +26,7 @@ import logging
 import re
 from typing import Any
 
-from edge_inference.decode import IMAGE_EXTENSIONS
+from edge_inference.vision.decode import IMAGE_EXTENSIONS
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from edge_inference.control import ModuleControl
+from edge_inference.control.protocols import ModuleControl
 
 log = logging.getLogger(__name__)
 

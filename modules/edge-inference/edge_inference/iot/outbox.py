@@ -7,8 +7,8 @@ waits does not queue twice.
 
 Overflow policy (the only place messages are dropped): beyond `max_messages` the oldest are deleted on insert,
 and messages older than `max_age_s` are deleted by `expire()` (called on insert at most every few seconds and
-by the client's drain loop). Every drop is counted in `metrics.outbox_dropped{reason=count|age}` and reported
-to `on_drop(reason, n)` (the module raises an alarm).
+by the client's drain loop). Every drop is counted in `metrics.outbox_dropped{reason=count|age}` and in
+`dropped()`, which the IoT client watches to raise the `outboxOverflow` alarm.
 
 One connection guarded by a lock (SQLite in WAL mode, `synchronous=FULL`: a published message survives a
 process kill and a power cut); calls are short single statements.
@@ -25,8 +25,9 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from edge_inference.control import OutgoingMessage
-from edge_inference.metrics import MetricsRegistry
+from edge_inference.ops.metrics import MetricsRegistry
+from edge_inference.ops.telemetry import OutgoingMessage
+from edge_inference.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,6 @@ class Outbox:
         max_messages: int,
         max_age_s: float,
         metrics: MetricsRegistry | None = None,
-        on_drop: Callable[[str, int], None] | None = None,
         *,
         wall_clock: Callable[[], float] = time.time,
         synchronous: str = "FULL",
@@ -63,7 +63,6 @@ class Outbox:
         self.max_messages = max_messages
         self.max_age_s = max_age_s
         self.metrics = metrics
-        self.on_drop = on_drop
         self.wall_clock = wall_clock
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
@@ -75,6 +74,7 @@ class Outbox:
         self._db.execute(_SCHEMA)
         self._count = int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
         self._last_expire = 0.0
+        self._dropped = {"count": 0, "age": 0}
         self._listeners: list[Callable[[], None]] = []
         if self._count:
             log.info("outbox %s holds %d messages from before", self.path, self._count)
@@ -97,7 +97,7 @@ class Outbox:
             if self._count > self.max_messages:
                 dropped = self._delete_oldest(self._count - self.max_messages)
         if dropped:
-            self._dropped("count", dropped)
+            self._count_drop("count", dropped)
         if time.monotonic() - self._last_expire >= _EXPIRE_EVERY_S:
             self.expire()
         self._update_gauges()
@@ -138,7 +138,7 @@ class Outbox:
                 raise
             db.execute("COMMIT")
         if dropped:
-            self._dropped("count", dropped)
+            self._count_drop("count", dropped)
         self._update_gauges()
         for listener in list(self._listeners):
             listener()
@@ -192,12 +192,17 @@ class Outbox:
             removed = db.execute("DELETE FROM outbox WHERE created < ?", (self.wall_clock() - self.max_age_s,)).rowcount
             self._count -= removed
         if removed:
-            self._dropped("age", removed)
+            self._count_drop("age", removed)
             self._update_gauges()
         return removed
 
     def depth(self) -> int:
         return self._count
+
+    def dropped(self) -> dict[str, int]:
+        """Messages dropped at the bound since this outbox was opened, by reason (`count`, `age`)."""
+        with self._lock:
+            return dict(self._dropped)
 
     def oldest_age(self) -> float:
         """Seconds since the first waiting message was published (0 when empty)."""
@@ -220,15 +225,12 @@ class Outbox:
         self._count -= removed
         return int(removed)
 
-    def _dropped(self, reason: str, n: int) -> None:
+    def _count_drop(self, reason: str, n: int) -> None:
         log.warning("outbox bound reached: dropped %d messages (%s)", n, reason)
+        with self._lock:
+            self._dropped[reason] += n
         if self.metrics is not None:
             self.metrics.outbox_dropped.labels(reason=reason).inc(n)
-        if self.on_drop is not None:
-            try:
-                self.on_drop(reason, n)
-            except Exception:
-                log.exception("outbox on_drop callback failed")
 
     def _update_gauges(self) -> None:
         if self.metrics is None:
@@ -236,3 +238,13 @@ class Outbox:
         self.metrics.outbox_depth.set(self._count)
         with contextlib.suppress(RuntimeError, sqlite3.Error):
             self.metrics.outbox_age.set(self.oldest_age() if self._count else 0.0)
+
+
+def open_outbox(settings: Settings, metrics: MetricsRegistry) -> Outbox:
+    """The durable outbox of STATE_DIR, bounded by OUTBOX_MAX_MESSAGES and OUTBOX_MAX_AGE_HOURS."""
+    return Outbox(
+        settings.state_dir / "outbox.sqlite",
+        settings.outbox_max_messages,
+        settings.outbox_max_age_hours * 3600.0,
+        metrics,
+    )

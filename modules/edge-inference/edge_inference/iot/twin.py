@@ -1,4 +1,4 @@
-"""Validation of module twin desired properties, and their IoT Plug and Play acknowledgements.
+"""The module twin: validation of desired properties, their IoT Plug and Play acknowledgements, and `TwinState`.
 
 `validate_desired(desired, current)` looks at the whole patch (or the whole desired document, which the SDK
 delivers after every reconnect: applying it again is harmless), builds the new `TwinSettings` from the valid
@@ -21,15 +21,29 @@ Rules (DESIGN.md "Module twin"):
 A property absent from the patch keeps its value. Nothing here raises on any JSON value: a number no float can
 hold (`10**400`), NaN, a huge integer, a wrong type or deep nesting is a 400 with the reason, and a property
 whose check fails in a way nobody foresaw is refused too ("cannot be read") rather than losing the whole patch.
+
+`TwinState` (below) holds what applying them leaves behind: the desired `$version` in force and the reported
+properties waiting to be sent.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, cast
 
-from edge_inference.live_settings import TWIN_PROPERTIES, TelemetryMode, TelemetrySettings, TwinSettings
+from edge_inference.ops.live_settings import (
+    TWIN_PROPERTIES,
+    LiveSettings,
+    TelemetryMode,
+    TelemetrySettings,
+    TwinSettings,
+)
+from edge_inference.ops.metrics import MetricsRegistry
+
+log = logging.getLogger(__name__)
 
 MAX_LIST_ITEMS = 1000
 MAX_NAME_CHARS = 128
@@ -196,3 +210,89 @@ def validate_desired(desired: dict[str, Any], current: TwinSettings) -> tuple[Tw
 
 def rejected_count(acks: dict[str, dict[str, Any]]) -> int:
     return sum(1 for ack in acks.values() if ack.get("ac") != 200)
+
+
+class TwinState:
+    """The twin's application state on this side: which desired `$version` is in force, and the reported
+    properties waiting to be sent (acknowledgements, `runtime`, `stats`). The IoT client's owner thread is its
+    only user; the SDK calls stay in `iot/client.py`.
+
+    `apply(desired, full=...)` validates a patch (or the whole desired document after a (re)connect), swaps
+    the live settings, counts applied/refused properties and queues their acknowledgements; a patch older than
+    the version in force is skipped. `take_reported()` hands the queue over for one reported-properties patch;
+    `put_back()` returns it after a failed send, under anything queued meanwhile."""
+
+    def __init__(self, live: LiveSettings, metrics: MetricsRegistry) -> None:
+        self.live = live
+        self.metrics = metrics
+        self.applied_version: int | None = None
+        self._pending: dict[str, Any] = {}
+        self._runtime_reported = False
+        self._last_stats: dict[str, Any] | None = None
+
+    @property
+    def has_pending(self) -> bool:
+        return bool(self._pending)
+
+    def take_reported(self) -> dict[str, Any]:
+        patch, self._pending = self._pending, {}
+        return patch
+
+    def put_back(self, patch: dict[str, Any]) -> None:
+        self._pending = {**patch, **self._pending}
+
+    def report_runtime_once(self, runtime_info: Callable[[], dict[str, Any]]) -> None:
+        """Queue `runtime` the first time the twin is synced in this process."""
+        if self._runtime_reported:
+            return
+        try:
+            self._pending["runtime"] = runtime_info()
+        except Exception:
+            log.exception("runtime_info failed")
+        self._runtime_reported = True
+
+    def offer_stats(self, stats: dict[str, Any]) -> bool:
+        """Queue `stats` when they differ from the last ones queued; True when queued."""
+        if stats == self._last_stats:
+            return False
+        self._last_stats = stats
+        self._pending["stats"] = stats
+        return True
+
+    def apply(self, desired: Any, *, full: bool) -> None:
+        if not isinstance(desired, dict):
+            log.warning("twin desired properties are not an object; ignored")
+            return
+        version = desired_version(desired)
+        if version is not None and self.applied_version is not None and version < self.applied_version:
+            log.info("twin patch $version %s older than the applied %s: skipped", version, self.applied_version)
+            return
+        current = self.live.current()
+        new, acks = validate_desired(desired, current)
+        changes = {
+            field: getattr(new, field)
+            for field in TWIN_PROPERTIES.values()
+            if getattr(new, field) != getattr(current, field)
+        }
+        if changes:
+            self.live.update(**changes)
+        if version is not None:
+            self.applied_version = version
+        rejected = rejected_count(acks)
+        if len(acks) - rejected:
+            self.metrics.twin_updates.labels(result="applied").inc(len(acks) - rejected)
+        if rejected:
+            self.metrics.twin_updates.labels(result="rejected").inc(rejected)
+            log.warning(
+                "twin: %d desired properties refused: %s",
+                rejected,
+                "; ".join(f"{k}: {a.get('ad')}" for k, a in acks.items() if a.get("ac") != 200)[:1000],
+            )
+        if changes:
+            log.info("twin $version %s applied: %s", version, ", ".join(sorted(changes)))
+        if full:  # at start: report the value in force of every writable property not in desired
+            in_force = self.live.current().as_twin()
+            for key in TWIN_PROPERTIES:
+                if key not in acks:
+                    acks[key] = {"value": in_force[key], "ac": 203, "av": version or 0, "ad": "boot value"}
+        self._pending.update(acks)

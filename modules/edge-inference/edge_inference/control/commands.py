@@ -1,0 +1,179 @@
+"""What the front ends may ask of the running module: `ModuleCommands` (the `ModuleControl` of direct methods and
+the `Predictor` of the REST API).
+
+    getStatus   status()        counters, queues, in flight, pause reasons, provider, model, live settings
+    pause       pause()         the `paused` reason of the intake gate (pipeline/gate.py); `resume()` lifts it
+    reprocess   reprocess(p)    finished frames matching a path or glob, taken back (archive) or noted again (keep)
+    selfTest    self_test()     a frame with known defects through the real model path (control/selftest.py)
+    fileEvents  enqueue_path()  one file of the input share, handed to the watcher (de-duplicated there)
+    /predict    predict()       pipeline/predict.py; /ready: readiness(); /health: active_provider()
+
+The twin's reported `stats` and `runtime` come from here too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import logging
+import stat
+import time
+from typing import Any
+
+from edge_inference import __version__
+from edge_inference.control.selftest import SelfTest
+from edge_inference.entities import FrameResult
+from edge_inference.names import shown
+from edge_inference.ops.alarms import AlarmRegistry
+from edge_inference.ops.live_settings import LiveSettings
+from edge_inference.pipeline.gate import PAUSED
+from edge_inference.pipeline.runner import Pipeline
+from edge_inference.settings import Settings
+from edge_inference.share import output_layout, share_fs
+from edge_inference.share.claims import safe_join
+from edge_inference.share.ledger import LedgerEntry
+from edge_inference.share.watcher import FrameWatcher, is_frame_name
+from edge_inference.vision.model import OnnxModel
+from edge_inference.workers import Supervisor
+
+log = logging.getLogger(__name__)
+
+RUNTIME_PACKAGES = ("onnxruntime-gpu", "numpy", "opencv-python-headless", "azure-iot-device")
+STATS_KEYS = ("frames", "inFlight", "queues", "lastResultAt", "uptimeSeconds", "intakeBlocked")
+
+
+class ModuleCommands:
+    """The running module as its front ends see it."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        model: OnnxModel,
+        live: LiveSettings,
+        pipeline: Pipeline,
+        watcher: FrameWatcher,
+        alarms: AlarmRegistry,
+        supervisor: Supervisor,
+    ) -> None:
+        self.settings = settings
+        self.model = model
+        self.live = live
+        self.pipeline = pipeline
+        self.watcher = watcher
+        self.alarms = alarms
+        self.supervisor = supervisor
+        self.selftest = SelfTest(pipeline.predictions.predict, model)
+        self.started_at = time.time()
+
+    # -- Predictor (HTTP) ---------------------------------------------------------------------------------------
+    def predict(self, data: bytes, *, confidence: float | None = None, timeout: float = 30.0) -> FrameResult:
+        return self.pipeline.predictions.predict(data, confidence=confidence, timeout=timeout)
+
+    def readiness(self) -> tuple[bool, str]:
+        death = self.pipeline.stage_death()
+        if death:
+            return False, f"a pipeline stage died: {death}"
+        death = self.supervisor.describe_death()
+        if death:
+            return False, death
+        if not self.pipeline.running:
+            return False, "the pipeline is not running"
+        if not self.watcher.alive():
+            return False, "the input watcher is not running"
+        if self.settings.require_gpu and not self.model.on_gpu:
+            return False, f"REQUIRE_GPU=true and the active provider is {self.model.provider}"
+        return True, "ready"
+
+    def active_provider(self) -> str:
+        return str(self.model.provider)
+
+    # -- ModuleControl (direct methods) -------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        gate = self.pipeline.gate
+        return {
+            "ready": self.readiness()[0],
+            "paused": gate.paused,
+            "intakeBlocked": gate.blocked,
+            "provider": self.model.provider,
+            "model": {"name": self.model.name, "version": self.model.version, "sha256": self.model.sha256},
+            "settings": self.live.current().as_twin(),
+            "frames": self.pipeline.counters.snapshot(),
+            "inFlight": gate.in_flight_count,
+            "queues": self.pipeline.queues.depths(),
+            "ledger": self.pipeline.ledger.counts(),
+            "lastResultAt": self.pipeline.counters.last_result_at,
+            "uptimeSeconds": round(time.time() - self.started_at, 1),
+        }
+
+    def pause(self) -> None:
+        self.pipeline.gate.block(PAUSED, "paused by direct method or twin")
+
+    def resume(self) -> None:
+        self.pipeline.gate.unblock(PAUSED)
+
+    def reprocess(self, pattern: str) -> int:
+        pattern = pattern.strip().lstrip("/") if isinstance(pattern, str) else ""
+        if not pattern or ".." in pattern.split("/") or "\0" in pattern:
+            raise ValueError(f"invalid path or glob {pattern!r}")
+        return sum(1 for entry in self.pipeline.ledger.finished_matching(pattern) if self._reprocess_one(entry))
+
+    def _reprocess_one(self, entry: LedgerEntry) -> bool:
+        """Put one finished frame back on the input share (archive: a copy of the archived original; keep: it is
+        there). Never through a symlinked folder, and never over a frame of that name waiting on the share."""
+        inp, rel, mode = self.settings.input_dir, entry.rel_path, self.settings.input_disposition
+        ledger, results = self.pipeline.ledger, self.pipeline.results
+        if mode == "delete":
+            return False  # deleted originals cannot be processed again
+        try:
+            if mode == "archive":
+                place = output_layout.processed_path if entry.state == "done" else output_layout.failed_path
+                archived = place(rel)
+                if not stat.S_ISREG(share_fs.lstat(self.settings.output_dir, archived).st_mode):
+                    return False
+                with contextlib.suppress(FileNotFoundError):
+                    share_fs.lstat(inp, rel)
+                    log.warning("reprocess: %s is waiting on the input share: that frame is left as it is", shown(rel))
+                    return False
+                results.reopened(ledger.reopen([entry.frame_id]))
+                share_fs.copy(self.settings.output_dir, archived, inp, rel, replace=False)
+            elif not stat.S_ISREG(share_fs.lstat(inp, rel).st_mode):
+                return False
+            else:
+                results.reopened(ledger.reopen([entry.frame_id]))
+        except FileNotFoundError:
+            return False
+        except (OSError, ValueError) as exc:  # a symlinked folder, a frame that arrived meanwhile, the share away
+            log.warning("reprocess: not taking %s: %s", shown(rel), exc)
+            return False
+        self.watcher.note(str(safe_join(inp, rel)), source="fileEvent")
+        return True
+
+    def enqueue_path(self, rel_path: str, source: str) -> bool:
+        path = safe_join(self.settings.input_dir, rel_path)  # raises ValueError when it escapes
+        if not is_frame_name(path.name) or self.pipeline.gate.in_flight(rel_path):
+            return False
+        try:
+            share_fs.lstat(self.settings.input_dir, rel_path)  # a symlinked folder on the way is never followed
+        except share_fs.OutsideShare as exc:
+            log.warning("%s: not taking %s: %s", source, shown(rel_path), exc.strerror)
+            return False
+        except OSError:
+            return False
+        return self.watcher.note(str(path), source="fileEvent")
+
+    def self_test(self) -> dict[str, Any]:
+        return self.selftest.run()
+
+    # -- the twin's reported properties -------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        status = self.status()
+        return {**{k: status[k] for k in STATS_KEYS}, "alarms": self.alarms.active()}
+
+    def runtime_info(self) -> dict[str, Any]:
+        packages = {}
+        for name in RUNTIME_PACKAGES:
+            try:
+                packages[name] = importlib.metadata.version(name)
+            except importlib.metadata.PackageNotFoundError:
+                continue
+        return {**self.model.runtime_info(), "moduleVersion": __version__, "packages": packages}

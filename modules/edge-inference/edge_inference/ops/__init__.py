@@ -1,0 +1,1 @@
+"""Operations: the alarm registry, health monitors, telemetry (message form and publisher), live settings, metrics."""

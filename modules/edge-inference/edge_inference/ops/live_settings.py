@@ -1,0 +1,110 @@
+"""Settings that change while the module runs (the module twin's desired properties).
+
+`TwinSettings` is frozen; `LiveSettings` holds the current one and swaps it atomically, so every frame
+sees one consistent set of values (the dispatcher reads it once per frame). Validation of twin patches
+lives in `edge_inference.iot.twin`; the initial values come from the boot settings.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from edge_inference.settings import Settings
+
+TelemetryMode = Literal["perFrame", "summary", "off"]
+
+
+@dataclass(frozen=True)
+class TelemetrySettings:
+    mode: TelemetryMode = "perFrame"
+    summary_interval_seconds: float = 60.0
+    include_empty: bool = True
+
+    def as_twin(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "summaryIntervalSeconds": self.summary_interval_seconds,
+            "includeEmpty": self.include_empty,
+        }
+
+
+@dataclass(frozen=True)
+class TwinSettings:
+    """The live values; names mirror the twin's desired properties (camelCase there)."""
+
+    confidence_threshold: float = 0.5
+    iou_threshold: float = 0.45
+    max_detections: int = 300
+    classes: tuple[str, ...] = ()  # empty: keep every class
+    alert_classes: tuple[str, ...] = ()
+    save_annotated: bool = False
+    telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
+    paused: bool = False
+
+    @classmethod
+    def from_boot(cls, settings: Settings) -> TwinSettings:
+        return cls(
+            confidence_threshold=settings.confidence_threshold,
+            iou_threshold=settings.iou_threshold,
+            max_detections=settings.max_detections,
+        )
+
+    def as_twin(self) -> dict[str, Any]:
+        """The desired-property form (camelCase), as reported back in acknowledgements."""
+        return {
+            "confidenceThreshold": self.confidence_threshold,
+            "iouThreshold": self.iou_threshold,
+            "maxDetections": self.max_detections,
+            "classes": list(self.classes),
+            "alertClasses": list(self.alert_classes),
+            "saveAnnotated": self.save_annotated,
+            "telemetry": self.telemetry.as_twin(),
+            "paused": self.paused,
+        }
+
+
+# twin property name -> TwinSettings field name
+TWIN_PROPERTIES: dict[str, str] = {
+    "confidenceThreshold": "confidence_threshold",
+    "iouThreshold": "iou_threshold",
+    "maxDetections": "max_detections",
+    "classes": "classes",
+    "alertClasses": "alert_classes",
+    "saveAnnotated": "save_annotated",
+    "telemetry": "telemetry",
+    "paused": "paused",
+}
+
+
+class LiveSettings:
+    """Holder of the current `TwinSettings`; readers get a consistent snapshot without locking."""
+
+    def __init__(self, initial: TwinSettings) -> None:
+        self._current = initial
+        self._lock = threading.Lock()
+        self._listeners: list[Callable[[TwinSettings, TwinSettings], None]] = []
+
+    def current(self) -> TwinSettings:
+        return self._current  # a single reference read is atomic in CPython
+
+    def swap(self, new: TwinSettings) -> TwinSettings:
+        """Replace the settings; returns the previous ones and tells the listeners."""
+        with self._lock:
+            old, self._current = self._current, new
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener(old, new)
+        return old
+
+    def update(self, **changes: Any) -> TwinSettings:
+        with self._lock:
+            new = replace(self._current, **changes)
+        self.swap(new)
+        return new
+
+    def subscribe(self, listener: Callable[[TwinSettings, TwinSettings], None]) -> None:
+        with self._lock:
+            self._listeners.append(listener)

@@ -1,0 +1,162 @@
+"""The decode pool: frames queue -> read, decode, letterbox (vision/) -> prepared queue.
+
+`FramePreparer` turns one job into a `PreparedFrame` (tensor, letterbox geometry, sha256, the decoded image when
+annotation is wanted) or a `Failed` envelope with the frame's error; a file that cannot be read because its share
+went away is marked `vanished` (not the frame's fault: it stays claimed). It serves the decode workers and the
+/predict callers alike, and counts the frames inside it so that the batcher knows more are coming.
+
+Per-frame errors stay per-frame by construction: each start of a share frame is counted first (quarantine.py: a
+frame that keeps dying is set aside), the header is checked before a pixel is decoded (vision/decode.py), the
+decode runs under its time and memory budget (vision/decode_guard.py), and any other surprise of a library on
+these bytes fails this frame (`prepare_failed`), never the decode worker.
+`PrepareWorker` is one decode thread (`decode-<i>`); DECODE_WORKERS of them run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import threading
+import time
+
+from edge_inference.entities import FrameJob, PreparedFrame
+from edge_inference.errors import FrameError, UnavailableError
+from edge_inference.names import shown
+from edge_inference.ops.live_settings import LiveSettings
+from edge_inference.pipeline.envelopes import Failed, StageQueues, put_until_stopped, take
+from edge_inference.pipeline.quarantine import FrameAttempts
+from edge_inference.settings import Settings
+from edge_inference.share import share_fs
+from edge_inference.share.guard import ShareGuard
+from edge_inference.vision import decode as decoding
+from edge_inference.vision.decode_guard import DecodeGuard
+from edge_inference.vision.model import OnnxModel
+from edge_inference.vision.preprocess import prepare_frame
+from edge_inference.workers import Supervisor, Worker
+
+log = logging.getLogger(__name__)
+
+DECODE_NICE_ON_CPU = 5  # decode threads' niceness when inference runs on the CPU (see PrepareWorker.setup)
+
+
+class FramePreparer:
+    """Bytes (from the share or a request) to a letterboxed tensor; never raises for a bad frame."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        model: OnnxModel,
+        live: LiveSettings,
+        guard: ShareGuard,
+        attempts: FrameAttempts,
+        stopping: threading.Event,
+    ) -> None:
+        self.settings = settings
+        self.model = model
+        self.live = live
+        self.guard = guard
+        self.attempts = attempts
+        self.stopping = stopping  # set when the pipeline stops: a share frame stops waiting for the decode budget
+        self.decode_guard = DecodeGuard(
+            settings.decode_timeout_seconds,
+            settings.max_decode_bytes,
+            max_overruns=max(2, settings.cpu_count),  # abandoned decodes burn a core each until they end
+        )
+        self._lock = threading.Lock()
+        self._busy = 0  # frames inside `prepare` right now (decode workers and /predict callers)
+
+    @property
+    def busy(self) -> bool:
+        return self._busy > 0
+
+    def prepare(self, job: FrameJob, keep_image: bool | None = None) -> PreparedFrame | Failed:
+        with self._lock:
+            self._busy += 1
+        try:
+            return self._prepare(job, keep_image)
+        finally:
+            with self._lock:
+                self._busy -= 1
+
+    def _prepare(self, job: FrameJob, keep_image: bool | None) -> PreparedFrame | Failed:
+        t0 = time.monotonic()
+        timings = {"queue": (t0 - job.enqueued_at) * 1000}
+        if job.data is None:  # a share frame: count this start before any work (a crash below counts too)
+            quarantined = self.attempts.begin(job)
+            if quarantined is not None:
+                return Failed(job, quarantined, timings)
+        s = self.settings
+        try:
+            data = job.data if job.data is not None else self._read_share_frame(job)
+            t1 = time.monotonic()
+            target = self.model.input_hw if s.jpeg_reduced_decode else None
+            header = decoding.check_header(
+                data, s.max_image_pixels, max_scans=s.jpeg_max_scans, max_decode_bytes=s.max_decode_bytes
+            )
+            frame = self.decode_guard.run(
+                header.decode_bytes,
+                lambda: decoding.decode_checked(data, header, target),
+                None if job.data is not None else lambda: not self.stopping.is_set(),  # /predict: 503, never a wait
+            )
+            image = frame.image
+            tensor, box = prepare_frame(image, (frame.width, frame.height), self.model.input_hw, self.model.input.dtype)
+            t2 = time.monotonic()
+        except FrameError as exc:
+            timings["decode"] = (time.monotonic() - t0) * 1000
+            vanished = (
+                exc.code == FrameError.READ_FAILED and job.data is None and self.guard.frame_vanished(job.rel_path)
+            )
+            return Failed(job, exc, timings, vanished=vanished)
+        except OSError as exc:  # the share answered the read with an error: the frame waits, the share is checked
+            timings["decode"] = (time.monotonic() - t0) * 1000
+            error = FrameError(FrameError.READ_FAILED, f"{job.path.name}: cannot read: {exc.strerror}")
+            return Failed(job, error, timings, vanished=True)
+        except UnavailableError:
+            raise  # /predict only: the decode budget is taken (503), not this frame's fault
+        except Exception as exc:  # a library's surprise on these bytes: this frame fails, never the decode stage
+            timings["decode"] = (time.monotonic() - t0) * 1000
+            log.warning("%s: cannot prepare the frame", shown(job.rel_path), exc_info=exc)
+            message = f"cannot prepare the frame: {type(exc).__name__}: {exc}"
+            return Failed(job, FrameError(FrameError.PREPARE_FAILED, message[:500]), timings)
+        timings["read"] = (t1 - t0) * 1000
+        timings["decode"] = (t2 - t1) * 1000
+        keep = self.live.current().save_annotated if keep_image is None else keep_image
+        return PreparedFrame(job, tensor, box, hashlib.sha256(data).hexdigest(), timings, image if keep else None)
+
+    def _read_share_frame(self, job: FrameJob) -> bytes:
+        """The bytes of a claimed frame, read through the folders the claim area checked (never a symlink)."""
+        try:
+            with self.guard.claims.readable(job.rel_path) as path:
+                return decoding.read_file(path, self.settings.max_file_bytes)
+        except FileNotFoundError:
+            raise FrameError(FrameError.READ_FAILED, f"{job.path.name}: file disappeared before it was read") from None
+        except share_fs.OutsideShare as exc:
+            raise FrameError(FrameError.NOT_A_FILE, f"{shown(job.rel_path)}: {exc.strerror}") from None
+
+
+class PrepareWorker(Worker):
+    """One decode thread: takes jobs from the frames queue, puts prepared frames (or failures) on."""
+
+    def __init__(
+        self, index: int, preparer: FramePreparer, queues: StageQueues, supervisor: Supervisor | None = None
+    ) -> None:
+        super().__init__(f"decode-{index}", supervisor, daemon=True)
+        self.preparer = preparer
+        self.queues = queues
+
+    def setup(self) -> bool:
+        if not self.preparer.model.on_gpu:
+            # On the CPU provider the model is the bottleneck and shares the cores with decoding; a decode thread
+            # that preempts one of ONNX Runtime's intra-op threads stalls the whole operator (the others wait at
+            # its barrier). A lower priority lets decoding fill the gaps instead of causing them.
+            with contextlib.suppress(OSError, AttributeError):
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), DECODE_NICE_ON_CPU)
+        return True
+
+    def run(self) -> None:
+        while not self.stopping:
+            job = take(self.queues.frames)
+            if job is not None:
+                put_until_stopped(self.queues.prepared, self.preparer.prepare(job), lambda: self.stopping)

@@ -1,0 +1,296 @@
+"""The settings table: each boot setting written once, as a field of the frozen `Settings` - its name (the field
+name in capitals), its type (the annotation), its default, its range and its meaning (`setting(...)`).
+
+Everything else is derived from this table (settings/reader.py): the reader, `ENV_VARS`, the README table and
+`.env.example`'s module section (`tools/settings_doc.py`). A new setting is one new field here.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from edge_inference.cpu_quota import cpu_budget
+
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL_PATH = PACKAGE_DIR.parent / "models" / "demo-defects.onnx"
+
+WatchMode = Literal["auto", "events", "poll"]
+Disposition = Literal["archive", "delete", "keep"]
+
+_PROVIDER_ALIASES = {
+    "tensorrt": "TensorrtExecutionProvider",
+    "trt": "TensorrtExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+}
+
+
+def parse_providers(text: str) -> tuple[str, ...]:
+    """`auto` or a comma list of provider aliases/names, in order, e.g. `cuda,cpu`."""
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise ValueError(text)
+    if [i.lower() for i in items] == ["auto"]:
+        return ("auto",)
+    resolved: list[str] = []
+    known = set(_PROVIDER_ALIASES.values())
+    for item in items:
+        name = _PROVIDER_ALIASES.get(item.lower(), item)
+        if name not in known:
+            raise ValueError(item)
+        if name not in resolved:
+            resolved.append(name)
+    return tuple(resolved)
+
+
+def _replica_id(text: str) -> str:
+    if not text or not all(c.isalnum() or c in "._-" for c in text) or text.startswith("."):
+        raise ValueError(text)
+    return text
+
+
+def _log_level(text: str) -> str:
+    if text.lower() not in ("debug", "info", "warning", "error"):
+        raise ValueError(text)
+    return text.upper()
+
+
+@dataclass(frozen=True)
+class Spec:
+    """How one variable is read and documented (kept in its field's metadata)."""
+
+    meaning: str
+    shown: str | None = None  # the default as the docs show it, when not the value itself ("" = none)
+    lo: float | None = None
+    hi: float | None = None
+    parse: Callable[[str], Any] | None = None  # a conversion of its own: raises ValueError on a bad value
+    allowed: str = ""  # what `parse` accepts, for the error sentence
+
+
+def setting(
+    default: Any,
+    meaning: str,
+    *,
+    factory: Callable[[], Any] | None = None,
+    shown: str | None = None,
+    lo: float | None = None,
+    hi: float | None = None,
+    parse: Callable[[str], Any] | None = None,
+    allowed: str = "",
+) -> Any:
+    """One row of the settings table: a dataclass field carrying its `Spec`."""
+    spec = {"spec": Spec(meaning, shown, lo, hi, parse, allowed)}
+    if factory is not None:
+        return field(default_factory=factory, metadata=spec)
+    return field(default=default, metadata=spec)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The validated boot configuration of one module process; the fields, in README order, are the table."""
+
+    model_path: Path = setting(DEFAULT_MODEL_PATH, "ONNX model file", shown="bundled demo model")
+    labels_path: Path | None = setting(None, "class names, one per line; else the model metadata `names`", shown="")
+    input_dir: Path = setting(Path("/app/input"), "mounted input share (frames are dropped here)")
+    output_dir: Path = setting(Path("/app/output"), "mounted output share (results/, annotated/, failed/, processed/)")
+    state_dir: Path = setting(Path("/app/state"), "persistent module state (ledger, outbox, TensorRT engine cache)")
+    confidence_threshold: float = setting(
+        0.5, "initial confidence threshold; the twin's confidenceThreshold wins", lo=0, hi=1
+    )
+    iou_threshold: float = setting(0.45, "initial NMS IoU threshold; the twin's iouThreshold wins", lo=0, hi=1)
+    max_detections: int = setting(
+        300, "initial cap on detections per frame; the twin's maxDetections wins", lo=1, hi=1000
+    )
+    agnostic_nms: bool = setting(False, "true: NMS across classes instead of per class")
+    execution_providers: tuple[str, ...] = setting(
+        ("auto",),
+        "auto (TensorRT if enabled, else CUDA, else CPU) or a list: cuda,cpu",
+        parse=parse_providers,
+        allowed="auto or a comma list of tensorrt, cuda, cpu",
+    )
+    tensorrt_enabled: bool = setting(False, "true: try the TensorRT provider first (engine cache in STATE_DIR)")
+    tensorrt_fp16: bool = setting(True, "TensorRT: allow fp16 kernels")
+    cuda_device_id: int = setting(0, "GPU index for the CUDA/TensorRT providers", lo=0, hi=64)
+    require_gpu: bool = setting(False, "true: refuse to become ready when no GPU provider is active")
+    watch_mode: WatchMode = setting("auto", "auto (inotify locally, polling on cifs/smb/nfs/fuse), events, poll")
+    input_disposition: Disposition = setting(
+        "archive", "archive (move to output processed/), delete, keep (read-only share)"
+    )
+    settle_seconds: float = setting(
+        0.3,
+        "a frame is taken when its size and mtime are unchanged this long (on SMB/NFS/FUSE mounts at least the"
+        " mount's attribute-cache time + 1 s)",
+        lo=0,
+        hi=600,
+    )
+    truncated_grace_seconds: float = setting(
+        30.0,
+        "a frame that decodes as truncated or empty waits this long unchanged for its writer before it fails"
+        " (0 = fail at once)",
+        lo=0,
+        hi=86400,
+    )
+    poll_interval_seconds: float = setting(1.0, "polling interval in poll mode", lo=0.05, hi=3600)
+    rescan_interval_seconds: float = setting(
+        30.0, "reconciliation sweep of the input tree (0 = only at start-up)", lo=0, hi=86400
+    )
+    queue_size: int = setting(
+        64, "frames claimed and waiting for decode; beyond it frames wait on the share", lo=1, hi=100_000
+    )
+    decode_workers: int = setting(
+        0, "decode/preprocess threads; 0 = auto: one per usable CPU on a GPU, half of them on the CPU", lo=0, hi=256
+    )
+    inference_threads: int = setting(
+        0, "ONNX Runtime intra-op threads (0 = the CPUs the container may use: affinity and cgroup quota)", lo=0, hi=256
+    )
+    batch_size: int = setting(
+        0,
+        "largest inference batch; 0 = auto: 8 on a GPU, 1 on the CPU (batches only slow the CPU down)",
+        lo=0,
+        hi=256,
+    )
+    batch_max_wait_ms: float = setting(5.0, "longest wait for a batch to fill once one frame is ready", lo=0, hi=10_000)
+    max_file_mb: float = setting(100.0, "larger input files are failed without being read", lo=0.001, hi=100_000)
+    max_image_pixels: int = setting(
+        100_000_000, "larger images (width x height) are failed before decoding", lo=1, hi=10**10
+    )
+    jpeg_reduced_decode: bool = setting(
+        True, "decode large JPEGs at 1/2, 1/4 or 1/8 size when still at least the model input"
+    )
+    jpeg_max_scans: int = setting(
+        100,
+        "progressive JPEGs with more scans are failed before decoding (a scan bomb decodes for minutes)",
+        lo=1,
+        hi=100_000,
+    )
+    max_decode_mb: float = setting(
+        1024.0,
+        "estimated decode memory (pixels x channels x bytes per sample) of one frame, and of all decodes in flight"
+        " together; a larger frame is failed before decoding",
+        lo=1,
+        hi=10**6,
+    )
+    decode_timeout_seconds: float = setting(
+        10.0,
+        "a decode still running after this long fails its frame (decode_timeout); the next frame does not wait for it",
+        lo=0.01,
+        hi=3600,
+    )
+    max_frame_attempts: int = setting(
+        3,
+        "a frame whose processing started this many times without finishing (crash, kill, failing write) is"
+        " quarantined: moved to failed/ with code quarantined",
+        lo=1,
+        hi=1000,
+    )
+    replica_id: str = setting(
+        None,
+        "name of this replica's claim area in the input share",
+        factory=socket.gethostname,
+        shown="hostname",
+        parse=_replica_id,
+        allowed="letters, digits, '.', '_' or '-'",
+    )
+    claim_stale_seconds: float = setting(300.0, "claims of a replica silent this long are taken over", lo=5, hi=10**7)
+    ledger_retention_days: float = setting(
+        7.0,
+        "finished frames are forgotten by the ledger after this long (keep mode: only once gone from the share);"
+        " reprocess reaches back this far; 0 = never",
+        lo=0,
+        hi=36500,
+    )
+    shutdown_timeout_seconds: float = setting(20.0, "SIGTERM: drain deadline before exiting", lo=1, hi=3600)
+    http_host: str = setting("0.0.0.0", "address the REST API binds to", allowed="an address")
+    http_port: int = setting(5000, "REST API port (/predict, /health, /ready)", lo=0, hi=65535)
+    http_max_body_mb: float = setting(20.0, "largest /predict body", lo=0.001, hi=10_000)
+    http_max_concurrency: int = setting(16, "concurrent /predict requests before 503", lo=1, hi=10_000)
+    http_header_timeout_seconds: float = setting(
+        10.0, "a connection that has not sent a whole request head in this long is closed (slowloris)", lo=0.1, hi=3600
+    )
+    http_body_timeout_seconds: float = setting(
+        60.0,
+        "a request body not received whole in this long is refused (408) and the connection closed",
+        lo=0.1,
+        hi=3600,
+    )
+    http_max_connections_per_client: int = setting(
+        32, "open connections per client address (REST API and metrics each); more are closed at once", lo=1, hi=100_000
+    )
+    metrics_port: int = setting(9600, "Prometheus /metrics port (0 = off)", lo=0, hi=65535)
+    min_free_mb: float = setting(
+        200.0, "output share / state volume free-space alarm; intake pauses below it", lo=0, hi=10**9
+    )
+    outbox_max_messages: int = setting(
+        100_000, "durable outbox bound (oldest dropped, counted and alerted)", lo=1, hi=10**9
+    )
+    outbox_max_age_hours: float = setting(
+        168.0, "outbox messages older than this are dropped, counted and alerted", lo=0.001, hi=10**6
+    )
+    iot_timeout_seconds: float = setting(
+        30.0, "timeout of each IoT SDK call (twin, send, method response)", lo=0.1, hi=3600
+    )
+    local_telemetry: Literal["auto", "true", "false"] = setting(
+        "auto", "auto: outside IoT Edge print telemetry and append telemetry.jsonl"
+    )
+    log_level: str = setting(
+        "INFO",
+        "DEBUG, INFO, WARNING, ERROR",
+        parse=_log_level,
+        allowed="one of debug, info, warning, error",
+    )
+    log_format: Literal["auto", "iotedge", "text"] = setting(
+        "auto",
+        "iotedge (`<6> 2026-11-30 10:00:00.123 +00:00 ...`: iotedge logs and the portal filter it by level),"
+        " text (the local console format), or auto: iotedge inside IoT Edge, text elsewhere",
+    )
+
+    def effective_log_format(self, in_iot_edge: bool) -> Literal["iotedge", "text"]:
+        """LOG_FORMAT, or for auto: the IoT Edge format inside IoT Edge, the text format elsewhere."""
+        if self.log_format == "auto":
+            return "iotedge" if in_iot_edge else "text"
+        return self.log_format
+
+    @property
+    def max_file_bytes(self) -> int:
+        return int(self.max_file_mb * 1024 * 1024)
+
+    @property
+    def max_decode_bytes(self) -> int:
+        return int(self.max_decode_mb * 1024 * 1024)
+
+    @property
+    def cpu_count(self) -> int:
+        """CPUs this process may use: its affinity, capped by the container's cgroup CPU quota (cpu_quota.py)."""
+        return cpu_budget().cpus
+
+    @property
+    def cuda_cache_path(self) -> Path:
+        """CUDA's JIT kernel cache (CUDA_CACHE_PATH): in STATE_DIR, which persists and which uid 1000 can write
+        (the image's HOME, /app, is not writable)."""
+        return self.state_dir / "cuda-cache"
+
+    def effective_decode_workers(self, on_gpu: bool) -> int:
+        """DECODE_WORKERS, or for 0: one per core when a GPU runs the model (decoding is then the limit); half
+        the cores on the CPU provider, where every decode thread competes with ONNX Runtime's own threads
+        (measured: YOLOv8n-shaped model on 1080p, 2 cores: 0.80 of the ceiling with 1 worker, 0.62-0.73 with 2)."""
+        if self.decode_workers:
+            return self.decode_workers
+        return max(1, self.cpu_count if on_gpu else self.cpu_count // 2)
+
+    def effective_batch_size(self, on_gpu: bool) -> int:
+        """BATCH_SIZE, or for 0: 8 on a GPU; 1 on the CPU, where ONNX Runtime is fastest per frame at batch 1
+        (measured: YOLOv8n-shaped 640 model, 138 ms/frame at batch 1 vs 248 ms/frame at batch 8; see PERFORMANCE.md)."""
+        if self.batch_size:
+            return self.batch_size
+        return 8 if on_gpu else 1
+
+    @property
+    def effective_inference_threads(self) -> int:
+        return self.inference_threads or max(1, self.cpu_count)
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        return replace(self, **changes)

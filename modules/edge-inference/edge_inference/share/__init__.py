@@ -1,0 +1,1 @@
+"""The shares: watching the input share, claiming frames, the ledger, writing results, mounts, temp files."""

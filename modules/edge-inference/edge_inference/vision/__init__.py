@@ -1,0 +1,1 @@
+"""Pixels to detections: decoding, letterbox preprocessing, the ONNX Runtime model, postprocessing."""

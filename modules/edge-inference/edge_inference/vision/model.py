@@ -1,0 +1,387 @@
+"""The model runner: the one place that creates ONNX Runtime sessions.
+
+At start-up it walks the provider chain of providers.py (TensorRT when enabled and its libraries load, CUDA,
+CPU): one session per attempt, each with its own provider options and ONNX Runtime's own fallback off, until a
+session is made, checked and warmed up. The first real output tells the layout; then every batch shape the
+batcher can send is warmed, so cuDNN's algorithm search (or a TensorRT profile) never stalls the line. What
+happened to each attempt is logged and reported (`attempts`). When a GPU attempt fails (it cannot load, or it
+fails at warm-up) and no GPU provider serves in the end, `gpu_fault` says why: the composition root raises
+`gpuLost` for it. `REQUIRE_GPU=true`
+turns "no GPU provider started" into a refusal to start (ProviderError, one sentence, exit 2).
+
+Serving: a run that fails on a GPU provider raises GpuError (the GPU, not the frames, is at fault); IO binding
+(a device input per batch shape refilled in place) is available to the smoke test and the benchmark, and off
+in the module until a GPU measurement shows it helps (docs/PERFORMANCE.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from edge_inference.errors import GpuError, ModelError, ProviderError
+from edge_inference.settings import Settings
+from edge_inference.vision import postprocess
+from edge_inference.vision.model_spec import InputSpec, parse_names, read_input_spec, read_labels
+from edge_inference.vision.providers import (
+    CPU,
+    CUDA,
+    GPU_PROVIDERS,
+    TENSORRT,
+    BatchProfile,
+    ChainFacts,
+    GpuPresence,
+    ProviderAttempt,
+    detect_gpu,
+    load_tensorrt_libraries,
+    plan_providers,
+    preload_cuda_libraries,
+)
+
+__all__ = ["CPU", "CUDA", "GPU_PROVIDERS", "TENSORRT", "InputSpec", "OnnxModel", "parse_names"]
+
+log = logging.getLogger(__name__)
+
+
+class _AttemptFailed(Exception):
+    """This provider could not serve the model; the chain moves on to the next one."""
+
+
+class _BoundRunner:
+    """IO binding: a device-resident input per batch shape, refilled with `update_inplace` (one host-to-device
+    copy into memory allocated once), and the output bound to host memory (ORT copies it there once).
+
+    The host output is not reused between runs: the dispatcher still holds the previous batch's rows when the
+    next batch runs, so a shared buffer would be overwritten under it."""
+
+    def __init__(self, session: Any, input_name: str, output_name: str, device: str, device_id: int) -> None:
+        self.session = session
+        self.input_name = input_name
+        self.output_name = output_name
+        self.device = device
+        self.device_id = device_id
+        self._inputs: dict[tuple[tuple[int, ...], str], Any] = {}
+
+    def run(self, batch: np.ndarray) -> list[np.ndarray]:
+        key = (tuple(batch.shape), batch.dtype.str)
+        value = self._inputs.get(key)
+        if value is None:
+            value = ort.OrtValue.ortvalue_from_shape_and_type(batch.shape, batch.dtype, self.device, self.device_id)
+            self._inputs[key] = value
+        value.update_inplace(np.ascontiguousarray(batch))
+        binding = self.session.io_binding()
+        binding.bind_ortvalue_input(self.input_name, value)
+        binding.bind_output(self.output_name, "cpu")
+        self.session.run_with_iobinding(binding)
+        outputs: list[np.ndarray] = binding.copy_outputs_to_cpu()
+        return outputs
+
+
+class OnnxModel:
+    """One ONNX Runtime session, checked and warmed up; `run` takes a ready NCHW batch."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        intra_op_threads: int | None = None,
+        io_binding: bool = False,
+        gpu: GpuPresence | None = None,
+    ) -> None:
+        self.settings = settings
+        path = settings.model_path
+        if not path.is_file():
+            raise ModelError(f"MODEL_PATH {path}: no such model file")
+        self.sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+        self.threads = intra_op_threads or settings.effective_inference_threads
+        self.io_binding = io_binding
+        self.gpu_fault: str | None = None
+        self.layout: postprocess.Layout = "yolov8"
+        self.output_shape: tuple[int, ...] = ()
+        self.warmed: tuple[int, ...] = ()
+        self.attempts = self._plan(gpu)
+        self._walk_chain()
+
+    # -- the provider chain ----------------------------------------------------------------------------------
+    def _plan(self, gpu: GpuPresence | None) -> list[ProviderAttempt]:
+        s = self.settings
+        auto = s.execution_providers == ("auto",)
+        wants_gpu = auto or any(p in GPU_PROVIDERS for p in s.execution_providers)
+        wants_trt = s.tensorrt_enabled if auto else TENSORRT in s.execution_providers
+        if gpu is None and wants_gpu:
+            gpu = detect_gpu(cuda_cache=s.cuda_cache_path)  # the cache path is set before the driver starts
+        presence = gpu or GpuPresence(0, "no GPU provider requested")
+        facts = ChainFacts(ort.get_available_providers(), presence)
+        if wants_gpu and (presence.present or not auto):
+            preload_cuda_libraries(ort)
+            if wants_trt and TENSORRT in facts.available:
+                facts.tensorrt_missing = load_tensorrt_libraries()
+                if facts.tensorrt_missing is None:
+                    facts.profile = self._batch_profile()
+        if auto and not presence.present:
+            log.info("no GPU (%s): GPU execution providers skipped (EXECUTION_PROVIDERS=auto)", presence.reason)
+        self.gpu_presence = presence
+        return plan_providers(s, facts)
+
+    def _batch_profile(self) -> BatchProfile:
+        """The input's name and size for TensorRT's profile, read from a light CPU session (no optimisation)."""
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        try:
+            probe = ort.InferenceSession(str(self.settings.model_path), sess_options=options, providers=[CPU])
+        except Exception as exc:
+            raise ModelError(f"MODEL_PATH {self.settings.model_path}: ONNX Runtime cannot load it: {exc}") from None
+        spec = read_input_spec(list(probe.get_inputs()), dict(probe.get_modelmeta().custom_metadata_map or {}))
+        batch = spec.batch or self.settings.effective_batch_size(True)
+        return BatchProfile(spec.name, spec.height, spec.width, batch, fixed=spec.batch is not None)
+
+    def _walk_chain(self) -> None:
+        s = self.settings
+        for attempt in self.attempts:
+            if attempt.outcome == "skipped":
+                log.info("execution provider %s skipped: %s", attempt.provider, attempt.detail)
+                continue
+            if s.require_gpu and not attempt.on_gpu:
+                break  # REQUIRE_GPU: never start on the CPU
+            try:
+                self._start(attempt)
+            except _AttemptFailed as exc:
+                attempt.outcome, attempt.detail = "failed", str(exc)
+                if attempt.on_gpu:
+                    self.gpu_fault = f"{attempt.provider}: {exc}"
+                log.warning("execution provider %s failed: %s", attempt.provider, exc)
+                continue
+            attempt.outcome = "active"
+            if self.on_gpu:
+                self.gpu_fault = None  # TensorRT failed but CUDA serves: the GPU is not lost (the chain says why)
+            log.info(
+                "execution provider: %s (chain: %s)",
+                self.provider,
+                ", ".join(f"{a.provider} {a.outcome}" for a in self.attempts),
+            )
+            return
+        raise ProviderError(self._refusal())
+
+    def _refusal(self) -> str:
+        tried = [a for a in self.attempts if a.on_gpu]
+        if not tried:
+            return f"REQUIRE_GPU=true but EXECUTION_PROVIDERS={','.join(self.settings.execution_providers)} names no GPU provider"
+        reasons = "; ".join(f"{a.provider} {a.outcome}: {a.detail}" for a in tried)
+        return f"REQUIRE_GPU=true but no GPU execution provider started ({reasons})"
+
+    def _start(self, attempt: ProviderAttempt) -> None:
+        """Make the session of one attempt, check the model, and warm every batch shape up."""
+        session = self._session(attempt)
+        self.session = session
+        self.active_providers = tuple(session.get_providers())
+        self.provider = self.active_providers[0]
+        meta = session.get_modelmeta()
+        self.metadata: dict[str, str] = dict(meta.custom_metadata_map or {})
+        self.input = read_input_spec(list(session.get_inputs()), self.metadata)
+        self.output_names = [o.name for o in session.get_outputs()]
+        self.name = self.metadata.get("name") or meta.graph_name or self.settings.model_path.stem
+        if self.name in ("main_graph", "torch_jit", "torch-jit-export", "graph"):
+            self.name = self.settings.model_path.stem
+        self.version = self.metadata.get("version") or str(meta.version or "") or "unknown"
+        self.class_names = self._class_names()
+        device = "cuda" if attempt.on_gpu else "cpu"
+        self._bound = _BoundRunner(session, self.input.name, self.output_names[0], device, self.settings.cuda_device_id)
+        self._warm_up(attempt)
+
+    def _session(self, attempt: ProviderAttempt) -> Any:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        # Decode threads share the cores with inference: idle ORT threads must sleep, not spin.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.log_severity_level = 3
+        path = self.settings.model_path
+        try:
+            session = ort.InferenceSession(
+                str(path),
+                sess_options=options,
+                providers=[name for name, _ in attempt.chain],
+                provider_options=[opts for _, opts in attempt.chain],
+                enable_fallback=0,  # this chain is the fallback: ORT's own retry would drop the options
+            )
+        except Exception as exc:  # ORT raises its own Fail/InvalidGraph/RuntimeError types
+            if attempt.on_gpu:
+                raise _AttemptFailed(f"session not created: {_first_line(exc)}") from None
+            raise ModelError(f"MODEL_PATH {path}: ONNX Runtime cannot load it: {exc}") from None
+        session.disable_fallback()  # and no silent move to the CPU at run time either
+        active = session.get_providers()[0]
+        if active != attempt.provider:
+            raise _AttemptFailed(f"ONNX Runtime could not load it (session came up on {active}; its log says why)")
+        return session
+
+    def _class_names(self) -> tuple[str, ...]:
+        if self.settings.labels_path is not None:
+            return read_labels(self.settings.labels_path)
+        raw = self.metadata.get("names")
+        return parse_names(raw) if raw else ()
+
+    def _warm_up(self, attempt: ProviderAttempt) -> None:
+        started = time.monotonic()
+        first_batch = self.input.batch or 1
+        outputs = self._warm_run(attempt, first_batch)
+        if not outputs:
+            raise ModelError("the model has no outputs")
+        self._read_layout(outputs[0][:1])  # the shape of one image's output, as `run` returns it
+        for batch in self.batch_shapes:
+            if batch != first_batch:
+                self._warm_run(attempt, batch)
+        self.warmed = self.batch_shapes
+        log.info(
+            "model %s %s ready on %s: input %s %s %dx%d (%s batch), output %s layout %s, %d classes; "
+            "batch sizes %s warmed in %.1f s",
+            self.name,
+            self.version,
+            self.provider,
+            self.input.name,
+            self.input.dtype,
+            self.input.width,
+            self.input.height,
+            "dynamic" if self.input.batch is None else f"fixed {self.input.batch}",
+            list(self.output_shape),
+            self.layout,
+            len(self.class_names),
+            ",".join(map(str, self.warmed)),
+            time.monotonic() - started,
+        )
+
+    def _warm_run(self, attempt: ProviderAttempt, batch: int) -> list[np.ndarray]:
+        x = np.full((batch, 3, self.input.height, self.input.width), 114 / 255, dtype=self.input.dtype)
+        try:
+            return self._run_session(x)
+        except Exception as exc:
+            if attempt.on_gpu:
+                raise _AttemptFailed(f"warm-up at batch {batch} failed: {_first_line(exc)}") from None
+            raise ModelError(
+                f"the model fails to run on {attempt.provider} at batch {batch}: {_first_line(exc)}"
+            ) from None
+
+    def _read_layout(self, first: np.ndarray) -> None:
+        end2end_meta = self.metadata.get("end2end")
+        end2end = None if end2end_meta is None else end2end_meta.strip().lower() in ("true", "1")
+        self.output_shape = tuple(first.shape)
+        num_classes = len(self.class_names) or None
+        try:
+            self.layout = postprocess.detect_layout(self.output_shape, num_classes, end2end)
+        except ModelError:
+            if num_classes is None:
+                raise
+            self.layout = postprocess.detect_layout(self.output_shape, None, end2end)
+        encoded = postprocess.classes_in(self.layout, self.output_shape)
+        if not self.class_names:
+            self.class_names = tuple(str(i) for i in range(encoded if encoded is not None else 0))
+        elif encoded is not None and encoded != len(self.class_names):
+            raise ModelError(
+                f"the model outputs {encoded} classes but {len(self.class_names)} class names were given"
+                f" ({'LABELS_PATH' if self.settings.labels_path else 'metadata names'})"
+            )
+
+    # -- serving -------------------------------------------------------------------------------------------
+    @property
+    def input_hw(self) -> tuple[int, int]:
+        return self.input.height, self.input.width
+
+    @property
+    def max_batch(self) -> int:
+        return self.input.batch if self.input.batch is not None else self.settings.effective_batch_size(self.on_gpu)
+
+    @property
+    def serving_batch(self) -> int:
+        """The largest batch the batcher forms: BATCH_SIZE (or its default for the provider), at most a fixed
+        batch, and 1 for the row layout (its [N, 6] output has no batch axis to split)."""
+        if self.layout == "rows":
+            return 1
+        return max(1, min(self.settings.effective_batch_size(self.on_gpu), self.max_batch))
+
+    @property
+    def batch_shapes(self) -> tuple[int, ...]:
+        """Every batch size the session is ever run with: a fixed batch (smaller batches are padded to it), or
+        1..serving_batch for a dynamic one."""
+        if self.input.batch is not None:
+            return (self.input.batch,)
+        return tuple(range(1, self.serving_batch + 1))
+
+    @property
+    def pci_bus_id(self) -> str | None:
+        """The PCI bus id of the CUDA device in use (NVML finds the same card by it), when the driver said."""
+        ids, index = self.gpu_presence.pci_bus_ids, self.settings.cuda_device_id
+        return ids[index] if self.on_gpu and index < len(ids) else None
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.provider in GPU_PROVIDERS
+
+    def run(self, batch: np.ndarray) -> list[np.ndarray]:
+        """Run a [B, 3, H, W] batch; a fixed-batch model gets the batch padded to its size. On a GPU provider
+        a failing run raises GpuError: the inputs are shapes that all ran at warm-up, so the GPU is at fault."""
+        n = batch.shape[0]
+        fixed = self.input.batch
+        if fixed is not None and n != fixed:
+            if n > fixed:
+                raise ValueError(f"batch of {n} for a model with fixed batch {fixed}")
+            pad = np.zeros((fixed - n, *batch.shape[1:]), dtype=batch.dtype)
+            batch = np.concatenate([batch, pad])
+        try:
+            outputs = self._run_session(batch)
+        except Exception as exc:
+            if self.on_gpu:
+                raise GpuError(f"inference failed on {self.provider}: {_first_line(exc)}") from exc
+            raise
+        if self.layout == "rows":
+            return outputs
+        return [o[:n] for o in outputs]
+
+    def _run_session(self, batch: np.ndarray) -> list[np.ndarray]:
+        if self.io_binding:
+            return self._bound.run(batch)
+        outputs: list[np.ndarray] = self.session.run(self.output_names[:1], {self.input.name: batch})
+        return outputs
+
+    def provider_options(self) -> dict[str, dict[str, str]]:
+        """The options ONNX Runtime reports for the active providers (the smoke test prints them)."""
+        return {k: dict(v) for k, v in self.session.get_provider_options().items()}
+
+    def runtime_info(self) -> dict[str, Any]:
+        return {
+            "provider": self.provider,
+            "providers": list(self.active_providers),
+            "providerChain": [a.as_dict() for a in self.attempts],
+            "model": {
+                "name": self.name,
+                "version": self.version,
+                "sha256": self.sha256,
+                "path": os.path.basename(self.settings.model_path),
+            },
+            "inputShape": [self.input.batch or -1, 3, self.input.height, self.input.width],
+            "inputType": str(self.input.dtype),
+            "outputLayout": self.layout,
+            "warmedBatchSizes": list(self.warmed),
+            "classes": list(self.class_names),
+            "onnxruntime": ort.__version__,
+        }
+
+
+def build_info() -> dict[str, Any]:
+    """This ONNX Runtime: version, the CUDA it was built with, and the providers the build has."""
+    try:
+        from onnxruntime.capi.build_and_package_info import cuda_version
+    except ImportError:
+        cuda_version = None
+    return {"onnxruntime": ort.__version__, "cudaBuild": cuda_version, "available": ort.get_available_providers()}
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]
