@@ -418,10 +418,10 @@ def micro_costs(model: Any, frames: list[bytes]) -> dict[str, float]:
         t = time.perf_counter()
         hashlib.sha256(data).hexdigest()
         steps["sha256"].append(time.perf_counter() - t)
-        out = model.run(tensor)[0]
-        one = out if model.layout == "rows" else out[0]
+        outs = model.run(tensor)
+        one = outs if model.layout == "rows" else [o[0] for o in outs]
         t = time.perf_counter()
-        postprocess.decode(model.layout, one, box, options, model.class_names)
+        model.decoder.decode(one, box, options)
         steps["postprocess"].append(time.perf_counter() - t)
         for i in range(20):  # cheap steps: more samples
             t = time.perf_counter()

@@ -91,17 +91,18 @@ class FramePreparer:
         try:
             data = job.data if job.data is not None else self._read_share_frame(job)
             t1 = time.monotonic()
-            target = self.model.input_hw if s.jpeg_reduced_decode else None
             header = decoding.check_header(
                 data, s.max_image_pixels, max_scans=s.jpeg_max_scans, max_decode_bytes=s.max_decode_bytes
             )
+            transform = self.model.transform
+            scale = transform.scale(*header.display_size) if s.jpeg_reduced_decode else None
             frame = self.decode_guard.run(
                 header.decode_bytes,
-                lambda: decoding.decode_checked(data, header, target),
+                lambda: decoding.decode_checked(data, header, scale),
                 None if job.data is not None else lambda: not self.stopping.is_set(),  # /predict: 503, never a wait
             )
             image = frame.image
-            tensor, box = prepare_frame(image, (frame.width, frame.height), self.model.input_hw, self.model.input.dtype)
+            tensor, box = prepare_frame(image, (frame.width, frame.height), transform)
             t2 = time.monotonic()
         except FrameError as exc:
             timings["decode"] = (time.monotonic() - t0) * 1000
