@@ -97,7 +97,8 @@ def read_head(meta: ModelMeta, shapes: list[Shape], names: int | None, *, labels
         return _segment(meta, shapes, names, labels_file)
     if len(shapes) != 1:
         listed = ", ".join(str(list(s)) for s in shapes)
-        raise ModelError(f"a {task} model has one output; this one has {len(shapes)} ({listed})")
+        article = "an" if task == "obb" else "a"
+        raise ModelError(f"{article} {task} model has one output; this one has {len(shapes)} ({listed})")
     extras = 0
     kpt_shape = None
     if task == "pose":
@@ -159,14 +160,15 @@ def _detection_layout(
             )
         return "end2end", names
     if names is not None:
-        if a == 4 + names + extras and b != 5 + names + extras:
+        fits_v8, fits_v5 = a == 4 + names + extras, b == 5 + names + extras
+        if fits_v8 and fits_v5:  # both read it: Ultralytics 8+ (which writes `task`) exports [B, 4+C+E, N]
+            return ("yolov8" if meta.task is not None or a < b else "yolov5"), names
+        if fits_v8:
             return "yolov8", names
-        if b == 5 + names + extras:
+        if fits_v5:
             return "yolov5", names
         if b == 6 + extras and meta.nms_in_graph is None and task == "detect":
             return "end2end", names
-        if a == 4 + names + extras:
-            return "yolov8", names
         layout: Layout = "yolov8" if a < b else "yolov5"
         encoded = a - 4 - extras if layout == "yolov8" else b - 5 - extras
         if encoded > 0:
