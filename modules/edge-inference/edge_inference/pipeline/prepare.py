@@ -9,7 +9,8 @@ Per-frame errors stay per-frame by construction: each start of a share frame is 
 frame that keeps dying is set aside), the header is checked before a pixel is decoded (vision/decode.py), the
 decode runs under its time and memory budget (vision/decode_guard.py), and any other surprise of a library on
 these bytes fails this frame (`prepare_failed`), never the decode worker.
-`PrepareWorker` is one decode thread (`decode-<i>`); DECODE_WORKERS of them run.
+`PrepareWorker` is one decode thread (`decode-<i>`); DECODE_WORKERS of them run (one per usable CPU when 0), as many
+at a time as pipeline/decode_pool.py allows.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from edge_inference.entities import FrameJob, PreparedFrame
 from edge_inference.errors import FrameError, UnavailableError
 from edge_inference.names import shown
 from edge_inference.ops.live_settings import LiveSettings
-from edge_inference.pipeline.envelopes import Failed, StageQueues, put_until_stopped, take
+from edge_inference.pipeline.decode_pool import DecodeSlots
+from edge_inference.pipeline.envelopes import WAIT_S, Failed, StageQueues, put_until_stopped, take
 from edge_inference.pipeline.quarantine import FrameAttempts
 from edge_inference.settings import Settings
 from edge_inference.share import share_fs
@@ -141,11 +143,17 @@ class PrepareWorker(Worker):
     """One decode thread: takes jobs from the frames queue, puts prepared frames (or failures) on."""
 
     def __init__(
-        self, index: int, preparer: FramePreparer, queues: StageQueues, supervisor: Supervisor | None = None
+        self,
+        index: int,
+        preparer: FramePreparer,
+        queues: StageQueues,
+        slots: DecodeSlots,
+        supervisor: Supervisor | None = None,
     ) -> None:
         super().__init__(f"decode-{index}", supervisor, daemon=True)
         self.preparer = preparer
         self.queues = queues
+        self.slots = slots
 
     def setup(self) -> bool:
         if not self.preparer.model.on_gpu:
@@ -158,6 +166,15 @@ class PrepareWorker(Worker):
 
     def run(self) -> None:
         while not self.stopping:
-            job = take(self.queues.frames)
-            if job is not None:
-                put_until_stopped(self.queues.prepared, self.preparer.prepare(job), lambda: self.stopping)
+            if not self.slots.acquire(WAIT_S):
+                continue
+            try:
+                job = take(self.queues.frames)
+                item = None if job is None else self.preparer.prepare(job)
+            finally:
+                self.slots.release()
+            if item is None:
+                continue
+            if isinstance(item, PreparedFrame):
+                self.slots.observe(item.timings_ms["decode"])
+            put_until_stopped(self.queues.prepared, item, lambda: self.stopping)
