@@ -70,3 +70,14 @@ def test_only_limit_workers_decode_at_once_and_a_raised_limit_lets_the_others_in
     for t in threads:
         t.join()
     assert len(set(inside)) == 3
+
+
+@pytest.mark.parametrize(
+    ("on_cpu", "model_ms", "yields"),
+    [(True, 65.0, True), (True, 6.0, False), (False, 65.0, False)],  # only a slower model on the CPU
+)
+def test_decoding_yields_to_a_slower_model_on_the_cpu_only(on_cpu: bool, model_ms: float, yields: bool) -> None:
+    pool = DecodeSlots(2, adaptive=True, model_cost_ms=lambda: model_ms, initial=1, model_on_cpu=on_cpu)
+    for _ in range(RESIZE_EVERY):
+        pool.observe(8.0)
+    assert pool.yield_to_model is yields

@@ -10,6 +10,12 @@ worker - measured from the frames and the model actually running, not assumed fr
 With DECODE_WORKERS=0 one worker thread starts per usable CPU and `DecodeSlots` lets `limit` of them work at a
 time, re-sized every few frames from the smoothed D (the workers' own measure) and M (`OnnxModel.frame_cost_ms`).
 A set DECODE_WORKERS is a fixed pool: every worker works.
+
+On the CPU provider, once the model is found to be the slower stage (M >= D), the decode workers lower their own
+priority (`yield_to_model`): a decode thread that preempts one of ONNX Runtime's intra-op threads stalls the whole
+operator (the others wait at its barrier). While decoding is the slower stage they keep the normal priority, so
+that other processes on the host (other modules) do not take the cores the frames wait for. Lowering a priority
+needs no privilege, raising it back does: it stays lowered.
 """
 
 from __future__ import annotations
@@ -29,13 +35,21 @@ class DecodeSlots:
     """A resizable limit on concurrent decodes; `workers` threads share `limit` slots."""
 
     def __init__(
-        self, workers: int, *, adaptive: bool, model_cost_ms: Callable[[], float | None], initial: int
+        self,
+        workers: int,
+        *,
+        adaptive: bool,
+        model_cost_ms: Callable[[], float | None],
+        initial: int,
+        model_on_cpu: bool = False,
     ) -> None:
         self.workers = workers
         self.adaptive = adaptive
         self.model_cost_ms = model_cost_ms
+        self.model_on_cpu = model_on_cpu
         self.limit = workers if not adaptive else max(1, min(workers, initial))
         self.decode_ms: float | None = None
+        self.yield_to_model = False  # the model is the slower stage on the CPU: decode at a lower priority
         self._busy = 0
         self._seen = 0
         self._cond = threading.Condition()
@@ -55,15 +69,19 @@ class DecodeSlots:
 
     def observe(self, decode_ms: float) -> None:
         """One frame decoded (and letterboxed) in `decode_ms` by one worker."""
-        if not self.adaptive:
-            return
         with self._cond:
             last = self.decode_ms
             self.decode_ms = decode_ms if last is None else (1 - SMOOTHING) * last + SMOOTHING * decode_ms
             self._seen += 1
             if self._seen % RESIZE_EVERY:
                 return
-            wanted = self.wanted(self.decode_ms, self.model_cost_ms())
+            model_ms = self.model_cost_ms()
+            if self.model_on_cpu and model_ms is not None and model_ms >= self.decode_ms and not self.yield_to_model:
+                log.info("decode pool: the model is the slower stage on the CPU: decoding at a lower priority")
+                self.yield_to_model = True
+            if not self.adaptive:
+                return
+            wanted = self.wanted(self.decode_ms, model_ms)
             if wanted != self.limit:
                 log.info(
                     "decode pool: %d of %d workers (decode %.1f ms per frame, model %.1f ms per frame)",

@@ -40,7 +40,7 @@ from edge_inference.workers import Supervisor, Worker
 
 log = logging.getLogger(__name__)
 
-DECODE_NICE_ON_CPU = 5  # decode threads' niceness when inference runs on the CPU (see PrepareWorker.setup)
+DECODE_NICE_ON_CPU = 5  # decode threads' niceness once the model on the CPU is the slower stage (decode_pool.py)
 
 
 class FramePreparer:
@@ -154,15 +154,14 @@ class PrepareWorker(Worker):
         self.preparer = preparer
         self.queues = queues
         self.slots = slots
+        self._yielding = False
 
-    def setup(self) -> bool:
-        if not self.preparer.model.on_gpu:
-            # On the CPU provider the model is the bottleneck and shares the cores with decoding; a decode thread
-            # that preempts one of ONNX Runtime's intra-op threads stalls the whole operator (the others wait at
-            # its barrier). A lower priority lets decoding fill the gaps instead of causing them.
-            with contextlib.suppress(OSError, AttributeError):
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), DECODE_NICE_ON_CPU)
-        return True
+    def _yield_to_model(self) -> None:
+        """Decode at a lower priority from now on (pipeline/decode_pool.py says when: the model on the CPU is the
+        slower stage, and a decode thread preempting one of its intra-op threads stalls the whole operator)."""
+        self._yielding = True
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), DECODE_NICE_ON_CPU)
 
     def run(self) -> None:
         while not self.stopping:
@@ -177,4 +176,6 @@ class PrepareWorker(Worker):
                 continue
             if isinstance(item, PreparedFrame):
                 self.slots.observe(item.timings_ms["decode"])
+                if self.slots.yield_to_model and not self._yielding:
+                    self._yield_to_model()
             put_until_stopped(self.queues.prepared, item, lambda: self.stopping)

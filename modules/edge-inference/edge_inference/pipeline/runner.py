@@ -118,6 +118,7 @@ class Pipeline:
             adaptive=settings.decode_workers == 0,
             model_cost_ms=lambda: model.frame_cost_ms,
             initial=workers if model.on_gpu else 1,
+            model_on_cpu=not model.on_gpu,
         )
         self.stages: list[Worker] = [
             PrepareWorker(i, self.preparer, self.queues, self.decode_slots, supervisor) for i in range(workers)
