@@ -295,12 +295,7 @@ class OnnxModel:
             logits = not looks_like_probabilities(rows)
         self.decoder = Decoder(self.head, self.class_names, self.input_hw, logits=logits)
         rect = self.input.dynamic_size and self.provider != TENSORRT  # TensorRT's profile fixes the size
-        self.transform = InputTransform(
-            "classify" if self.head.task == "classify" else "letterbox",
-            self.input_hw,
-            self.input.dtype,
-            (self.meta.stride or 32) if rect else None,
-        )
+        self.transform = InputTransform.for_task(self.head.task, self.input, (self.meta.stride or 32) if rect else None)
 
     # -- serving -------------------------------------------------------------------------------------------
     @property

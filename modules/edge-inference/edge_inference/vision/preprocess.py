@@ -18,6 +18,7 @@ import numpy as np
 
 from edge_inference.entities import Letterbox
 from edge_inference.vision.classify import classify_transform
+from edge_inference.vision.model_spec import InputSpec
 
 PAD_VALUE = 114
 _FLOAT32: np.dtype[Any] = np.dtype(np.float32)
@@ -32,6 +33,11 @@ class InputTransform:
     input_hw: tuple[int, int]
     dtype: np.dtype[Any] = _FLOAT32
     stride: int | None = None
+
+    @classmethod
+    def for_task(cls, task: str, spec: InputSpec, stride: int | None) -> InputTransform:
+        """The transform Ultralytics' predictor uses for a model of this task and input."""
+        return cls("classify" if task == "classify" else "letterbox", (spec.height, spec.width), spec.dtype, stride)
 
     def scale(self, width: int, height: int) -> float:
         """Model pixels per original pixel along the axis that decides the size (for reduced JPEG decoding: the
