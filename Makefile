@@ -54,14 +54,14 @@ lock: $(STAMP) ## re-resolve the requirements*.txt pins into the hash-locked *.l
 	$(UV_COMPILE) requirements-dev.txt -c $(MODULE_DIR)/requirements.lock -o $(DEV_LOCK)
 
 # Debian packages the tests need; add one as `command package` (a packager for each missing command).
-APT_PACKAGES := mosquitto:mosquitto smbd:samba smbnetfs:smbnetfs
+APT_PACKAGES := mosquitto:mosquitto smbd:samba smbnetfs:smbnetfs chromium:chromium
 SUDO := $(shell test "$$(id -u)" = 0 || echo sudo)
 
-apt-deps: ## install the Debian packages the tests need (mosquitto broker, Samba + smbnetfs SMB rig) when missing
+apt-deps: ## install the Debian packages the tests need (mosquitto broker, Samba + smbnetfs SMB rig, Chromium for the page test) when missing
 	@missing=""; for entry in $(APT_PACKAGES); do \
 	  command -v "$${entry%%:*}" >/dev/null 2>&1 || missing="$$missing $${entry#*:}"; done; \
 	if [ -n "$$missing" ]; then \
-	  echo "make apt-deps: installing Debian packages:$$missing (for the tests: MQTT broker of the IoT Edge rig, smbd and a FUSE SMB client for the SMB rig)"; \
+	  echo "make apt-deps: installing Debian packages:$$missing (for the tests: MQTT broker of the IoT Edge rig, smbd and a FUSE SMB client for the SMB rig, Chromium for the live page)"; \
 	  if [ -n "$(SUDO)" ] && ! command -v sudo >/dev/null 2>&1; then \
 	    echo "make apt-deps: not root and no sudo: run as root: apt-get install$$missing" >&2; exit 1; fi; \
 	  [ -z "$(SUDO)" ] || echo "  (not root: using sudo; it may ask for your password)"; \

@@ -3,7 +3,7 @@
 Build order (each part gets what it needs in its constructor):
     settings -> metrics, supervisor, live settings -> telemetry sink (the durable outbox in IoT Edge, local mode's
     sink otherwise) -> alarm registry -> telemetry publisher -> model (checked, warmed) -> state (ledger, claims,
-    result writer) -> pipeline -> watcher -> commands -> HTTP and metrics servers -> IoT client -> monitors
+    result writer) -> pipeline -> watcher -> commands -> HTTP (REST API, live page) and metrics servers -> IoT client -> monitors
 Start order: HTTP and metrics servers -> IoT client (the twin applied before the first frame) -> pipeline ->
 watcher -> monitors. Stop order is the reverse, within SHUTDOWN_TIMEOUT_SECONDS: the monitors and the watcher
 stop, the pipeline drains what it took, HTTP closes, telemetry flushes, the IoT client drains the outbox and
@@ -26,8 +26,10 @@ from types import FrameType
 from edge_inference import __version__
 from edge_inference.control.commands import ModuleCommands
 from edge_inference.control.http_api import HttpServer, build_http_server
+from edge_inference.control.http_auth import ApiKey
 from edge_inference.control.http_server import ConnectionLimits
 from edge_inference.control.metrics_server import MetricsServer
+from edge_inference.control.page_api import PageSources
 from edge_inference.errors import EdgeInferenceError, GpuError, ModelError, ProviderError, SettingsError
 from edge_inference.frame_memory import keep_frame_buffers
 from edge_inference.iot.client import IoTEdgeClient
@@ -115,12 +117,26 @@ class Module:
         self.commands = ModuleCommands(
             s, self.model, self.live, self.pipeline, self.watcher, self.alarms, self.supervisor
         )
+        page = PageSources(
+            self.commands.status,
+            self.commands.runtime_info,
+            self.alarms.active,
+            self.pipeline.recent,
+            self.outbox.depth if self.outbox is not None else lambda: None,
+            str(s.input_dir),
+            str(s.output_dir),
+        )
         self.http: HttpServer | None = (
-            build_http_server(self.commands, self.metrics, s, self.supervisor) if s.http_port else None
+            build_http_server(self.commands, self.metrics, s, self.supervisor, page) if s.http_port else None
         )
         self.metrics_server = (
             MetricsServer(
-                self.metrics.registry, s.metrics_port, s.http_host, ConnectionLimits.from_settings(s), self.supervisor
+                self.metrics.registry,
+                s.metrics_port,
+                s.http_host,
+                ConnectionLimits.from_settings(s),
+                self.supervisor,
+                key=ApiKey(s.metrics_api_key, "METRICS_API_KEY"),
             )
             if s.metrics_port
             else None

@@ -27,25 +27,24 @@ a pool of HTTP_MAX_CONCURRENCY threads, so the event loop, and with it /health a
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from email.message import Message
-from http.client import responses
 from typing import Any
 
 from tornado import httputil
 from tornado.ioloop import IOLoop
-from tornado.web import Application, HTTPError, RequestHandler, stream_request_body
+from tornado.web import Application
 
+from edge_inference.control.http_auth import ApiKey, tls_context
+from edge_inference.control.http_base import ENDPOINTS, Api, ApiHandler
 from edge_inference.control.http_server import ConnectionLimits, HardenedHttpServer
+from edge_inference.control.page_api import PageApp, PageSources
 from edge_inference.control.protocols import Predictor
 from edge_inference.entities import FrameResult
-from edge_inference.errors import FrameError, UnavailableError
+from edge_inference.errors import FrameError, SettingsError, UnavailableError
 from edge_inference.ops.metrics import MetricsRegistry
 from edge_inference.settings import Settings
 from edge_inference.workers import Supervisor
@@ -71,8 +70,6 @@ MAX_FORM_PARTS = 32
 PREDICT_TIMEOUT_SECONDS = 30.0
 OVERLOAD_RETRY_AFTER_SECONDS = 1
 
-_ENDPOINTS = ("/predict", "/health", "/ready")
-
 # FrameError codes that are not the client's "bad image" (400).
 _FRAME_ERROR_STATUS = {
     FrameError.TOO_LARGE: 413,
@@ -86,7 +83,6 @@ _FRAME_ERROR_STATUS = {
     FrameError.PREPARE_FAILED: 500,
     FrameError.POSTPROCESS_FAILED: 500,
 }
-_HTTP_ERROR_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
 
 
 def max_body_bytes(settings: Settings) -> int:
@@ -94,89 +90,13 @@ def max_body_bytes(settings: Settings) -> int:
     return max(1, int(settings.http_max_body_mb * 1024 * 1024))
 
 
-def endpoint_label(path: str) -> str:
-    """The `endpoint` metric label: a known route, else `other` (keeps the label set bounded)."""
-    return path if path in _ENDPOINTS else "other"
-
-
 def frame_error_status(code: str) -> int:
     return _FRAME_ERROR_STATUS.get(code, 400)
 
 
-@dataclass
-class _Api:
-    """What every handler of one app shares."""
+class _Health(ApiHandler):
+    protected = False  # the container's health check
 
-    predictor: Predictor
-    metrics: MetricsRegistry
-    settings: Settings
-    limit: int
-    predict_timeout: float
-    slots: threading.BoundedSemaphore
-    pool: ThreadPoolExecutor
-    in_flight: int = 0
-
-
-@stream_request_body  # every handler sees the headers before the body: nothing is buffered unasked
-class _ApiHandler(RequestHandler):
-    def initialize(self, api: _Api) -> None:
-        self.api = api
-        self.started = time.perf_counter()
-        self.error_code: str | None = None
-
-    def data_received(self, chunk: bytes) -> None:
-        """Bodies sent to the GET endpoints are read and dropped, never kept."""
-
-    def set_default_headers(self) -> None:
-        self.clear_header("Server")
-
-    def json(self, status: int, body: Any, retry_after: float | None = None) -> None:
-        self.set_status(status)
-        self.set_header("Content-Type", "application/json")
-        if retry_after is not None:
-            self.set_header("Retry-After", str(max(1, math.ceil(retry_after))))
-        self._count(status)  # counted before the client can see the answer
-        self.finish(json.dumps(body, separators=(",", ":")))
-
-    def error(self, status: int, code: str, message: str, retry_after: float | None = None) -> None:
-        self.error_code = code
-        self.json(status, {"error": {"code": code, "message": message}}, retry_after)
-
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        """Tornado's own refusals (404, 405) and anything a handler raised, as the API's JSON error."""
-        exc = kwargs.get("exc_info", (None, None, None))[1]
-        if status_code == 405:
-            allowed = [m for m in ("GET", "POST") if type(self).__dict__.get(m.lower())]
-            self.set_header("Allow", ", ".join(allowed))
-        if isinstance(exc, HTTPError) or exc is None:
-            code = _HTTP_ERROR_CODES.get(status_code, "bad_request" if status_code < 500 else "internal_error")
-            message = (exc.log_message if isinstance(exc, HTTPError) else None) or responses.get(status_code, "error")
-            self.error(status_code, code, message)
-            return
-        log.error("%s %s failed", self.request.method, self.request.path, exc_info=exc)
-        self.error(500, "internal_error", "internal error (logged by the module)")
-
-    def _count(self, status: int) -> None:
-        endpoint = endpoint_label(self.request.path)
-        elapsed = time.perf_counter() - self.started
-        self.api.metrics.http_requests.labels(endpoint=endpoint, status=str(status)).inc()
-        self.api.metrics.http_seconds.labels(endpoint=endpoint).observe(elapsed)
-        level = logging.WARNING if status >= 400 else logging.DEBUG
-        if log.isEnabledFor(level):
-            log.log(
-                level,
-                "%s %s %s -> %d %s (%s bytes in, %.1f ms)",
-                self.request.remote_ip,
-                self.request.method,
-                endpoint,
-                status,
-                self.error_code or "",
-                self.request.headers.get("Content-Length", "?"),
-                elapsed * 1000.0,
-            )
-
-
-class _Health(_ApiHandler):
     def get(self) -> None:
         try:
             provider = self.api.predictor.active_provider()
@@ -186,7 +106,9 @@ class _Health(_ApiHandler):
         self.json(200, {"status": "healthy", "gpu": provider})
 
 
-class _Ready(_ApiHandler):
+class _Ready(ApiHandler):
+    protected = False
+
     def get(self) -> None:
         is_ready, reason = self.api.predictor.readiness()
         if is_ready:
@@ -196,12 +118,14 @@ class _Ready(_ApiHandler):
             self.json(503, {"ready": False, "reason": reason}, retry_after=5)
 
 
-class _NotFound(_ApiHandler):
+class _NotFound(ApiHandler):
+    protected = False
+
     def prepare(self) -> None:
-        self.error(404, "not_found", f"no such endpoint (there are: {', '.join(_ENDPOINTS)})")
+        self.error(404, "not_found", f"no such endpoint (there are: {', '.join(ENDPOINTS)})")
 
 
-class _Predict(_ApiHandler):
+class _Predict(ApiHandler):
     """/predict: checks on the headers, a slot, then the body into memory, then the pipeline on the pool."""
 
     def prepare(self) -> None:
@@ -209,8 +133,8 @@ class _Predict(_ApiHandler):
         self.slot = False
         self.posting = False
         self.confidence: float | None = None
-        if self.request.method != "POST":
-            return  # Tornado answers 405
+        if self.request.method != "POST" or not self.authorized():
+            return  # Tornado answers 405; or the 401 is sent
         api = self.api
         text = self.get_query_argument("confidence", None)
         if text is not None:
@@ -347,9 +271,11 @@ def create_http_app(
     settings: Settings,
     *,
     predict_timeout: float = PREDICT_TIMEOUT_SECONDS,
-) -> tuple[Application, _Api]:
-    """The Tornado app of the REST API and its shared state. Nothing is served until an `HttpServer` runs it."""
-    api = _Api(
+    page: PageApp | None = None,
+) -> tuple[Application, Api]:
+    """The Tornado app of the REST API (and the live page, when given) and its shared state. Nothing is served
+    until an `HttpServer` runs it."""
+    api = Api(
         predictor,
         metrics,
         settings,
@@ -357,8 +283,11 @@ def create_http_app(
         predict_timeout,
         threading.BoundedSemaphore(settings.http_max_concurrency),
         ThreadPoolExecutor(settings.http_max_concurrency, thread_name_prefix="http-predict"),
+        ApiKey(settings.http_api_key, "HTTP_API_KEY"),
     )
     handlers: list[Any] = [(path, handler, {"api": api}) for path, handler in _ROUTES.items()]
+    if page is not None:
+        handlers += page.routes(api)
     app = Application(
         handlers,
         default_handler_class=_NotFound,
@@ -368,16 +297,28 @@ def create_http_app(
     return app, api
 
 
-_ROUTES: dict[str, type[_ApiHandler]] = {"/predict": _Predict, "/health": _Health, "/ready": _Ready}
+_ROUTES: dict[str, type[ApiHandler]] = {"/predict": _Predict, "/health": _Health, "/ready": _Ready}
 
 
 class HttpServer(HardenedHttpServer):
-    """The REST API as the module runs it: the app, its prediction pool, and the hardened server (`http-api`)."""
+    """The REST API (and the live page, given its sources) as the module runs it: the app, its pools, and the
+    hardened server (`http-api`), over HTTPS when HTTP_TLS_CERT / HTTP_TLS_KEY are set."""
 
     def __init__(
-        self, predictor: Predictor, metrics: MetricsRegistry, settings: Settings, supervisor: Supervisor | None = None
+        self,
+        predictor: Predictor,
+        metrics: MetricsRegistry,
+        settings: Settings,
+        supervisor: Supervisor | None = None,
+        page: PageSources | None = None,
     ) -> None:
-        app, self.api = create_http_app(predictor, metrics, settings)
+        try:
+            tls = tls_context(settings.http_tls_cert, settings.http_tls_key)
+        except ValueError as exc:
+            raise SettingsError([str(exc)]) from None
+        self.page = PageApp(page) if page is not None else None
+        app, self.api = create_http_app(predictor, metrics, settings, page=self.page)
+        self.scheme = "https" if tls is not None else "http"
         try:
             super().__init__(
                 app,
@@ -387,23 +328,38 @@ class HttpServer(HardenedHttpServer):
                 name="http-api",
                 busy=lambda: self.api.in_flight > 0,
                 supervisor=supervisor,
+                ssl_context=tls,
             )
         except BaseException:
-            self.api.pool.shutdown(wait=False)
+            self._close_pools()
             raise
+        if not self.api.key.required:
+            log.warning(
+                "HTTP_API_KEY is not set: /predict and the live page are open to anyone who reaches port %d",
+                settings.http_port,
+            )
 
     def start(self) -> None:
         super().start()
-        log.info("REST API listening on %s:%d", self.host, self.port)
+        log.info("REST API%s on %s://%s:%d", " and live page" if self.page else "", self.scheme, self.host, self.port)
 
     def stop(self, timeout: float = 5.0) -> bool:
         stopped = super().stop(timeout)
-        self.api.pool.shutdown(wait=False, cancel_futures=True)
+        self._close_pools()
         return stopped
+
+    def _close_pools(self) -> None:
+        self.api.pool.shutdown(wait=False, cancel_futures=True)
+        if self.page is not None:
+            self.page.close()
 
 
 def build_http_server(
-    predictor: Predictor, metrics: MetricsRegistry, settings: Settings, supervisor: Supervisor | None = None
+    predictor: Predictor,
+    metrics: MetricsRegistry,
+    settings: Settings,
+    supervisor: Supervisor | None = None,
+    page: PageSources | None = None,
 ) -> HttpServer:
     """The REST API as the module runs it, on HTTP_HOST:HTTP_PORT, sized by the settings. Not started."""
-    return HttpServer(predictor, metrics, settings, supervisor)
+    return HttpServer(predictor, metrics, settings, supervisor, page)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 import threading
 import time
 from collections import Counter
@@ -109,7 +110,7 @@ class _GuardedHTTPServer(HTTPServer):
 
 class HardenedHttpServer(Worker):
     """A Tornado `Application` served on its own worker thread (`name`) with `ConnectionLimits`; `port` 0 binds
-    any free port.
+    any free port; HTTPS with `ssl_context`.
 
     The sockets are bound in the constructor (a port in use fails there, not in the thread). `stop(timeout)`
     stops accepting, lets requests in flight (`busy()`) finish within `timeout`, then closes every connection.
@@ -126,8 +127,10 @@ class HardenedHttpServer(Worker):
         name: str = "http",
         busy: Callable[[], bool] = lambda: False,
         supervisor: Supervisor | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         super().__init__(name, supervisor, daemon=True)
+        self.ssl_context = ssl_context  # HTTPS when given (control/http_auth.py tls_context)
         self.app = app
         self.limits = limits
         self._busy = busy
@@ -168,6 +171,7 @@ class HardenedHttpServer(Worker):
                 body_timeout=self.limits.body_timeout,
                 max_header_size=self.limits.max_header_bytes,
                 max_body_size=_UNLIMITED_BODY,
+                ssl_options=self.ssl_context,
                 limits=self.limits,
                 name=self.name,
             )

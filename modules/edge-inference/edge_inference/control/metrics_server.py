@@ -5,12 +5,14 @@ the collector module scrapes `http://edge-inference:9600/metrics`. It is served 
 never wait behind /predict requests, by the same hardened server as the REST API (http_server.py: deadlines for
 a request head and body, a cap on connections per client address); the exposition itself is the official client
 library's (`generate_latest`), made on a pool of SCRAPE_THREADS threads so a slow collector never stalls the
-event loop. Any path answers with the metrics, gzip-compressed when the scraper asks for it.
+event loop. Any path answers with the metrics, gzip-compressed when the scraper asks for it. With METRICS_API_KEY
+set, a scrape must present it (Bearer, or Basic with the key as password; control/http_auth.py): 401 otherwise.
 """
 
 from __future__ import annotations
 
 import gzip
+import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
@@ -18,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from tornado.ioloop import IOLoop
 from tornado.web import Application, RequestHandler, stream_request_body
 
+from edge_inference.control.http_auth import CHALLENGES, ApiKey
 from edge_inference.control.http_server import ConnectionLimits, HardenedHttpServer
 from edge_inference.workers import Supervisor
 
@@ -30,9 +33,21 @@ SCRAPE_THREADS = 2
 class _Scrape(RequestHandler):
     SUPPORTED_METHODS = ("GET", "HEAD")
 
-    def initialize(self, registry: CollectorRegistry, pool: ThreadPoolExecutor) -> None:
+    def initialize(self, registry: CollectorRegistry, pool: ThreadPoolExecutor, key: ApiKey) -> None:
         self.registry = registry
         self.pool = pool
+        self.key = key
+
+    def prepare(self) -> None:
+        authorization = self.request.headers.get("Authorization")
+        if self.key.allows(authorization):
+            return
+        code, message = self.key.refusal(sent=authorization is not None)
+        for challenge in CHALLENGES:
+            self.add_header("WWW-Authenticate", challenge)
+        self.set_status(401)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"error": {"code": code, "message": message}}))
 
     def data_received(self, chunk: bytes) -> None:
         """Dropped."""
@@ -64,8 +79,11 @@ class MetricsServer:
         addr: str = "0.0.0.0",
         limits: ConnectionLimits | None = None,
         supervisor: Supervisor | None = None,
+        *,
+        key: ApiKey | None = None,
     ) -> None:
         self.supervisor = supervisor
+        self.key = key or ApiKey("", "METRICS_API_KEY")
         self.registry = registry
         self.addr = addr
         self.requested_port = port
@@ -84,7 +102,8 @@ class MetricsServer:
             raise RuntimeError("MetricsServer can be started once")
         self._pool = ThreadPoolExecutor(SCRAPE_THREADS, thread_name_prefix="metrics-scrape")
         app = Application(
-            [(r"/(.*)", _Scrape, {"registry": self.registry, "pool": self._pool})], log_function=lambda _handler: None
+            [(r"/(.*)", _Scrape, {"registry": self.registry, "pool": self._pool, "key": self.key})],
+            log_function=lambda _handler: None,
         )
         try:
             self._server = HardenedHttpServer(

@@ -26,6 +26,7 @@ from edge_inference.errors import FrameError, OutputFullError
 from edge_inference.names import shown
 from edge_inference.ops.health import FailureRunMonitor
 from edge_inference.ops.metrics import MetricsRegistry
+from edge_inference.ops.recent_frames import RecentFrames
 from edge_inference.pipeline.envelopes import Failed, Finished
 from edge_inference.pipeline.gate import INPUT_UNAVAILABLE, OUTPUT_ERROR, OUTPUT_FULL, IntakeGate
 from edge_inference.pipeline.outcomes import FrameCounters, ResultMaker
@@ -65,6 +66,8 @@ class Finisher:
         attempts: FrameAttempts,
         arrivals: ArrivingFrames,
         metrics: MetricsRegistry,
+        *,
+        recent: RecentFrames | None = None,
     ) -> None:
         self.writer = writer
         self.ledger = ledger
@@ -78,6 +81,7 @@ class Finisher:
         self.attempts = attempts
         self.arrivals = arrivals
         self.metrics = metrics
+        self.recent = recent  # the live page's ring: told of every finished frame, with its decoded image
 
     def finish(self, group: list[Finished]) -> None:
         """Write a group of results with one durable flush, then telemetry (one outbox transaction), ledger,
@@ -129,6 +133,9 @@ class Finisher:
             self.counters.observe(f.result)
             self.counters.count(f.result)
             self.failures.record(f.result.ok)
+            if self.recent is not None:
+                image = f.item.image if isinstance(f.item, PreparedFrame) else None
+                self.recent.add(f.result, image, f.job.mtime_ns / 1e9)
         log.debug("wrote %d results in %.1f ms", len(group), (time.monotonic() - t0) * 1000)
 
     def _write_outputs(self, group: list[Finished]) -> None:
@@ -179,6 +186,8 @@ class Finisher:
             return
         self.ledger.record(job.frame_id, job.rel_path, job.size, job.mtime_ns, "failed")
         self.counters.count(result)
+        if self.recent is not None:
+            self.recent.add(result, None, job.mtime_ns / 1e9)
 
     def hold_for_writer(self, job: FrameJob, error: FrameError) -> bool:
         """A share frame that decoded as truncated or empty while its writer may still be at it waits for it

@@ -125,7 +125,9 @@ class FramePreparer:
             return Failed(job, FrameError(FrameError.PREPARE_FAILED, message[:500]), timings)
         timings["read"] = (t1 - t0) * 1000
         timings["decode"] = (t2 - t1) * 1000
-        keep = self.live.current().save_annotated if keep_image is None else keep_image
+        if keep_image is None:  # annotated/ and the live page's ring (ops/recent_frames.py) draw from it
+            keep_image = self.live.current().save_annotated or s.ui_recent_frames > 0
+        keep = keep_image
         return PreparedFrame(job, tensor, box, hashlib.sha256(data).hexdigest(), timings, image if keep else None)
 
     def _read_share_frame(self, job: FrameJob) -> bytes:

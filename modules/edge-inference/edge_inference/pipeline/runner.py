@@ -31,6 +31,7 @@ from edge_inference.ops.alarms import AlarmRegistry
 from edge_inference.ops.health import FailureRunMonitor
 from edge_inference.ops.live_settings import LiveSettings
 from edge_inference.ops.metrics import MetricsRegistry
+from edge_inference.ops.recent_frames import RecentFrames
 from edge_inference.pipeline.batcher import Batcher
 from edge_inference.pipeline.decode_pool import DecodeSlots
 from edge_inference.pipeline.dispatch import Dispatcher
@@ -89,6 +90,7 @@ class Pipeline:
         self.results = ResultMaker(model, live, ledger.generations())
         self.counters = FrameCounters(metrics)
         self.failures = FailureRunMonitor(REPEATED_FAILURES_AFTER, alarms)
+        self.recent = RecentFrames(settings.ui_recent_frames)  # what the live page shows (control/page_api.py)
         self.attempts = FrameAttempts(ledger, settings.max_frame_attempts)
         settle, trust_mtime = settle_window(settings.input_dir, settings.settle_seconds)
         self.arrivals = ArrivingFrames(
@@ -107,6 +109,7 @@ class Pipeline:
             self.attempts,
             self.arrivals,
             metrics,
+            recent=self.recent,
         )
         self.intake = Intake(claims, ledger, self.gate, self.guard, self.queues, self.finisher, self.arrivals, metrics)
         self.preparer = FramePreparer(settings, model, live, self.guard, self.attempts, self._stopping)

@@ -140,6 +140,11 @@ def read_settings(env: Mapping[str, str] | None = None) -> Settings:
     http_port, metrics_port = values.get("http_port", 5000), values.get("metrics_port", 9600)
     if http_port and http_port == metrics_port:
         problems.append(f"HTTP_PORT and METRICS_PORT are both {http_port}: they must differ")
+    if ("http_tls_cert" in values) != ("http_tls_key" in values):
+        problems.append("HTTP_TLS_CERT and HTTP_TLS_KEY go together: set both (HTTPS) or neither (plain HTTP)")
+    for name in ("http_tls_cert", "http_tls_key"):
+        if name in values and not values[name].is_file():
+            problems.append(f"{name.upper()}={str(values[name])!r} is invalid: no such file")
     if problems:
         raise SettingsError(problems)
     return Settings(**values)

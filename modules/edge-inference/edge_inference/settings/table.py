@@ -21,6 +21,8 @@ DEFAULT_MODEL_PATH = PACKAGE_DIR.parent / "models" / "demo-defects.onnx"
 WatchMode = Literal["auto", "events", "poll"]
 Disposition = Literal["archive", "delete", "keep"]
 
+MIN_API_KEY_LENGTH = 16
+
 _PROVIDER_ALIASES = {
     "tensorrt": "TensorrtExecutionProvider",
     "trt": "TensorrtExecutionProvider",
@@ -53,6 +55,13 @@ def _replica_id(text: str) -> str:
     return text
 
 
+def _api_key(text: str) -> str:
+    """An API key: 16 or more printable ASCII characters, no spaces (it travels in a header and as a password)."""
+    if len(text) < MIN_API_KEY_LENGTH or not all(33 <= ord(c) < 127 for c in text):
+        raise ValueError("invalid key")  # never the key itself
+    return text
+
+
 def _log_level(text: str) -> str:
     if text.lower() not in ("debug", "info", "warning", "error"):
         raise ValueError(text)
@@ -81,12 +90,13 @@ def setting(
     hi: float | None = None,
     parse: Callable[[str], Any] | None = None,
     allowed: str = "",
+    secret: bool = False,
 ) -> Any:
-    """One row of the settings table: a dataclass field carrying its `Spec`."""
+    """One row of the settings table: a dataclass field carrying its `Spec` (a `secret` is left out of repr)."""
     spec = {"spec": Spec(meaning, shown, lo, hi, parse, allowed)}
     if factory is not None:
-        return field(default_factory=factory, metadata=spec)
-    return field(default=default, metadata=spec)
+        return field(default_factory=factory, metadata=spec, repr=not secret)
+    return field(default=default, metadata=spec, repr=not secret)
 
 
 @dataclass(frozen=True)
@@ -226,7 +236,34 @@ class Settings:
     http_max_connections_per_client: int = setting(
         32, "open connections per client address (REST API and metrics each); more are closed at once", lo=1, hi=100_000
     )
+    http_api_key: str = setting(
+        "",
+        "the key /predict, the live page (/) and its data (/api/...) ask for: `Authorization: Bearer <key>`, or"
+        " Basic auth with any user name and the key as password; empty = open to anyone who reaches HTTP_PORT"
+        " (/health and /ready are always open)",
+        parse=_api_key,
+        allowed=f"at least {MIN_API_KEY_LENGTH} printable ASCII characters, no spaces",
+        secret=True,
+    )
+    http_tls_cert: Path | None = setting(
+        None, "PEM certificate (chain) for HTTPS on HTTP_PORT; set with HTTP_TLS_KEY; empty = plain HTTP", shown=""
+    )
+    http_tls_key: Path | None = setting(None, "PEM private key of HTTP_TLS_CERT", shown="")
+    ui_recent_frames: int = setting(
+        50,
+        "frames the live page shows (an in-memory ring; full images of the newest kept within 64 MB; 0 = page"
+        " without frames)",
+        lo=0,
+        hi=1000,
+    )
     metrics_port: int = setting(9600, "Prometheus /metrics port (0 = off)", lo=0, hi=65535)
+    metrics_api_key: str = setting(
+        "",
+        "when set, /metrics asks for it (Bearer, or Basic with the key as password); empty = open",
+        parse=_api_key,
+        allowed=f"at least {MIN_API_KEY_LENGTH} printable ASCII characters, no spaces",
+        secret=True,
+    )
     min_free_mb: float = setting(
         200.0, "output share / state volume free-space alarm; intake pauses below it", lo=0, hi=10**9
     )
