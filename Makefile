@@ -18,6 +18,12 @@ export INPUT_DIR OUTPUT_DIR STATE_DIR
 
 PYTEST_ARGS ?=
 
+# `make run` / `make demo` without HTTP_API_KEY in the environment: a key made for this run, printed once, so the
+# live page (http://127.0.0.1:$HTTP_PORT/; any user name, the key as password) and /predict are never left open.
+WITH_API_KEY = key="$${HTTP_API_KEY:-$$($(PY) -c 'import secrets; print(secrets.token_urlsafe(24))')}"; \
+	[ -n "$$HTTP_API_KEY" ] || echo "edge-inference: live page http://127.0.0.1:$${HTTP_PORT:-5000}/ (any user name; password = HTTP_API_KEY, made for this run: $$key)"; \
+	export HTTP_API_KEY="$$key";
+
 .DEFAULT_GOAL := help
 # What `make install` downloads the first time (measured on Linux x86-64 into an empty venv and pip cache).
 INSTALL_DOWNLOAD := 450 MB
@@ -73,11 +79,12 @@ run: install ## run the module locally on the bundled demo model (folders under 
 	@mkdir -p "$(INPUT_DIR)" "$(OUTPUT_DIR)" "$(STATE_DIR)"
 	@echo "edge-inference: drop frames into $(INPUT_DIR); results appear in $(OUTPUT_DIR)/results"
 	@echo "  (make demo drops synthetic defect frames for you)"
-	$(PY) -m edge_inference
+	@$(WITH_API_KEY) exec $(PY) -m edge_inference
 
-demo: install ## run the module and drop synthetic defect frames into the input folder
+demo: install ## draw the README's annotated frame, then run the module and drop synthetic defect frames into the input folder
 	@mkdir -p "$(INPUT_DIR)" "$(OUTPUT_DIR)" "$(STATE_DIR)"
-	$(PY) tools/drop_frames.py --to "$(INPUT_DIR)" --count 20 --interval 1.0 --delay 3 & \
+	$(PY) tools/demo_picture.py --out docs/images/demo-annotated.jpg
+	@$(WITH_API_KEY) $(PY) tools/drop_frames.py --to "$(INPUT_DIR)" --count 20 --interval 1.0 --delay 3 & \
 	  trap 'kill $$! 2>/dev/null' EXIT; $(PY) -m edge_inference
 
 simulate: install apt-deps ## run the module against the local edgeHub rig (mosquitto + hub emulator)

@@ -112,7 +112,15 @@ def test_manifest_image_and_gpu_per_target(built: dict[str, dict[str, Any]]) -> 
 def test_debug_manifest_publishes_the_debugger_port(built: dict[str, dict[str, Any]]) -> None:
     options = _options(built["debug"])
     assert options["ExposedPorts"]["5678/tcp"] == {}
-    assert options["HostConfig"]["PortBindings"]["5678/tcp"] == [{"HostPort": "5678"}]
+    assert options["HostConfig"]["PortBindings"]["5678/tcp"] == [{"HostIp": "127.0.0.1", "HostPort": "5678"}]
+
+
+def test_published_ports_are_on_loopback_unless_the_env_says_otherwise(built: dict[str, dict[str, Any]]) -> None:
+    """The REST API, the live page and the metrics are published on 127.0.0.1 by .env.example's PUBLISH_HOST_IP."""
+    for name in ("docker", "debug"):
+        bindings = _options(built[name])["HostConfig"]["PortBindings"]
+        assert {b["HostIp"] for spec in bindings for b in bindings[spec]} == {"127.0.0.1"}, name
+        assert {"5000/tcp", "9600/tcp"} <= set(bindings)
 
 
 def test_platform_override_and_empty_env_values_are_left_out(values: dict[str, str]) -> None:
@@ -361,6 +369,11 @@ COMMON_CASES: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
 ]
 DOCKER_CASES: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     (
+        "docker/host-ip",
+        _options_change(lambda o: o["HostConfig"]["PortBindings"]["5000/tcp"][0].pop("HostIp")),
+        f"{MOD}.settings.createOptions.HostConfig.PortBindings.5000/tcp[0]",
+    ),
+    (
         "docker/gpu-device-request",
         _options_change(lambda o: o["HostConfig"].pop("DeviceRequests")),
         f"{MOD}.settings.createOptions.HostConfig.DeviceRequests",
@@ -468,6 +481,12 @@ IMAGE_CASES: list[tuple[str, str, Callable[[dict[str, Any]], None], str]] = [
         "module/debug-port",
         _options_change(_drop_debug_port),
         f"{MOD}.settings.createOptions.HostConfig.PortBindings",
+    ),
+    (
+        "debug",
+        "docker/host-ip",
+        _options_change(lambda o: o["HostConfig"]["PortBindings"]["5678/tcp"][0].pop("HostIp")),
+        f"{MOD}.settings.createOptions.HostConfig.PortBindings.5678/tcp[0]",
     ),
     ("docker", "runtime/end-of-support", _runtime("1.5"), AGENT_IMAGE),
     ("ase", "runtime/end-of-support", _runtime("1.1"), AGENT_IMAGE),

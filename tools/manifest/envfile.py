@@ -71,6 +71,9 @@ INPUT_SHARE_PATH=/srv/edge-inference/input
 OUTPUT_SHARE_PATH=/srv/edge-inference/output
 # module state at /app/state: a Docker named volume (or a host folder writable by uid 1000)
 STATE_VOLUME=edge-inference-state
+# host address the module's ports (HTTP_PORT: /predict and the live page; METRICS_PORT) are published on:
+# 127.0.0.1 = this host only; the host's plant-network address to open them there (set HTTP_API_KEY then)
+PUBLISH_HOST_IP=127.0.0.1
 
 # --- target ase (deployment.ase.template.json): Azure Stack Edge share names, used as Mount Sources
 # (the managed Kubernetes IoT Edge of Azure Stack Edge runs IoT Edge 1.1, past its end of support: see
