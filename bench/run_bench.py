@@ -26,7 +26,10 @@ the start and end of every case. `--memory` runs the flat-memory soak instead (2
     bench/run_bench.py --memory             # RSS over 20,000 frames
     bench/run_bench.py --models none --smb  # only the SMB share case (bench/smb_latency.py)
 
-Every full run ends with the SMB case: drop-to-result latency of frames written over SMB (bench/smb_latency.py).
+Every full run ends with the SMB case: drop-to-result latency of frames written over SMB (bench/smb_latency.py),
+and the live-page case: module fps with the page open in headless Chromium against without it
+(bench/page_case.py; `--models none --page` runs it alone). A full run draws docs/images/bench.png
+(bench/figures.py).
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -750,9 +753,10 @@ def run_module(
     light_interval: float | None,
     timeout: float,
     extra_env: dict[str, str] | None = None,
+    viewer: Callable[[ModuleProcess], contextlib.AbstractContextManager[Any]] | None = None,
 ) -> dict[str, Any]:
     """Module end to end: warm-up, a saturating burst, then a light fixed-rate load (none for 0 light frames);
-    one process."""
+    one process. `viewer`: a context open from before the warm-up to the end (the live page in a browser)."""
     env = {"REQUIRE_GPU": str(wants_gpu(providers)).lower(), **(extra_env or {})}
     module = ModuleProcess(model.path, workdir, providers, extra_env=env)
     t_start = time.monotonic()
@@ -761,7 +765,7 @@ def run_module(
     results_dir = module.output_dir / "results"
     out: dict[str, Any] = {"startupSeconds": round(startup_s, 2)}
     try:
-        with ResultWatcher(results_dir) as watcher:
+        with viewer(module) if viewer is not None else contextlib.nullcontext(), ResultWatcher(results_dir) as watcher:
             # warm-up: a few frames at once, so every batch shape and thread pool is touched before timing
             warm = Dropper(module.input_dir)
             warm_items = [(f"warm-{i:04d}.jpg", frames[i % len(frames)]) for i in range(min(8, burst_frames))]
@@ -1178,6 +1182,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--memory-frames", type=int, default=20_000)
     p.add_argument("--keep", action="store_true", help="keep the temp work folder (module logs, results)")
     p.add_argument("--smb", action="store_true", help="run the SMB share case (always in a full run)")
+    p.add_argument("--page", action="store_true", help="run the live-page case (always in a full run)")
     p.add_argument("--smb-frames", type=int, default=0, help="frames per SMB writer kind (0: 20, quick 4)")
     args = p.parse_args(argv)
     args.argv = list(argv if argv is not None else sys.argv[1:])
@@ -1240,7 +1245,16 @@ def run(args: argparse.Namespace) -> int:
 
             smb_frames = args.smb_frames or (4 if args.quick else 20)
             report["smb"] = run_smb_latency(workdir, smb_frames, args.providers)
+        if not args.quick or args.page:
+            from bench.page_case import run_page_case
+
+            demo_models, notes = prepare_models(["demo"], workdir, args.wait_demo)
+            report["notes"] += notes
+            if demo_models:
+                report["page"] = run_page_case(demo_models[0], args, workdir)
         report["goals"] = goals(report["cases"])
+        if "page" in report:
+            report["goals"]["pageOpenFpsRatio"] = {"value": report["page"]["ratio"], **report["page"]["goal"]}
         report["loadEnd"] = load_average()
         report["seconds"] = round(time.monotonic() - started, 1)
         path = write_json(report, args.out)
@@ -1249,6 +1263,10 @@ def run(args: argparse.Namespace) -> int:
         if not args.quick and not args.no_docs:
             update_doc(table)
             print(f"updated {DOC.relative_to(ROOT)}")
+            if report["cases"]:
+                from bench.figures import IMAGES, draw_bench
+
+                print(f"drew {draw_bench(report, IMAGES / 'bench.png').relative_to(ROOT)}")
         print(f"wrote {path} in {report['seconds']} s")
         return 0
     finally:

@@ -244,6 +244,10 @@ def main() -> int:
         writer.writerows(samples)
     json_path.write_text(json.dumps({"summary": summary, "samples": samples}, indent=1))
     print(json.dumps(summary, indent=1))
+    if samples:
+        from bench.figures import IMAGES, draw_soak
+
+        print(f"soak: drew {draw_soak(samples, events, IMAGES / 'soak.png')} (RELIABILITY.md shows it)")
     shares.unmount_all()
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)

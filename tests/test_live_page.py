@@ -9,12 +9,10 @@ result. The test saves the screenshot that the README shows (docs/images/live-pa
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -23,29 +21,12 @@ from edge_inference.app import Module
 from edge_inference.ops.alarms import GPU_OVER_TEMPERATURE
 from tests.http_support import assert_no_new_threads, in_process_settings
 from tests.test_http_e2e import model_path, wait_ready
+from tools.browser import BrowserMissing, launch_chromium
 from tools.synthetic import encode_jpeg, generate_frame
 
-CHROMIUM = "/usr/bin/chromium"
-# As the environment notes ask: no background traffic on a closed network, no sandbox as root, no GPU.
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 KEY = "page-test-key-0123456789abcdef"
 SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "images" / "live-page.png"
 APPEARS_WITHIN_S = 8.0
-
-
-def launch_chromium(playwright: Any) -> Any:
-    """Debian's Chromium (Playwright makes a fresh profile folder for every launch)."""
-    if not os.path.exists(CHROMIUM):
-        pytest.fail(f"{CHROMIUM} is missing: `make apt-deps` installs Debian's chromium package for this test")
-    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
 
 
 def drop(folder: Path, name: str, data: bytes) -> None:
@@ -82,7 +63,10 @@ def test_the_page_needs_the_key_shows_frames_with_boxes_failures_and_alarms(modu
     wait_ready(url)
     rng = np.random.default_rng(15)
     with sync_api.sync_playwright() as playwright:
-        browser = launch_chromium(playwright)
+        try:
+            browser = launch_chromium(playwright)
+        except BrowserMissing as exc:
+            pytest.fail(str(exc))
         try:
             # without the key: the browser is asked for it (401 with the Basic challenge) and shows nothing
             anonymous = browser.new_context()
