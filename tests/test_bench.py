@@ -96,3 +96,20 @@ def test_a_gpu_bench_where_no_gpu_starts_says_so_in_one_line(tmp_path: Path) -> 
     assert done.returncode == 2, done.stdout + done.stderr
     assert "bench: cannot load the model: REQUIRE_GPU=true but no GPU execution provider started" in done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "b.json").exists()
+
+
+def test_the_figures_are_drawn_from_the_committed_results(tmp_path: Path) -> None:
+    """bench/figures.py draws bench.png from a bench JSON and soak.png from a soak CSV (with its JSON's faults)."""
+    from bench.figures import RESULTS, draw_bench, draw_soak, newest, read_soak
+
+    bench_json, soak_csv = newest("bench-2*.json"), newest("soak-*.csv")
+    assert bench_json is not None and soak_csv is not None
+    report = json.loads(bench_json.read_text())
+    bench_png = draw_bench(report, tmp_path / "bench.png")
+    samples, faults = read_soak(soak_csv)
+    assert samples and faults and soak_csv.parent == RESULTS
+    soak_png = draw_soak(samples, faults, tmp_path / "soak.png")
+    for png in (bench_png, soak_png):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+    with pytest.raises(ValueError, match="no cases"):
+        draw_bench({"cases": []}, tmp_path / "none.png")

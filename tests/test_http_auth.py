@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,8 +21,8 @@ import requests
 from edge_inference.app import Module
 from edge_inference.errors import SettingsError
 from edge_inference.settings import read_settings
-from tests.http_support import JPEG, assert_no_new_threads, in_process_settings
-from tests.test_http_e2e import model_path, wait_ready
+from tests.http_support import JPEG, in_process_settings
+from tests.test_http_e2e import model_path, running_module, wait_ready
 from tools.edgehub_rig.ca import create_test_pki
 
 KEY = "the-http-api-key-0123456789"
@@ -50,19 +49,12 @@ def basic(user: str, password: str) -> str:
 
 @pytest.fixture
 def module(tmp_path: Path) -> Iterator[Module]:
-    before = set(threading.enumerate())
     path, _ = model_path(tmp_path)
     settings = in_process_settings(
         tmp_path, path, http_api_key=KEY, metrics_api_key=METRICS_KEY, decode_workers=1, inference_threads=2
     )
-    m = Module(settings, env={})
-    m.start()
-    try:
+    with running_module(settings) as m:
         yield m
-    finally:
-        m.request_stop()
-        m.shutdown()
-    assert_no_new_threads(before, grace=5.0)
 
 
 def call(url: str, method: str, path: str, authorization: str | None) -> requests.Response:
@@ -141,9 +133,7 @@ def test_https_with_the_tls_settings(tmp_path: Path) -> None:
     settings = in_process_settings(
         tmp_path, path, http_api_key=KEY, http_tls_cert=pki.server_cert, http_tls_key=pki.server_key
     )
-    module = Module(settings, env={})
-    module.start()
-    try:
+    with running_module(settings) as module:
         assert module.http is not None
         url = f"https://127.0.0.1:{module.http.port}"
         assert requests.get(f"{url}/health", verify=str(pki.ca_cert), timeout=10).status_code == 200
@@ -151,9 +141,6 @@ def test_https_with_the_tls_settings(tmp_path: Path) -> None:
         assert page.status_code == 200 and "edge-inference" in page.text
         with pytest.raises(requests.exceptions.ConnectionError):
             requests.get(f"http://127.0.0.1:{module.http.port}/health", timeout=5)  # no plain HTTP on that port
-    finally:
-        module.request_stop()
-        module.shutdown()
 
 
 def test_bad_keys_and_half_tls_settings_are_refused_without_showing_the_key(tmp_path: Path) -> None:

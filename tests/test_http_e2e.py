@@ -7,6 +7,7 @@ The model is the bundled demo model when it is there, else a tiny constant-outpu
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
@@ -22,7 +23,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from edge_inference.app import Module
-from edge_inference.settings import DEFAULT_MODEL_PATH
+from edge_inference.settings import DEFAULT_MODEL_PATH, Settings
 from tests.http_support import assert_no_new_threads, in_process_settings
 from tools.synthetic import encode_jpeg, generate_frame
 
@@ -52,9 +53,22 @@ def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     }
 
 
+@contextlib.contextmanager
+def running_module(settings: Settings) -> Iterator[Module]:
+    """The whole module started in-process with `settings`; stopped after, and no thread of it left running."""
+    before = set(threading.enumerate())
+    m = Module(settings, env={})
+    m.start()
+    try:
+        yield m
+    finally:
+        m.request_stop()
+        m.shutdown()
+    assert_no_new_threads(before, grace=5.0)
+
+
 @pytest.fixture
 def module(tmp_path: Path) -> Iterator[Module]:
-    before = set(threading.enumerate())
     path, _ = model_path(tmp_path)
     settings = in_process_settings(
         tmp_path,
@@ -66,14 +80,8 @@ def module(tmp_path: Path) -> Iterator[Module]:
         inference_threads=2,
         shutdown_timeout_seconds=10,
     )
-    m = Module(settings, env={})
-    m.start()
-    try:
+    with running_module(settings) as m:
         yield m
-    finally:
-        m.request_stop()
-        m.shutdown()
-    assert_no_new_threads(before, grace=5.0)
 
 
 def wait_ready(url: str, timeout: float = 30.0) -> None:

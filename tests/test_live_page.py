@@ -9,7 +9,6 @@ result. The test saves the screenshot that the README shows (docs/images/live-pa
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,8 +18,8 @@ import pytest
 
 from edge_inference.app import Module
 from edge_inference.ops.alarms import GPU_OVER_TEMPERATURE
-from tests.http_support import assert_no_new_threads, in_process_settings
-from tests.test_http_e2e import model_path, wait_ready
+from tests.http_support import in_process_settings
+from tests.test_http_e2e import model_path, running_module, wait_ready
 from tools.browser import BrowserMissing, launch_chromium
 from tools.synthetic import encode_jpeg, generate_frame
 
@@ -39,19 +38,12 @@ def drop(folder: Path, name: str, data: bytes) -> None:
 
 @pytest.fixture
 def module(tmp_path: Path) -> Iterator[Module]:
-    before = set(threading.enumerate())
     path, _ = model_path(tmp_path)
     settings = in_process_settings(
         tmp_path, path, http_api_key=KEY, decode_workers=2, inference_threads=2, shutdown_timeout_seconds=10
     )
-    m = Module(settings, env={})
-    m.start()
-    try:
+    with running_module(settings) as m:
         yield m
-    finally:
-        m.request_stop()
-        m.shutdown()
-    assert_no_new_threads(before, grace=5.0)
 
 
 @pytest.mark.timeout(240)
