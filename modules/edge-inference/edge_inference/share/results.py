@@ -137,17 +137,9 @@ class ResultWriter:
         ]
         write_group_atomic(self.output_dir, items, fsync=self.fsync)
 
-    def write_annotated(
-        self, rel_path: str, image: np.ndarray, detections: tuple[Detection, ...], original_width: int | None = None
-    ) -> Path:
-        """The frame with its boxes; an image decoded at reduced size is annotated at that size."""
+    def write_annotated(self, rel_path: str, image: np.ndarray, detections: tuple[Detection, ...]) -> Path:
+        """The frame with its boxes, at the frame's full size (frames to annotate are never decoded reduced)."""
         rel = layout.annotated_path(rel_path)
-        factor = image.shape[1] / original_width if original_width else 1.0
-        if factor != 1.0:
-            detections = tuple(
-                Detection(d.label, d.class_id, d.confidence, tuple(v * factor for v in d.box))  # type: ignore[arg-type]
-                for d in detections
-            )
         ok, buf = cv2.imencode(".jpg", draw_detections(image, detections), [cv2.IMWRITE_JPEG_QUALITY, 85])
         if not ok:
             raise EdgeInferenceError(f"cannot encode the annotated frame for {rel_path}")
