@@ -1,10 +1,9 @@
 """For the tests of the local launchers (`make run`, `make demo`, `make simulate`): the process tree under a pid,
-read from /proc, and whether any of it is still running; ports checked by binding them."""
+read from /proc, and whether any of it is still running."""
 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -74,16 +73,6 @@ def wait_for_line(log: Path, text: str, proc: subprocess.Popen[bytes], timeout: 
         assert proc.poll() is None, f"exited with {proc.returncode} before {text!r}:\n{content[-3000:]}"
         assert time.monotonic() < deadline, f"no {text!r} within {timeout}s:\n{content[-3000:]}"
         time.sleep(0.1)
-
-
-def port_is_free(port: int, host: str = "0.0.0.0") -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-        return True
 
 
 def make(target: str, log: Path, env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:

@@ -18,9 +18,9 @@ from pathlib import Path
 import cv2
 import pytest
 
-from tests.process_support import REPO, Proc, descendants, make, port_is_free, running, wait_for_line
+from tests.process_support import REPO, Proc, descendants, make, running, wait_for_line
 from tools.edgehub_rig import MQTTS_PORT, pick_loopback_host
-from tools.edgehub_rig.broker import free_port
+from tools.edgehub_rig.broker import free_port, port_is_free
 from tools.module_process import module_process_env
 
 
@@ -34,12 +34,36 @@ def local_env(tmp_path: Path, ports: dict[str, int], **extra: str) -> dict[str, 
     return module_process_env(**folders, **ports, PYTHONUNBUFFERED="1", **extra)
 
 
-def stopped_cleanly(make_proc: subprocess.Popen[bytes], tree: list[Proc], ports: dict[str, int]) -> None:
-    """`make` ended, nothing it started still runs, and the module's ports are free again."""
-    make_proc.wait(timeout=60)
+def signal_and_check(
+    proc: subprocess.Popen[bytes],
+    log: Path,
+    ready: str,
+    parts: tuple[str, ...],
+    signum: int,
+    *,
+    group: bool,
+    ports: dict[str, int],
+) -> list[Proc]:
+    """Once `ready` is in the log and each of `parts` runs under `make`: `signum` to make's process group (as the
+    terminal sends SIGINT and SIGHUP) or to make alone (as `kill` does); then make ends, nothing it started still
+    runs and the module's ports are free again. Returns what ran under make."""
+    try:
+        wait_for_line(log, ready, proc, 60)
+        tree = descendants(proc.pid)
+        commands = " | ".join(p.cmdline for p in tree)
+        assert all(part in commands for part in parts), commands
+        if group:
+            os.killpg(proc.pid, signum)
+        else:
+            os.kill(proc.pid, signum)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
     assert running(tree) == [], [p.cmdline for p in running(tree)]
     for setting, port in ports.items():
-        assert port_is_free(port), f"{setting} {port} still held"
+        assert port_is_free("0.0.0.0", port), f"{setting} {port} still held"
+    return tree
 
 
 @pytest.mark.timeout(120)
@@ -83,26 +107,15 @@ def test_sighup_to_make_simulate_leaves_no_process_no_port_and_no_temp_folder(
     host, log = pick_loopback_host(), tmp_path / "simulate.log"
     args = f"--frames 200 --interval 0.3 --host {host} --data-dir {tmp_path / 'data'}"
     proc = make("simulate", log, local_env(tmp_path, ports), f"SIMULATE_ARGS={args}")
-    try:
-        wait_for_line(log, "body: frame=", proc, 60)  # the module works and the dropper drops
-        tree = descendants(proc.pid)
-        commands = " | ".join(p.cmdline for p in tree)
-        for part in ("tools/simulate.py", "-m edge_inference", "drop_frames.py", "mosquitto -c"):
-            assert part in commands, commands
-        rig_dir = Path(next(p.cmdline for p in tree if "mosquitto -c" in p.cmdline).split()[-1]).parent
-        assert rig_dir.is_dir()
-        # when the terminal hangs up: SIGHUP to the foreground process group (make and tools/simulate.py)
-        os.killpg(proc.pid, signal.SIGHUP)
-        stopped_cleanly(proc, tree, {**ports, "the rig's MQTT port": MQTTS_PORT})
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+    # when the terminal hangs up while the module works and the dropper drops: SIGHUP to the foreground process
+    # group (make and tools/simulate.py)
+    parts = ("tools/simulate.py", "-m edge_inference", "drop_frames.py", "mosquitto -c")
+    tree = signal_and_check(proc, log, "body: frame=", parts, signal.SIGHUP, group=True, ports=ports)
     # then the module drained and stopped, the rig's port on that address is free and its temp folder gone
+    rig_dir = Path(next(p.cmdline for p in tree if "mosquitto -c" in p.cmdline).split()[-1]).parent
     text = log.read_text()
     assert "stop      SIGHUP" in text and "stopped (drained)" in text and "module exit code 0" in text
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((host, MQTTS_PORT))
+    assert port_is_free(host, MQTTS_PORT)
     assert not rig_dir.exists()
 
 
@@ -114,19 +127,9 @@ def test_make_demo_says_its_progress_and_sigterm_to_make_stops_everything(
     log = tmp_path / "demo.log"
     env = local_env(tmp_path, ports, LOCAL_TWIN_PATH=str(tmp_path / "twin.json"))
     proc = make("demo", log, env, "DEMO_ARGS=--count 3 --interval 0.2 --delay 0")
-    try:
-        # when the frames are dropped and done
-        text = wait_for_line(log, "[demo] 3 of 3 frames done:", proc, 60)
-        tree = descendants(proc.pid)
-        assert {"tools/demo.py", "-m edge_inference"} <= {
-            part for p in tree for part in ("tools/demo.py", "-m edge_inference") if part in p.cmdline
-        }
-        # and `kill <make's pid>` (SIGTERM to make alone, which passes it on to its child)
-        os.kill(proc.pid, signal.SIGTERM)
-        stopped_cleanly(proc, tree, ports)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+    # when the frames are done, `kill <make's pid>` (SIGTERM to make alone, which passes it on to its child)
+    parts = ("tools/demo.py", "-m edge_inference")
+    signal_and_check(proc, log, "[demo] 3 of 3 frames done:", parts, signal.SIGTERM, group=False, ports=ports)
     # then the console said what happened to each frame in one line, the progress in two, and nothing is left
     text = log.read_text()
     assert "[demo] 3 frames dropped, Ctrl-C to stop" in text
@@ -144,15 +147,8 @@ def test_make_demo_says_its_progress_and_sigterm_to_make_stops_everything(
 def test_make_run_stops_on_sighup(tmp_path: Path, ports: dict[str, int]) -> None:
     log = tmp_path / "run.log"
     proc = make("run", log, local_env(tmp_path, ports), f"LOCAL_TWIN_PATH={tmp_path / 'twin.json'}")
-    try:
-        wait_for_line(log, "ready (CPUExecutionProvider, local mode)", proc, 60)
-        tree = descendants(proc.pid)
-        assert any("-m edge_inference" in p.cmdline for p in tree)
-        os.killpg(proc.pid, signal.SIGHUP)
-        stopped_cleanly(proc, tree, ports)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+    ready = "ready (CPUExecutionProvider, local mode)"
+    signal_and_check(proc, log, ready, ("-m edge_inference",), signal.SIGHUP, group=True, ports=ports)
     assert "signal SIGHUP received: draining" in log.read_text()
 
 
