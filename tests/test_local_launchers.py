@@ -152,6 +152,35 @@ def test_make_run_stops_on_sighup(tmp_path: Path, ports: dict[str, int]) -> None
     assert "signal SIGHUP received: draining" in log.read_text()
 
 
+@pytest.mark.timeout(90)
+def test_nohup_keeps_sighup_ignored_and_sigint_stops_a_module_started_in_the_background(
+    tmp_path: Path, ports: dict[str, int]
+) -> None:
+    # given the module started as `nohup make run &` would start it: SIGHUP ignored by nohup, SIGINT by the shell
+    log = tmp_path / "module.log"
+    shell = subprocess.Popen(
+        ["bash", "-c", 'nohup "$0" -m edge_inference & wait $!', sys.executable],
+        env=local_env(tmp_path, ports),
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        wait_for_line(log, "ready (CPUExecutionProvider, local mode)", shell, 60)
+        module = next(p for p in descendants(shell.pid) if "-m edge_inference" in p.cmdline)
+        # when the terminal hangs up, the module keeps running; when it gets SIGINT, it drains and exits 0
+        os.kill(module.pid, signal.SIGHUP)
+        time.sleep(1.0)
+        assert running([module]) == [module]
+        os.kill(module.pid, signal.SIGINT)
+        assert shell.wait(timeout=30) == 0
+    finally:
+        if shell.poll() is None:
+            os.killpg(shell.pid, signal.SIGKILL)
+    text = log.read_text()
+    assert "signal SIGHUP" not in text and "signal SIGINT received: draining" in text and "stopped (drained)" in text
+
+
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("setting", ["HTTP_PORT", "METRICS_PORT"])
 def test_a_port_in_use_is_one_line_naming_port_and_setting_and_exit_2(

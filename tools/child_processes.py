@@ -5,7 +5,8 @@ How the signals reach everything:
   SIGHUP (the terminal closed, the ssh session dropped) raise `Stopped` in the launcher's main thread, so every
   `finally` and `with` block runs: children stopped, the edgeHub rig's mosquitto and hub emulator stopped, temp
   folders removed. A signal while that clean-up runs only hurries it (children killed instead of waited for).
-  A signal the launcher was started with ignored (`nohup`) stays ignored.
+  A SIGHUP the launcher was started with ignored (`nohup make simulate`) stays ignored; SIGINT is taken even when
+  a shell started the launcher in the background with it ignored.
 - `ChildProcesses` starts each child in a session of its own, so that a terminal's signal reaches the launcher
   alone and the children stop in order: on leaving the `with` block, in reverse start order, SIGTERM to the child's
   process group (its own children included), its grace period, then SIGKILL.
@@ -51,11 +52,11 @@ def _on_signal(signum: int, _frame: FrameType | None) -> None:
 
 
 def stop_on_signals() -> None:
-    """SIGINT, SIGTERM and SIGHUP raise `Stopped` in the main thread from now on (ignored ones stay ignored)."""
+    """SIGINT, SIGTERM and SIGHUP raise `Stopped` in the main thread from now on (an ignored SIGHUP stays so)."""
     _stopping.clear()
     _hurry.clear()
     for signum in STOP_SIGNALS:
-        if signal.getsignal(signum) is not signal.SIG_IGN:
+        if signum != signal.SIGHUP or signal.getsignal(signum) is not signal.SIG_IGN:  # `nohup`: SIGHUP ignored
             signal.signal(signum, _on_signal)
 
 

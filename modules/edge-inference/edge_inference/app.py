@@ -283,7 +283,7 @@ def main(env: Mapping[str, str] | None = None) -> int:
         stop.set()
 
     for signum in STOP_SIGNALS:
-        if signal.getsignal(signum) is not signal.SIG_IGN:  # `nohup make run` keeps SIGHUP ignored
+        if signum != signal.SIGHUP or signal.getsignal(signum) is not signal.SIG_IGN:  # `nohup make run`: ignored
             signal.signal(signum, on_signal)
     try:
         module = Module(settings, env, stop_event=stop)
