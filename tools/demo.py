@@ -130,8 +130,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"dropping {args.count} synthetic defect frames into {args.input / args.subdir},"
                 f" one every {args.interval:g} s"
             )
-            return _watch(args, module, dropper, frames)
-    except Stopped:
+            try:
+                return _watch(args, module, dropper, frames)
+            except Stopped as stop:
+                _say(f"{stop}: stopping the dropper and the module (it finishes the frames it took)")
+                children.stop_all()
+                return 0
+    except Stopped:  # before the children were started
         return 0
 
 
