@@ -159,7 +159,9 @@ class Settings:
         100_000_000, "larger images (width x height) are failed before decoding", lo=1, hi=10**10
     )
     jpeg_reduced_decode: bool = setting(
-        True, "decode large JPEGs at 1/2, 1/4 or 1/8 size when still at least the model input"
+        True,
+        "decode large JPEGs at 1/2, 1/4 or 1/8 size when still at least the model input (frames to annotate are"
+        " decoded whole: annotated/ keeps the full resolution)",
     )
     jpeg_max_scans: int = setting(
         100,
