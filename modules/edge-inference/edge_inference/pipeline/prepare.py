@@ -1,9 +1,10 @@
 """The decode pool: frames queue -> read, decode, letterbox (vision/) -> prepared queue.
 
 `FramePreparer` turns one job into a `PreparedFrame` (tensor, letterbox geometry, sha256, the decoded image when
-annotation is wanted: then decoded at full size, whatever JPEG_REDUCED_DECODE says) or a `Failed` envelope with the frame's error; a file that cannot be read because its share
-went away is marked `vanished` (not the frame's fault: it stays claimed). It serves the decode workers and the
-/predict callers alike, and counts the frames inside it so that the batcher knows more are coming.
+annotation is wanted: then decoded at full size, whatever JPEG_REDUCED_DECODE says) or a `Failed` envelope with
+the frame's error; a file that cannot be read because its share went away is marked `vanished` (not the frame's
+fault: it stays claimed). It serves the decode workers and the /predict callers alike, and counts the frames
+inside it so that the batcher knows more are coming.
 
 Per-frame errors stay per-frame by construction: each start of a share frame is counted first (quarantine.py: a
 frame that keeps dying is set aside), the header is checked before a pixel is decoded (vision/decode.py), the
