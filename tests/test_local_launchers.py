@@ -233,3 +233,24 @@ def test_simulate_refuses_a_patch_that_is_not_a_json_object(tmp_path: Path) -> N
     )
     assert done.returncode == 2
     assert b"--patch: not valid JSON" in done.stderr
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        ("--count 0", "--count must be at least 1"),
+        ("--interval -1", "--interval and --delay must not be negative"),
+        ("--subdir ../up", "--subdir must be a relative path inside --input"),
+    ],
+)
+def test_make_demo_refuses_bad_options_in_one_line_before_starting_anything(
+    tmp_path: Path, ports: dict[str, int], args: str, says: str
+) -> None:
+    log = tmp_path / "demo.log"
+    proc = make("demo", log, local_env(tmp_path, ports), f"DEMO_ARGS={args}")
+    assert proc.wait(timeout=20) != 0
+    text = log.read_text()
+    assert f"demo: error: {says}" in text, text
+    assert "Traceback" not in text and "edge_inference" not in text  # the module was never started
+    assert not (tmp_path / "input").exists() or not any((tmp_path / "input").rglob("*.jpg"))

@@ -51,7 +51,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--interval", type=float, default=1.0, help="seconds between frames (default 1.0)")
     p.add_argument("--delay", type=float, default=3.0, help="seconds before the first frame (default 3)")
     p.add_argument("--subdir", default="line1/cam1", help="folder under --input (default line1/cam1)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.count < 1:
+        p.error(f"--count must be at least 1, not {args.count}")
+    if args.interval < 0 or args.delay < 0:
+        p.error(f"--interval and --delay must not be negative (got {args.interval:g} and {args.delay:g})")
+    if Path(args.subdir).is_absolute() or ".." in Path(args.subdir).parts:
+        p.error(f"--subdir must be a relative path inside --input, not {args.subdir!r}")
+    return args
 
 
 @dataclass(frozen=True)
