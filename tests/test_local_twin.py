@@ -167,12 +167,13 @@ def test_stats_are_reported_when_due(twin: Twin) -> None:
 
 @pytest.mark.timeout(90)
 def test_the_module_applies_a_twin_file_change_to_the_next_frame_and_writes_the_ack(tmp_path: Path) -> None:
-    # given the module as `make run` runs it (the bundled demo model, JPEG_REDUCED_DECODE on by default)
+    # given the module as `make run` runs it (the bundled demo model), with the reduced JPEG decode on
     folders = {name: tmp_path / name for name in ("input", "output", "state")}
     twin_path, log = tmp_path / "twin.json", tmp_path / "module.log"
     env = module_process_env(
         **{f"{k.upper()}_DIR": str(v) for k, v in folders.items()},
         LOCAL_TWIN_PATH=str(twin_path),
+        JPEG_REDUCED_DECODE="true",  # a frame to annotate is decoded whole all the same
         HTTP_PORT="0",
         METRICS_PORT="0",
         PYTHONUNBUFFERED="1",

@@ -38,6 +38,7 @@ from edge_inference.errors import (
     ProviderError,
     SettingsError,
 )
+from edge_inference.frame_memory import keep_frame_buffers
 from edge_inference.iot.client import IoTEdgeClient
 from edge_inference.iot.local_twin import LocalTwinFile
 from edge_inference.iot.outbox import Outbox, open_outbox
@@ -265,6 +266,7 @@ class Module:
 
 def main(env: Mapping[str, str] | None = None) -> int:
     """`python -m edge_inference`: read settings, run until SIGTERM, exit with a meaningful code."""
+    keep_frame_buffers()  # before any thread: every frame's large buffers reused, not faulted in again
     in_iot_edge = iot_edge_environment(env)
     try:
         settings = read_settings(env)
