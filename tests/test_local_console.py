@@ -10,11 +10,12 @@ import stat
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from edge_inference.entities import FrameResult
+from edge_inference.entities import Classification, ClassScore, FrameResult
 from edge_inference.ops.console import FrameConsole, frame_line
 from edge_inference.share.watcher import TAKEN_EXTENSIONS, FrameWatcher, Offer
 from tests.iot_fakes import make_result
@@ -34,6 +35,15 @@ def test_a_frame_line_names_the_path_the_count_the_best_labels_and_the_time() ->
 def test_a_frame_line_names_at_most_three_labels() -> None:
     result = make_result(detections=[("a", 0.9), ("b", 0.8), ("c", 0.7), ("d", 0.6), ("e", 0.95)])
     assert frame_line(result).endswith("5 detections (e 0.95, a 0.90, b 0.80, +2 more labels) in 10 ms")
+
+
+def test_a_classifier_frame_line_names_its_best_three_classes() -> None:
+    scores = tuple(
+        ClassScore(label, i, p)
+        for i, (label, p) in enumerate([("ok", 0.966), ("dent", 0.02), ("a", 0.01), ("b", 0.004)])
+    )
+    result = replace(make_result(), classification=Classification(scores[0], scores))
+    assert frame_line(result) == "line1/cam2/0001.jpg: classified ok 0.97, dent 0.02, a 0.01 in 10 ms"
 
 
 def test_a_failed_frame_line_gives_its_code_and_reason() -> None:
