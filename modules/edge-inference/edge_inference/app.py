@@ -31,6 +31,7 @@ from edge_inference.control.http_api import HttpServer, build_http_server
 from edge_inference.control.http_auth import ApiKey
 from edge_inference.control.http_server import ConnectionLimits
 from edge_inference.control.metrics_server import MetricsServer
+from edge_inference.control.page_api import PageSources
 from edge_inference.errors import (
     EdgeInferenceError,
     GpuError,
