@@ -104,16 +104,20 @@ def test_the_page_needs_the_key_shows_frames_with_boxes_failures_and_alarms(modu
             assert "line1/cam2/0001.jpg" in page.inner_text("#frames")
 
             # more frames, one of them corrupt: it shows as failed, and the `failed` filter keeps only it
-            for i in range(2, 6):
+            for i in range(2, 5):
                 drop(inbox, f"{i:04d}.jpg", encode_jpeg(generate_frame(rng, 960, 540, min_defects=1)[0]))
+            hostile = "<img src=x onerror=document.title='owned'>.jpg"  # a file name is shown as text, never as HTML
+            drop(inbox, hostile, encode_jpeg(generate_frame(rng, 960, 540, min_defects=1)[0]))
             drop(inbox, "0006.jpg", b"GIF89a? no: these bytes are no image at all")
             expect(page.locator("#frames .frame")).to_have_count(6, timeout=30_000)
             page.wait_for_selector(".frame.failed", timeout=10_000)
             page.check('input[name="only"][value="failed"]')
             expect(page.locator("#frames .frame")).to_have_count(1)
             assert "0006.jpg" in page.inner_text("#frames")
+            assert page.locator("#frames img").count() == 0 and page.title() == "edge-inference: live"
             page.check('input[name="only"][value=""]')
             expect(page.locator("#frames .frame")).to_have_count(6)
+            assert hostile.removesuffix(".jpg") in page.inner_text("#frames")
 
             # an alarm raised shows within a status poll
             module.alarms.raise_alarm(GPU_OVER_TEMPERATURE, {"celsius": 91}, "GPU at 91 C (limit 85 C)")
