@@ -2,16 +2,18 @@
 
 Build order (each part gets what it needs in its constructor):
     settings -> metrics, supervisor, live settings -> telemetry sink (the durable outbox in IoT Edge, local mode's
-    sink otherwise) -> alarm registry -> telemetry publisher -> model (checked, warmed) -> state (ledger, claims,
-    result writer) -> pipeline -> watcher -> commands -> HTTP and metrics servers -> IoT client -> monitors
-Start order: HTTP and metrics servers -> IoT client (the twin applied before the first frame) -> pipeline ->
-watcher -> monitors. Stop order is the reverse, within SHUTDOWN_TIMEOUT_SECONDS: the monitors and the watcher
-stop, the pipeline drains what it took, HTTP closes, telemetry flushes, the IoT client drains the outbox and
-disconnects, the stores close.
+    sink otherwise) -> alarm registry -> telemetry publisher (local mode: behind the console's line per frame) ->
+    model (checked, warmed) -> state (ledger, claims, result writer) -> pipeline -> watcher -> commands -> HTTP
+    and metrics servers -> IoT client (local mode: the local twin file, LOCAL_TWIN_PATH) -> monitors
+Start order: HTTP and metrics servers -> IoT client or local twin file (the twin applied before the first frame)
+-> pipeline -> watcher -> monitors. Stop order is the reverse, within SHUTDOWN_TIMEOUT_SECONDS: the monitors, the
+local twin file and the watcher stop, the pipeline drains what it took, HTTP closes, telemetry flushes, the IoT
+client drains the outbox and disconnects, the stores close.
 Every long-lived thread is a `Worker` (workers.py) reporting to one `Supervisor`; when any of them dies the
-module stops and exits with code 1, so that IoT Edge restarts it. Exit codes: 0 after SIGTERM/SIGINT, 1 when a
-worker died, 2 on bad settings or a model that cannot be served (REQUIRE_GPU without a working GPU included: at
-start, or when the GPU fails under the running session; `gpuLost` is raised first).
+module stops and exits with code 1, so that IoT Edge restarts it. Exit codes: 0 after SIGTERM/SIGINT/SIGHUP, 1
+when a worker died, 2 on bad settings, a port in use (HTTP_PORT, METRICS_PORT) or a model that cannot be served
+(REQUIRE_GPU without a working GPU included: at start, or when the GPU fails under the running session; `gpuLost`
+is raised first).
 """
 
 from __future__ import annotations
@@ -28,12 +30,21 @@ from edge_inference.control.commands import ModuleCommands
 from edge_inference.control.http_api import HttpServer, build_http_server
 from edge_inference.control.http_server import ConnectionLimits
 from edge_inference.control.metrics_server import MetricsServer
-from edge_inference.errors import EdgeInferenceError, GpuError, ModelError, ProviderError, SettingsError
+from edge_inference.errors import (
+    EdgeInferenceError,
+    GpuError,
+    ModelError,
+    PortInUseError,
+    ProviderError,
+    SettingsError,
+)
 from edge_inference.frame_memory import keep_frame_buffers
 from edge_inference.iot.client import IoTEdgeClient
+from edge_inference.iot.local_twin import LocalTwinFile
 from edge_inference.iot.outbox import Outbox, open_outbox
 from edge_inference.log import setup_logging
 from edge_inference.ops.alarms import GPU_LOST, AlarmRegistry
+from edge_inference.ops.console import FrameConsole
 from edge_inference.ops.health import DiskSpaceMonitor, GpuMonitor
 from edge_inference.ops.live_settings import LiveSettings, TwinSettings
 from edge_inference.ops.metrics import MetricsRegistry
@@ -53,6 +64,7 @@ from edge_inference.workers import PeriodicWorker, Supervisor
 log = logging.getLogger("edge_inference")
 
 EXIT_OK, EXIT_FATAL, EXIT_CONFIG = 0, 1, 2
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)  # SIGHUP: the terminal of `make run` closed
 
 
 class Module:
@@ -85,6 +97,9 @@ class Module:
         )
         self.alarms = AlarmRegistry(self.sink, self.metrics)
         self.publisher = TelemetryPublisher(self.sink, self.live, self.metrics)
+        listener: ResultListener = telemetry or self.publisher
+        if not self.in_iot_edge:  # local mode: a readable line per frame on the console
+            listener = FrameConsole(listener)
         self.model = OnnxModel(s)
         self.metrics.provider.info({"provider": self.model.provider})
         self.metrics.model.info({"name": self.model.name, "version": self.model.version, "sha256": self.model.sha256})
@@ -99,7 +114,7 @@ class Module:
             ResultWriter(s.output_dir),
             self.metrics,
             self.alarms,
-            telemetry or self.publisher,
+            listener,
             self.supervisor,
             telemetry_tick=self.publisher.tick,
         )
@@ -140,6 +155,20 @@ class Module:
             if self.outbox is not None
             else None
         )
+        self.local_twin = (
+            LocalTwinFile(
+                s.local_twin_path,
+                self.live,
+                self.metrics,
+                self.commands.runtime_info,
+                self.commands.stats,
+                supervisor=self.supervisor,
+            )
+            if self.iot is None and s.local_twin_path is not None
+            else None
+        )
+        if self.iot is not None and s.local_twin_path is not None:
+            log.warning("LOCAL_TWIN_PATH is ignored inside IoT Edge: the module twin sets the live settings")
         volumes = {"output": s.output_dir, "state": s.state_dir}
         self.monitors: list[PeriodicWorker] = [
             DiskSpaceMonitor(
@@ -173,6 +202,8 @@ class Module:
             self.metrics_server.start()
         if self.iot is not None:
             self.iot.connect(timeout=s.iot_timeout_seconds)  # the twin is applied before the first frame
+        if self.local_twin is not None:
+            self.local_twin.start()  # so is the local twin file
         self.pipeline.start()
         self.watcher.start()
         for monitor in self.monitors:
@@ -217,6 +248,8 @@ class Module:
         deadline = time.monotonic() + self.settings.shutdown_timeout_seconds
         for monitor in self.monitors:
             monitor.stop()
+        if self.local_twin is not None:
+            self.local_twin.stop()
         self.watcher.stop(timeout=2.0)
         drained = self.pipeline.stop(deadline)
         if self.http is not None:
@@ -235,7 +268,6 @@ def main(env: Mapping[str, str] | None = None) -> int:
     """`python -m edge_inference`: read settings, run until SIGTERM, exit with a meaningful code."""
     keep_frame_buffers()  # before any thread: every frame's large buffers reused, not faulted in again
     in_iot_edge = iot_edge_environment(env)
-    in_iot_edge = iot_edge_environment(env)
     try:
         settings = read_settings(env)
     except SettingsError as exc:
@@ -252,12 +284,16 @@ def main(env: Mapping[str, str] | None = None) -> int:
         log.info("signal %s received: draining", signal.Signals(signum).name)
         stop.set()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    for signum in STOP_SIGNALS:
+        if signum != signal.SIGHUP or signal.getsignal(signum) is not signal.SIG_IGN:  # `nohup make run`: ignored
+            signal.signal(signum, on_signal)
     try:
         module = Module(settings, env, stop_event=stop)
     except (ModelError, ProviderError) as exc:
         log.error("cannot serve the model: %s", exc)
+        return EXIT_CONFIG
+    except PortInUseError as exc:
+        log.error("cannot start: %s", exc)
         return EXIT_CONFIG
     except EdgeInferenceError as exc:
         log.error("cannot start: %s", exc)
@@ -267,5 +303,5 @@ def main(env: Mapping[str, str] | None = None) -> int:
     except EdgeInferenceError as exc:
         log.error("cannot start: %s", exc)
         module.shutdown()
-        return EXIT_FATAL
+        return EXIT_CONFIG if isinstance(exc, PortInUseError) else EXIT_FATAL
     return module.wait()
