@@ -28,7 +28,7 @@ PYTEST_ARGS ?=
 
 # `make run` / `make demo` without HTTP_API_KEY in the environment: a key made for this run, printed once, so the
 # live page (http://127.0.0.1:$HTTP_PORT/; any user name, the key as password) and /predict are never left open.
-WITH_API_KEY = key="$${HTTP_API_KEY:-$$($(PY) -c 'import secrets; print(secrets.token_urlsafe(24))')}"; \
+WITH_API_KEY = key="$${HTTP_API_KEY:-$$(head -c 24 /dev/urandom | base64 | tr '+/' '-_')}"; \
 	[ -n "$$HTTP_API_KEY" ] || echo "edge-inference: live page http://127.0.0.1:$${HTTP_PORT:-5000}/ (any user name; password = HTTP_API_KEY, made for this run: $$key)"; \
 	export HTTP_API_KEY="$$key";
 

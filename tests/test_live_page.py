@@ -109,14 +109,19 @@ def test_the_page_needs_the_key_shows_frames_with_boxes_failures_and_alarms(modu
             hostile = "<img src=x onerror=document.title='owned'>.jpg"  # a file name is shown as text, never as HTML
             drop(inbox, hostile, encode_jpeg(generate_frame(rng, 960, 540, min_defects=1)[0]))
             drop(inbox, "0006.jpg", b"GIF89a? no: these bytes are no image at all")
-            expect(page.locator("#frames .frame")).to_have_count(6, timeout=30_000)
+            drop(module.settings.input_dir / "line2", "0001.jpg", encode_jpeg(generate_frame(rng, 640, 360)[0]))
+            expect(page.locator("#frames .frame")).to_have_count(7, timeout=30_000)
+            page.select_option("#profile", "line2")  # the folder filter (a camera profile's name when one judged it)
+            expect(page.locator("#frames .frame")).to_have_count(1)
+            assert "line2/0001.jpg" in page.inner_text("#frames")
+            page.select_option("#profile", "")
             page.wait_for_selector(".frame.failed", timeout=10_000)
             page.check('input[name="only"][value="failed"]')
             expect(page.locator("#frames .frame")).to_have_count(1)
             assert "0006.jpg" in page.inner_text("#frames")
             assert page.locator("#frames img").count() == 0 and page.title() == "edge-inference: live"
             page.check('input[name="only"][value=""]')
-            expect(page.locator("#frames .frame")).to_have_count(6)
+            expect(page.locator("#frames .frame")).to_have_count(7)
             assert hostile.removesuffix(".jpg") in page.inner_text("#frames")
 
             # an alarm raised shows within a status poll

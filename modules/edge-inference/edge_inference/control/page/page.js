@@ -113,8 +113,15 @@ function paint(canvas, url, result, onDone) {
 }
 
 // -- frames ----------------------------------------------------------------------------------------------------
+// A frame's folder: its camera profile when one judged it (the result's `profile`), else its path's folder.
+function folder(frame) {
+  if (frame.profile) return frame.profile;
+  const cut = frame.path.lastIndexOf("/");
+  return cut > 0 ? frame.path.slice(0, cut) : "(top)";
+}
+
 function visible(frame) {
-  if (state.profile && (frame.profile || "") !== state.profile) return false;
+  if (state.profile && folder(frame) !== state.profile) return false;
   if (state.only === "detections") return frame.count > 0;
   if (state.only === "failed") return !frame.ok;
   return true;
@@ -155,9 +162,9 @@ async function pollFrames() {
   state.capacity = page.capacity;
   for (const frame of page.frames) {
     state.frames.set(frame.id, frame);
-    if (frame.profile && !state.profiles.has(frame.profile)) {
-      state.profiles.add(frame.profile);
-      $("profile").append(el("option", { value: frame.profile }, frame.profile));
+    if (!state.profiles.has(folder(frame))) {
+      state.profiles.add(folder(frame));
+      $("profile").append(el("option", { value: folder(frame) }, folder(frame)));
     }
   }
   state.latest = Math.max(state.latest, page.latest);
