@@ -24,8 +24,13 @@ def build_constant_model(
     input_type: int = TensorProto.FLOAT,
     input_shape: list[int | str] | None = None,
     batched_output: bool = True,
+    version: str = "0.0.1",
+    fail_above: float | None = None,
 ) -> Path:
-    """A model whose output is `output` (shape [1, ...] when batched) for every image of the batch."""
+    """A model whose output is `output` (shape [1, ...] when batched) for every image of the batch.
+
+    `fail_above`: the run fails (a Gather index out of range, as a model with a bug fails) when the batch's mean
+    pixel is above it: bright frames fail, the warm-up's grey and ordinary frames do not."""
     h, w = input_hw
     shape = input_shape if input_shape is not None else [batch, 3, h, w]
     images = helper.make_tensor_value_info("images", input_type, shape)
@@ -58,11 +63,26 @@ def build_constant_model(
         ]
         out_shape = list(output.shape)
         inits = [const, numpy_helper.from_array(np.zeros((1,), np.float32), "zero")]
+    if fail_above is not None:
+        nodes[-1].output[0] = "output_ok"
+        nodes += [
+            helper.make_node("ReduceMean", [src], ["all_mean"], keepdims=0),
+            helper.make_node("Greater", ["all_mean", "fail_above"], ["bright"]),
+            helper.make_node("Cast", ["bright"], ["bright_i"], to=TensorProto.INT64),
+            helper.make_node("Mul", ["bright_i", "five"], ["index"]),
+            helper.make_node("Gather", ["pair", "index"], ["picked"], axis=0),
+            helper.make_node("Add", ["output_ok", "picked"], ["output0"]),
+        ]
+        inits += [
+            numpy_helper.from_array(np.array(fail_above, np.float32), "fail_above"),
+            numpy_helper.from_array(np.array(5, np.int64), "five"),
+            numpy_helper.from_array(np.zeros((2,), np.float32), "pair"),
+        ]
     out = helper.make_tensor_value_info("output0", TensorProto.FLOAT, out_shape)
     graph = helper.make_graph(nodes, "tiny", [images], [out], initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    meta = {"version": "0.0.1", "description": "test model"}
+    meta = {"version": version, "description": "test model"}
     if names is not None:
         meta["names"] = names
     if end2end is not None:

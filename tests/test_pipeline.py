@@ -4,6 +4,7 @@ the composition root itself (`app.Module`), with a collector in place of the tel
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -140,7 +141,13 @@ def test_each_frame_gets_one_result_in_the_design_schema(start, shares) -> None:
         480,
     )
     assert len(body["frame"]["sha256"]) == 64
-    assert body["model"] == {"name": "tiny", "version": "0.0.1", "provider": "CPUExecutionProvider"}
+    model_sha = hashlib.sha256(run.settings.model_path.read_bytes()).hexdigest()
+    assert body["model"] == {
+        "name": "tiny",
+        "version": "0.0.1",
+        "sha256": model_sha,
+        "provider": "CPUExecutionProvider",
+    }
     assert body["thresholds"] == {"confidence": 0.5, "iou": 0.45}
     # 640x480 -> 64x64: scale 0.1, 8 px padding at the top; box 15..25 x 27..37 in model pixels
     assert body["detections"] == [

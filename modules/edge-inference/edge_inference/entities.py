@@ -98,10 +98,15 @@ class Detection:
 
 @dataclass(frozen=True)
 class ModelInfo:
+    """The model that made a result (vision/model.py `OnnxModel.info()`), as every result names it."""
+
     name: str
     version: str
     provider: str
     sha256: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        return {"name": self.name, "version": self.version, "sha256": self.sha256, "provider": self.provider}
 
 
 def utc_now_iso() -> str:
@@ -134,7 +139,7 @@ class FrameResult:
         body: dict[str, Any] = {
             "schemaVersion": SCHEMA_VERSION,
             "frame": {"path": shown(self.rel_path), "width": self.width, "height": self.height, "sha256": self.sha256},
-            "model": {"name": self.model.name, "version": self.model.version, "provider": self.model.provider},
+            "model": self.model.as_dict(),
             "thresholds": {"confidence": self.confidence_threshold, "iou": self.iou_threshold},
             "detections": [d.as_dict() for d in self.detections],
             "count": len(self.detections),

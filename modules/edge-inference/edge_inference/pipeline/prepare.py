@@ -32,8 +32,8 @@ from edge_inference.share import share_fs
 from edge_inference.share.guard import ShareGuard
 from edge_inference.vision import decode as decoding
 from edge_inference.vision.decode_guard import DecodeGuard
-from edge_inference.vision.model import OnnxModel
 from edge_inference.vision.preprocess import prepare_frame
+from edge_inference.vision.serving import ModelSlot
 from edge_inference.workers import Supervisor, Worker
 
 log = logging.getLogger(__name__)
@@ -47,14 +47,14 @@ class FramePreparer:
     def __init__(
         self,
         settings: Settings,
-        model: OnnxModel,
+        slot: ModelSlot,
         live: LiveSettings,
         guard: ShareGuard,
         attempts: FrameAttempts,
         stopping: threading.Event,
     ) -> None:
         self.settings = settings
-        self.model = model
+        self.slot = slot  # frames are letterboxed for the model serving when they are decoded
         self.live = live
         self.guard = guard
         self.attempts = attempts
@@ -91,7 +91,8 @@ class FramePreparer:
         try:
             data = job.data if job.data is not None else self._read_share_frame(job)
             t1 = time.monotonic()
-            target = self.model.input_hw if s.jpeg_reduced_decode else None
+            model = self.slot.active
+            target = model.input_hw if s.jpeg_reduced_decode else None
             header = decoding.check_header(
                 data, s.max_image_pixels, max_scans=s.jpeg_max_scans, max_decode_bytes=s.max_decode_bytes
             )
@@ -101,7 +102,7 @@ class FramePreparer:
                 None if job.data is not None else lambda: not self.stopping.is_set(),  # /predict: 503, never a wait
             )
             image = frame.image
-            tensor, box = prepare_frame(image, (frame.width, frame.height), self.model.input_hw, self.model.input.dtype)
+            tensor, box = prepare_frame(image, (frame.width, frame.height), model.input_hw, model.input.dtype)
             t2 = time.monotonic()
         except FrameError as exc:
             timings["decode"] = (time.monotonic() - t0) * 1000
@@ -147,7 +148,7 @@ class PrepareWorker(Worker):
         self.queues = queues
 
     def setup(self) -> bool:
-        if not self.preparer.model.on_gpu:
+        if not self.preparer.slot.active.on_gpu:
             # On the CPU provider the model is the bottleneck and shares the cores with decoding; a decode thread
             # that preempts one of ONNX Runtime's intra-op threads stalls the whole operator (the others wait at
             # its barrier). A lower priority lets decoding fill the gaps instead of causing them.

@@ -9,6 +9,9 @@ fails at warm-up) and no GPU provider serves in the end, `gpu_fault` says why: t
 `gpuLost` for it. `REQUIRE_GPU=true`
 turns "no GPU provider started" into a refusal to start (ProviderError, one sentence, exit 2).
 
+The boot model is MODEL_PATH (with LABELS_PATH); a model rolled out from the twin (rollout/) comes from the cache
+(`path`, its labels, the twin's name and version), through the same chain; results name their model (`info()`).
+
 Serving: a run that fails on a GPU provider raises GpuError (the GPU, not the frames, is at fault); IO binding
 (a device input per batch shape refilled in place) is available to the smoke test and the benchmark, and off
 in the module until a GPU measurement shows it helps (docs/PERFORMANCE.md).
@@ -16,19 +19,22 @@ in the module until a GPU measurement shows it helps (docs/PERFORMANCE.md).
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import logging
 import os
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
+from edge_inference.entities import ModelInfo
 from edge_inference.errors import GpuError, ModelError, ProviderError
 from edge_inference.settings import Settings
 from edge_inference.vision import postprocess
-from edge_inference.vision.model_spec import InputSpec, parse_names, read_input_spec, read_labels
+from edge_inference.vision.model_spec import InputSpec, file_sha256, parse_names, read_input_spec, read_labels
 from edge_inference.vision.providers import (
     CPU,
     CUDA,
@@ -84,21 +90,33 @@ class _BoundRunner:
 
 
 class OnnxModel:
-    """One ONNX Runtime session, checked and warmed up; `run` takes a ready NCHW batch."""
+    """One ONNX Runtime session, checked and warmed up; `run` takes a ready NCHW batch. Without `path`: the boot
+    model (MODEL_PATH, LABELS_PATH); `sha256`, when the caller checked the file already, saves reading it again."""
 
     def __init__(
         self,
         settings: Settings,
         *,
+        path: Path | None = None,
+        labels_path: Path | None = None,
+        identity: tuple[str, str] | None = None,
+        sha256: str | None = None,
         intra_op_threads: int | None = None,
         io_binding: bool = False,
         gpu: GpuPresence | None = None,
+        on_checked: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
-        path = settings.model_path
-        if not path.is_file():
-            raise ModelError(f"MODEL_PATH {path}: no such model file")
-        self.sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+        self.on_checked = on_checked  # told when the checks passed and the warm-up begins (the rollout's state)
+        self.path = path or settings.model_path
+        self.labels_path = settings.labels_path if path is None else labels_path
+        self.identity = identity
+        self.source = (
+            f"MODEL_PATH {self.path}" if path is None else f"model {identity[0] if identity else self.path.name}"
+        )
+        if not self.path.is_file():
+            raise ModelError(f"{self.source}: no such model file")
+        self.sha256 = sha256 or file_sha256(self.path)
         self.threads = intra_op_threads or settings.effective_inference_threads
         self.io_binding = io_binding
         self.gpu_fault: str | None = None
@@ -134,9 +152,9 @@ class OnnxModel:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         try:
-            probe = ort.InferenceSession(str(self.settings.model_path), sess_options=options, providers=[CPU])
+            probe = ort.InferenceSession(str(self.path), sess_options=options, providers=[CPU])
         except Exception as exc:
-            raise ModelError(f"MODEL_PATH {self.settings.model_path}: ONNX Runtime cannot load it: {exc}") from None
+            raise ModelError(f"{self.source}: ONNX Runtime cannot load it: {_first_line(exc)}") from None
         spec = read_input_spec(list(probe.get_inputs()), dict(probe.get_modelmeta().custom_metadata_map or {}))
         batch = spec.batch or self.settings.effective_batch_size(True)
         return BatchProfile(spec.name, spec.height, spec.width, batch, fixed=spec.batch is not None)
@@ -185,13 +203,17 @@ class OnnxModel:
         self.metadata: dict[str, str] = dict(meta.custom_metadata_map or {})
         self.input = read_input_spec(list(session.get_inputs()), self.metadata)
         self.output_names = [o.name for o in session.get_outputs()]
-        self.name = self.metadata.get("name") or meta.graph_name or self.settings.model_path.stem
+        self.name = self.metadata.get("name") or meta.graph_name or self.path.stem
         if self.name in ("main_graph", "torch_jit", "torch-jit-export", "graph"):
-            self.name = self.settings.model_path.stem
+            self.name = self.path.stem
         self.version = self.metadata.get("version") or str(meta.version or "") or "unknown"
+        if self.identity is not None:
+            self.name, self.version = self.identity
         self.class_names = self._class_names()
         device = "cuda" if attempt.on_gpu else "cpu"
         self._bound = _BoundRunner(session, self.input.name, self.output_names[0], device, self.settings.cuda_device_id)
+        if self.on_checked is not None:
+            self.on_checked()
         self._warm_up(attempt)
 
     def _session(self, attempt: ProviderAttempt) -> Any:
@@ -203,7 +225,7 @@ class OnnxModel:
         # Decode threads share the cores with inference: idle ORT threads must sleep, not spin.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
-        path = self.settings.model_path
+        path = self.path
         try:
             session = ort.InferenceSession(
                 str(path),
@@ -215,7 +237,7 @@ class OnnxModel:
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph/RuntimeError types
             if attempt.on_gpu:
                 raise _AttemptFailed(f"session not created: {_first_line(exc)}") from None
-            raise ModelError(f"MODEL_PATH {path}: ONNX Runtime cannot load it: {exc}") from None
+            raise ModelError(f"{self.source}: ONNX Runtime cannot load it: {_first_line(exc)}") from None
         session.disable_fallback()  # and no silent move to the CPU at run time either
         active = session.get_providers()[0]
         if active != attempt.provider:
@@ -223,8 +245,8 @@ class OnnxModel:
         return session
 
     def _class_names(self) -> tuple[str, ...]:
-        if self.settings.labels_path is not None:
-            return read_labels(self.settings.labels_path)
+        if self.labels_path is not None:
+            return read_labels(self.labels_path)
         raw = self.metadata.get("names")
         return parse_names(raw) if raw else ()
 
@@ -285,7 +307,7 @@ class OnnxModel:
         elif encoded is not None and encoded != len(self.class_names):
             raise ModelError(
                 f"the model outputs {encoded} classes but {len(self.class_names)} class names were given"
-                f" ({'LABELS_PATH' if self.settings.labels_path else 'metadata names'})"
+                f" ({'the labels file' if self.labels_path else 'metadata names'})"
             )
 
     # -- serving -------------------------------------------------------------------------------------------
@@ -323,6 +345,19 @@ class OnnxModel:
     def on_gpu(self) -> bool:
         return self.provider in GPU_PROVIDERS
 
+    @functools.cached_property
+    def class_ids(self) -> dict[str, int]:
+        """Class name -> class id (the twin's `classes` filter names classes)."""
+        return {name: i for i, name in enumerate(self.class_names)}
+
+    def info(self) -> ModelInfo:
+        """What a result says about the model that made it."""
+        return ModelInfo(self.name, self.version, self.provider, self.sha256)
+
+    def describe(self) -> dict[str, str]:
+        """The model's identity as the twin and getStatus show it."""
+        return {"name": self.name, "version": self.version, "sha256": self.sha256}
+
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
         """Run a [B, 3, H, W] batch; a fixed-batch model gets the batch padded to its size. On a GPU provider
         a failing run raises GpuError: the inputs are shapes that all ran at warm-up, so the GPU is at fault."""
@@ -358,12 +393,7 @@ class OnnxModel:
             "provider": self.provider,
             "providers": list(self.active_providers),
             "providerChain": [a.as_dict() for a in self.attempts],
-            "model": {
-                "name": self.name,
-                "version": self.version,
-                "sha256": self.sha256,
-                "path": os.path.basename(self.settings.model_path),
-            },
+            "model": {**self.describe(), "path": os.path.basename(self.path)},
             "inputShape": [self.input.batch or -1, 3, self.input.height, self.input.width],
             "inputType": str(self.input.dtype),
             "outputLayout": self.layout,

@@ -8,6 +8,7 @@ sentence saying why (Triton's `parse_model` habit).
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,16 @@ import numpy as np
 from edge_inference.errors import ModelError
 
 DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+_HASH_CHUNK = 1 << 20
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a model file, read in 1 MB chunks (a model may be gigabytes)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
