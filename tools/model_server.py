@@ -8,6 +8,7 @@ test CA (tools/edgehub_rig/ca.py), or plain HTTP, with the faults a field downlo
         server.cut["d7.onnx"] = 5000                # every answer does
         server.stall["d7.onnx"] = 1000              # every answer stops after 1000 bytes and hangs
         server.status["d7.onnx"] = 404              # every answer is this status
+        server.ignore_range.add("d7.onnx")          # Range is ignored: the whole body, 200
         server.requests                             # what was asked: path, query, Range header, status
 
 Range requests (`bytes=<n>-`) are answered with 206 and Content-Range, as Azure Blob Storage does.
@@ -52,6 +53,7 @@ class ModelServer:
         self.stall: dict[str, int] = {}
         self.status: dict[str, int] = {}
         self.redirect: dict[str, str] = {}
+        self.ignore_range: set[str] = set()
         self.requests: list[Request] = []
         self.sas = f"sv=2024-11-04&se=2030-01-01&sr=b&sp=r&sig={secrets.token_urlsafe(24)}"
         self.ca_file: Path | None = None
@@ -118,7 +120,7 @@ def _handler(owner: ModelServer) -> type[http.server.BaseHTTPRequestHandler]:
             data = owner.files.get(name, b"")
             start = 0
             match = _RANGE.match(wanted or "")
-            if status == 200 and match:
+            if status == 200 and match and name not in owner.ignore_range:
                 start = int(match.group(1))
                 status = 206 if start < len(data) else 416
             owner._record(Request(parts.path, parts.query, wanted, status))

@@ -116,8 +116,19 @@ class ModelDownloader:
         """Fetch `url` into `part` (resuming what it holds), check its SHA-256, rename it to `part` without
         `.part`, and return that path."""
         final = part.with_name(part.name.removesuffix(".part"))
-        self._with_retries(lambda: self._download_once(url, part, size_bytes, scrub, progress, wait), url, scrub, wait)
+        resumed: list[int] = []  # where attempts resumed: a part from before may not belong to this file
+        fetch = lambda: self._download_once(url, part, size_bytes, scrub, progress, wait, resumed)  # noqa: E731
+        self._with_retries(fetch, url, scrub, wait)
         got, size = file_sha256(part), part.stat().st_size
+        if got != sha256 and resumed:
+            log.warning(
+                "model download from %s: the resumed file does not match its sha256; again from the start",
+                redact_url(url),
+            )
+            part.unlink()
+            resumed.clear()
+            self._with_retries(fetch, url, scrub, wait)
+            got, size = file_sha256(part), part.stat().st_size
         if got != sha256:
             part.unlink(missing_ok=True)
             raise RolloutError(
@@ -144,7 +155,7 @@ class ModelDownloader:
                         raise RolloutError(f"{redact_url(url)}: over {limit // 1024} KB", 400)
                     body.append(chunk)
             finally:
-                response.release_conn()
+                _done(response)
 
         self._with_retries(once, url, scrub, wait)
         return b"".join(body)
@@ -174,7 +185,14 @@ class ModelDownloader:
             delay = min(p.backoff_max_s, delay * 2)
 
     def _download_once(
-        self, url: str, part: Path, size_bytes: int | None, scrub: Scrubber, progress: Progress, wait: Wait
+        self,
+        url: str,
+        part: Path,
+        size_bytes: int | None,
+        scrub: Scrubber,
+        progress: Progress,
+        wait: Wait,
+        resumed: list[int],
     ) -> None:
         have = part.stat().st_size if part.exists() else 0
         if size_bytes is not None and have > size_bytes:
@@ -186,6 +204,8 @@ class ModelDownloader:
                 return  # nothing left to send: the part is whole (the hash decides)
             self._check_status(response.status, scrub, url)
             start = self._start_of(response, have)
+            if start:
+                resumed.append(start)
             length = response.headers.get("Content-Length")
             total = start + int(length) if length and length.isdigit() else None
             self._check_size(total, size_bytes, part)
@@ -209,7 +229,7 @@ class ModelDownloader:
         except (ProtocolError, NetTimeout, OSError, HTTPError) as exc:
             raise _Transient(self._describe(exc)) from None
         finally:
-            response.release_conn()
+            _done(response)
 
     def _open(self, url: str, headers: dict[str, str], scrub: Scrubber) -> Any:
         """The response for `url` (streamed), redirects followed by the https rule."""
@@ -235,7 +255,7 @@ class ModelDownloader:
             if response.status not in _REDIRECTS:
                 return response
             location = response.headers.get("Location", "")
-            response.release_conn()
+            _done(response)
             try:
                 target = check_url(urljoin(target, location), "a redirect", self.rules)
             except BadSpec as exc:
@@ -312,10 +332,11 @@ def copy_confined(root: Path, rel: str, part: Path, *, sha256: str, max_bytes: i
             raise RolloutError(f"path {rel!r} is a symlink: not followed out of MODELS_DIR", 400) from None
         raise RolloutError(f"path {rel!r} in MODELS_DIR cannot be read: {exc.strerror}", 500) from None
     digest = hashlib.sha256()
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise RolloutError(f"path {rel!r} is not a regular file", 400)
     with os.fdopen(fd, "rb") as src:
-        st = os.fstat(src.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise RolloutError(f"path {rel!r} is not a regular file", 400)
         if st.st_size > max_bytes:
             raise RolloutError(f"path {rel!r} is {st.st_size / 1048576:.1f} MB: over MODEL_MAX_MB", 400)
         with open(part, "wb") as out:
@@ -330,6 +351,12 @@ def copy_confined(root: Path, rel: str, part: Path, *, sha256: str, max_bytes: i
     final = part.with_name(part.name.removesuffix(".part"))
     os.replace(part, final)
     return final
+
+
+def _done(response: Any) -> None:
+    """Close the connection (never reused: a body left unread, cut or stalled must not meet the next request)."""
+    response.close()
+    response.release_conn()
 
 
 def _chunks(response: Any) -> Iterator[bytes]:

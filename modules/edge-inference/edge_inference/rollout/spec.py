@@ -22,7 +22,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 from edge_inference.share import share_fs
 
@@ -117,7 +117,9 @@ class Scrubber:
                 continue
             if parts.query:
                 secrets.add(parts.query)
-                secrets.update(v for _, v in parse_qsl(parts.query, keep_blank_values=True) if len(v) >= 4)
+                for pair in parts.query.split("&"):  # each value as written and as decoded
+                    raw = pair.partition("=")[2]
+                    secrets.update(v for v in (raw, unquote_plus(raw)) if len(v) >= 4)
             if parts.username:
                 secrets.add(parts.username)
             if password:
