@@ -38,7 +38,7 @@ def test_a_copy_agrees_fully_and_a_shift_not_at_all() -> None:
     shifted.add(active, [det("dent", 0.9, 0), det("scratch", 0.6, 100)], 4.0, 5.0)
     report = shifted.report()
     assert (report["agreement"], report["precision"], report["recall"]) == (0.0, 0.0, 0.0)
-    assert report["meanConfidenceShift"] is None and report["classes"]["dent"]["candidateDetections"] == 1
+    assert report["meanConfidenceShift"] is None and report["perClass"]["dent"]["candidateDetections"] == 1
 
 
 def test_per_class_precision_recall_and_confidence_shift() -> None:
@@ -50,7 +50,7 @@ def test_per_class_precision_recall_and_confidence_shift() -> None:
         1.0,
         2.0,
     )
-    classes = agreement.report()["classes"]
+    classes = agreement.report()["perClass"]
     assert classes["scratch"]["precision"] == pytest.approx(2 / 3, abs=1e-4) and classes["scratch"]["recall"] == 1.0
     assert classes["dent"]["precision"] == 1.0 and classes["dent"]["recall"] == 0.5
     assert classes["dent"]["meanConfidenceShift"] == pytest.approx(-0.1)

@@ -54,7 +54,7 @@ def test_a_copy_of_the_active_model_agrees_fully_and_nothing_of_it_is_written(tm
         stats = compared(run, 10)
         assert stats["agreement"] == 1.0 and stats["precision"] == 1.0 and stats["recall"] == 1.0
         assert stats["framesAgreeing"] == stats["framesCompared"] and stats["meanConfidenceShift"] == 0.0
-        assert set(stats["classes"]) == {"scratch", "dent"}  # type: ignore[arg-type]
+        assert set(stats["perClass"]) == {"scratch", "dent"}  # type: ignore[arg-type]
         assert stats["latencyMs"]["candidate"]["mean"] is not None  # type: ignore[index]
         # on `modelEvaluation` every interval, and in the reported candidate.stats
         messages = eventually(lambda: run.messages("modelEvaluation"))
@@ -79,7 +79,7 @@ def test_a_candidate_with_shifted_classes_agrees_near_zero(tmp_path: Path) -> No
         stats = compared(run, 8)
         assert stats["agreement"] == 0.0 and stats["precision"] == 0.0 and stats["recall"] == 0.0
         assert stats["framesAgreeing"] == 0
-        assert stats["classes"]["dent"]["candidateDetections"] == 8  # type: ignore[index]
+        assert stats["perClass"]["dent"]["candidateDetections"] == 8  # type: ignore[index]
 
 
 def test_under_a_saturating_load_the_candidate_is_starved_not_the_active_model(tmp_path: Path) -> None:

@@ -134,6 +134,6 @@ class Agreement:
             "precision": overall["precision"],
             "recall": overall["recall"],
             "meanConfidenceShift": overall["meanConfidenceShift"],
-            "classes": {label: tally.as_dict() for label, tally in sorted(self.classes.items())},
+            "perClass": {label: tally.as_dict() for label, tally in sorted(self.classes.items())},
             "latencyMs": {"active": self.active_ms.as_dict(), "candidate": self.candidate_ms.as_dict()},
         }

@@ -274,7 +274,7 @@ class CandidateShadow(Worker):
             number = evaluation.sent
             self._reports.append(stats)
         message_id = f"evaluation-{evaluation.shown['sha256'][:16]}-{evaluation.started_at}-{number}"
-        properties = routing_properties("evaluation", stats["classes"], 0, 0.0, "info")
+        properties = routing_properties("evaluation", stats["perClass"], 0, 0.0, "info")
         properties["agreement"] = "" if stats["agreement"] is None else f"{stats['agreement']:g}"
         try:
             self.sink.publish(

@@ -100,7 +100,7 @@ class Settings:
     )
     model_allow_http: bool = setting(False, "true: twin model URLs may be plain http:// (labs only; else HTTPS only)")
     model_max_mb: float = setting(
-        1024.0, "largest model (or labels file) a twin `model`/`candidate` may download or copy", lo=1, hi=100_000
+        1024.0, "largest model a twin `model`/`candidate` may download or copy (a labels file: 1 MB)", lo=1, hi=100_000
     )
     model_cache_count: int = setting(
         3,
