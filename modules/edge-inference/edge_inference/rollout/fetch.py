@@ -216,6 +216,7 @@ class ModelDownloader:
                 got = start
                 for chunk in _chunks(response):
                     out.write(chunk)
+                    out.flush()  # on disk as it comes: a kill keeps it for the resume
                     got += len(chunk)
                     if got > self.rules.max_bytes:
                         raise RolloutError(f"the download passed MODEL_MAX_MB ({self._mb(self.rules.max_bytes)})", 400)

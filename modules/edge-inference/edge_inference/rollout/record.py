@@ -6,6 +6,9 @@ again, and put into the reported properties), and the reported `runtime` after e
                rollingBack; the candidate lane also: evaluating. Each with `since` and its `target`.
     runtime    `runtime.model` names the serving model (it changes only with a swap); `runtime.model.rollout`
                is the model lane's state. Download progress is reported at most every PROGRESS_REPORT_S.
+
+Reported properties are merged into the twin (JSON merge patch): a key an object no longer has is reported as
+null, so that what the twin shows is what is in force (no `bytes` of a download left beside `active`).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ class RolloutRecord:
         self._lock = threading.Lock()
         self._states: dict[str, dict[str, Any]] = {lane: {"state": "idle", "since": utc_now_iso()} for lane in LANES}
         self._reported_at = 0.0
+        self._sent: dict[str, Any] = {}  # what was last reported per key: keys gone since are reported as null
 
     # -- the state machine ------------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -72,7 +76,11 @@ class RolloutRecord:
         with self._lock:
             self._reported_at = time.monotonic()
             state = dict(self._states["model"])
-        self.reported.put({"runtime": self.runtime_report(self.slot.active, state)})
+            runtime = self.runtime_report(self.slot.active, state)
+            rollout = _nulls_for_gone(self._sent.get("rollout"), state)
+            self._sent["rollout"] = state
+        runtime["model"]["rollout"] = rollout
+        self.reported.put({"runtime": runtime})
 
     # -- acknowledgements -------------------------------------------------------------------------------------
     def ack(self, kind: str) -> dict[str, Any] | None:
@@ -88,5 +96,14 @@ class RolloutRecord:
     def set_ack(self, kind: str, ack: dict[str, Any]) -> dict[str, Any]:
         with self._lock:
             self.store.update(acks={**(self.store.get("acks") or {}), kind: ack})
-        self.reported.put({kind: ack})
-        return ack
+            value = ack.get("value")
+            sent = {**ack, "value": _nulls_for_gone(self._sent.get(kind), value)} if isinstance(value, dict) else ack
+            self._sent[kind] = value
+        self.reported.put({kind: sent})
+        return sent
+
+
+def _nulls_for_gone(before: Any, now: dict[str, Any]) -> dict[str, Any]:
+    """`now`, with null for each key `before` had that `now` has not (one level: what a merge patch needs)."""
+    gone = {key: None for key in before if key not in now} if isinstance(before, dict) else {}
+    return {**gone, **now}
