@@ -15,7 +15,6 @@ import time
 from typing import Any
 
 import numpy as np
-
 import pytest
 
 from edge_inference.entities import Detection, FrameResult, ModelInfo
@@ -165,10 +164,9 @@ def test_every_field_of_every_message_is_declared_telemetry_that_fits() -> None:
 def test_runtime_of_a_real_session_fits_the_read_only_property(tmp_path: Any) -> None:
     import importlib.metadata as md
 
+    from edge_inference.control.commands import runtime_report
     from edge_inference.settings import read_settings
     from edge_inference.vision.model import OnnxModel
-
-    from edge_inference.control.commands import runtime_report
 
     model = OnnxModel(read_settings({"EXECUTION_PROVIDERS": "cpu", "STATE_DIR": str(tmp_path)}))
     rollout = {"state": "fetching", "since": "2026-11-30T10:00:00.000Z", "bytes": 10, "totalBytes": 20}
