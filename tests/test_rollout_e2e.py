@@ -152,3 +152,14 @@ def test_a_module_killed_during_a_download_finishes_it_after_the_restart(rig_mod
     assert rig.reported["runtime"]["model"]["sha256"] == sha(models["SHIFTED"])
     time.sleep(0.2)
     assert process.stop() == 0
+
+
+def test_make_simulate_rollout_shows_a_rollout_and_a_rollback(tmp_path: Path) -> None:
+    from tools.edgehub_rig import pick_loopback_host
+
+    command = [sys.executable, "tools/simulate_rollout.py", "--data-dir", str(tmp_path / "data"), "--interval", "0.3"]
+    command += ["--host", pick_loopback_host(("127.0.0.16", "127.0.0.17"))]
+    done = subprocess.run(command, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=200)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "rollout seen, rollback seen" in done.stdout
+    assert "model=demo-defects 1.1.0-sim" in done.stdout and "rollbackModel -> 200" in done.stdout

@@ -158,8 +158,12 @@ class ModelStore:
     def cached(self) -> list[dict[str, Any]]:
         """The twin models in the cache, newest use first (getModels)."""
         with self._lock:
-            rows = [dict(v, sha256=k) for k, v in (self._state.get("cached") or {}).items()]
-        rows = [r for r in rows if self.model_file(r["sha256"]).is_file()]
+            cached = dict(self._state.get("cached") or {})
+        rows = []
+        for sha, row in cached.items():
+            entry = ModelEntry.from_dict({**row, "sha256": sha})
+            if entry is not None and self.model_file(sha).is_file():
+                rows.append({**entry.shown(), "sizeBytes": row.get("sizeBytes"), "lastUsedAt": row.get("lastUsedAt")})
         return sorted(rows, key=lambda r: str(r.get("lastUsedAt", "")), reverse=True)
 
     def remember(self, entry: ModelEntry) -> None:
