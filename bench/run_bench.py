@@ -25,8 +25,10 @@ the start and end of every case. `--memory` runs the flat-memory soak instead (2
                                             # --yolov8n-model with a file built elsewhere (bench/yolov8n_model.py).
     bench/run_bench.py --memory             # RSS over 20,000 frames
     bench/run_bench.py --models none --smb  # only the SMB share case (bench/smb_latency.py)
+    bench/run_bench.py --models none --rollout   # only the model rollout case (bench/rollout_bench.py)
 
-Every full run ends with the SMB case: drop-to-result latency of frames written over SMB (bench/smb_latency.py).
+Every full run ends with the SMB case: drop-to-result latency of frames written over SMB (bench/smb_latency.py),
+and the model rollout case: what a candidate and a swap cost the active model (bench/rollout_bench.py).
 """
 
 from __future__ import annotations
@@ -1008,6 +1010,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--keep", action="store_true", help="keep the temp work folder (module logs, results)")
     p.add_argument("--smb", action="store_true", help="run the SMB share case (always in a full run)")
     p.add_argument("--smb-frames", type=int, default=0, help="frames per SMB writer kind (0: 20, quick 4)")
+    p.add_argument("--rollout", action="store_true", help="run the model rollout case (always in a full run)")
     args = p.parse_args(argv)
     args.argv = list(argv if argv is not None else sys.argv[1:])
     args.seconds = args.seconds or (1.0 if args.quick else 4.0)
@@ -1069,6 +1072,11 @@ def run(args: argparse.Namespace) -> int:
 
             smb_frames = args.smb_frames or (4 if args.quick else 20)
             report["smb"] = run_smb_latency(workdir, smb_frames, args.providers)
+        if args.rollout or not args.quick:
+            from bench.rollout_bench import run_rollout_bench
+
+            report["rollout"] = run_rollout_bench(workdir, args.providers, args.quick)
+            print(json.dumps(report["rollout"], indent=1), flush=True)
         report["goals"] = goals(report["cases"])
         report["loadEnd"] = load_average()
         report["seconds"] = round(time.monotonic() - started, 1)
