@@ -26,6 +26,7 @@ import numpy as np
 from edge_inference.app import Module
 from edge_inference.entities import FrameResult
 from edge_inference.iot.twin import TwinState
+from edge_inference.ops.telemetry import OutgoingMessage
 from edge_inference.rollout.fetch import FetchPolicy
 from edge_inference.settings import read_settings
 from tests.onnx_models import build_constant_model, yolov8_output
@@ -91,6 +92,19 @@ def eventually(check: Callable[[], Any], timeout: float = 20.0, step: float = 0.
         if time.monotonic() > deadline:
             return value
         time.sleep(step)
+
+
+@dataclass
+class ListSink:
+    """A telemetry sink that keeps what it is given (for the candidate shadow on its own)."""
+
+    sent: list[OutgoingMessage] = field(default_factory=list)
+
+    def publish(self, message: OutgoingMessage) -> None:
+        self.sent.append(message)
+
+    def close(self) -> None:
+        return None
 
 
 @dataclass

@@ -17,7 +17,7 @@ from edge_inference.ops.live_settings import LiveSettings, TwinSettings
 from edge_inference.rollout.shadow import SHADOW_QUEUE, CandidateShadow, ShadowInbox
 from edge_inference.settings import read_settings
 from edge_inference.vision.model import OnnxModel
-from tests.rollout_support import Running, build_models, drop, eventually, modules, sha, spec, start_module
+from tests.rollout_support import ListSink, Running, build_models, drop, eventually, modules, sha, spec, start_module
 from tools.model_server import ModelServer
 
 pytestmark = pytest.mark.timeout(120)
@@ -153,19 +153,11 @@ def test_max_minutes_ends_the_evaluation(tmp_path: Path) -> None:
     models = build_models(tmp_path / "models")
     settings = read_settings({"MODEL_PATH": str(models["A"]), "STATE_DIR": str(tmp_path), "EXECUTION_PROVIDERS": "cpu"})
     active, candidate = OnnxModel(settings), OnnxModel(settings, path=models["SHIFTED"], identity=("s", "1"))
-    sent: list[object] = []
-
-    class Sink:
-        def publish(self, message: object) -> None:
-            sent.append(message)
-
-        def close(self) -> None:
-            return None
-
-    shadow = CandidateShadow(settings, ShadowInbox(), lambda: True, Sink(), LiveSettings(TwinSettings()))
+    sink = ListSink()
+    shadow = CandidateShadow(settings, ShadowInbox(), lambda: True, sink, LiveSettings(TwinSettings()))
     with shadow:
         shadow.begin(candidate, {"name": "s", "version": "1", "sha256": candidate.sha256}, active, 1.0, 0.01)
         assert eventually(lambda: shadow.model is None, 10)
     reports = shadow.take_reports()
     assert reports[-1]["state"] == "ended" and reports[-1]["endedBecause"] == "maxMinutes reached"
-    assert sent and getattr(sent[-1], "output", None) == "modelEvaluation"
+    assert sink.sent and sink.sent[-1].output == "modelEvaluation"

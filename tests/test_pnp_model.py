@@ -23,7 +23,7 @@ from edge_inference.iot.methods import METHODS
 from edge_inference.iot.twin import validate_desired
 from edge_inference.ops.alarms import ActiveAlarm, build_health_message
 from edge_inference.ops.live_settings import TWIN_PROPERTIES, TwinSettings
-from edge_inference.ops.telemetry import OutgoingMessage, SummaryWindow, build_alert_message, build_detection_message
+from edge_inference.ops.telemetry import SummaryWindow, build_alert_message, build_detection_message
 from edge_inference.rollout.spec import MODEL_PROPERTIES
 from tests.dtdl import MODEL_FILE, conformance, contents, interface
 
@@ -68,20 +68,13 @@ def _evaluation() -> dict[str, Any]:
     from edge_inference.rollout.shadow import CandidateShadow, ShadowFrame, ShadowInbox
     from edge_inference.settings import read_settings
     from edge_inference.vision.model import OnnxModel
+    from tests.rollout_support import ListSink
 
     settings = read_settings({"EXECUTION_PROVIDERS": "cpu"})
     model = OnnxModel(settings)
-    sent: list[OutgoingMessage] = []
-
-    class Sink:
-        def publish(self, message: OutgoingMessage) -> None:
-            sent.append(message)
-
-        def close(self) -> None:
-            return None
-
+    sink = ListSink()
     inbox = ShadowInbox()
-    shadow = CandidateShadow(settings, inbox, lambda: True, Sink(), LiveSettings(TwinSettings()))
+    shadow = CandidateShadow(settings, inbox, lambda: True, sink, LiveSettings(TwinSettings()))
     with shadow:
         shadow.begin(model, model.describe(), model, 1.0, None)
         tensor = np.full((1, 3, *model.input_hw), 0.5, np.float32)
@@ -91,8 +84,8 @@ def _evaluation() -> dict[str, Any]:
         while (shadow.stats() or {}).get("framesCompared", 0) < 1 and time.monotonic() < deadline:
             time.sleep(0.02)
         shadow.end("a test")
-    assert sent and sent[-1].output == "modelEvaluation"
-    return sent[-1].body
+    assert sink.sent and sink.sent[-1].output == "modelEvaluation"
+    return sink.sent[-1].body
 
 
 def _messages() -> dict[str, list[dict[str, Any]]]:

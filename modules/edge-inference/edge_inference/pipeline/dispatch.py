@@ -113,7 +113,7 @@ class Dispatcher(Worker):
             return None
         if job.source == "http":
             return None  # a request given up (timed out) while in flight: nobody waits for its answer
-        if isinstance(item, PreparedFrame) and result.ok and model is self.slot.active:
+        if self.shadow.rate and isinstance(item, PreparedFrame) and result.ok and model is self.slot.active:
             active_ms = done.timings_ms.get("inference", 0.0)
             self.shadow.offer(
                 ShadowFrame(job.frame_id, item.tensor, item.letterbox, result.detections, active_ms, live)

@@ -119,6 +119,8 @@ class ModelRollout(Worker):
             if isinstance(request, ModelSpec) and pending.get("fingerprint") == fingerprint:
                 log.info("resuming the %s rollout of %s cut by a restart", kind, request.title)
                 return self._enqueue(Job(kind, request, version, fingerprint))
+            if absent and pending.get("kind") == kind:  # asked for no more: its part is not kept
+                self.store.update(pending=None)
             return self.record.ack(kind) or self._in_force_ack(kind, version, 203, "in force (not set in the twin)")
         self.store.update(handled={**handled, kind: fingerprint})
         if isinstance(request, BadSpec):
