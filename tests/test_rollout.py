@@ -304,3 +304,31 @@ def test_a_second_module_reads_a_model_with_its_own_labels(tmp_path: Path) -> No
         found = eventually(lambda: [r for r in run.collector.snapshot() if r.rel_path == "l.jpg"])
         assert [d.label for d in found[0].detections] == ["crack"]
         assert run.take_reported()["runtime"]["classes"] == ["crack", "chip"]
+
+
+def test_a_gpu_failure_under_a_new_model_on_probation_falls_back_instead_of_stopping(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edge_inference.errors import GpuError
+    from tests.gpu_fakes import CUDA_FAILURE
+
+    models = build_models(tmp_path / "models")
+    a = sha(models["A"])
+    with ModelServer(tmp_path / "server") as server, modules() as running:
+        server.put("b.onnx", models["B"].read_bytes())
+        run = start_module(tmp_path, models["A"], server.ca_file, running=running, BATCH_SIZE="1")
+        run.patch({"model": spec("b", models["B"], server.url("b.onnx"))})
+        assert run.ack("model")["ac"] == 200
+        # the GPU is the one edge that cannot run here: the new session's runs fail as a CUDA session does
+
+        def gpu_lost(batch: object) -> object:
+            raise GpuError(f"inference failed on CUDAExecutionProvider: {CUDA_FAILURE}")
+
+        monkeypatch.setattr(run.module.slot.active, "run", gpu_lost)
+        for i in range(7):
+            drop(run.dirs["input"], f"gpu/{i}.jpg", seed=i)
+        results = eventually(lambda: len(run.collector.snapshot()) == 7 and run.collector.snapshot(), 30)
+        assert results and all(r.ok and r.model.sha256 == a for r in results)
+        assert run.module.slot.active.sha256 == a
+        assert eventually(lambda: run.module.alarms.is_active(MODEL_ROLLED_BACK))
+        assert not run.module.supervisor.describe_death()  # the inference stage lives on
