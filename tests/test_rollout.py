@@ -87,6 +87,9 @@ def test_a_model_patch_while_frames_flow_swaps_with_no_frame_lost_or_doubled(
         assert runtime_models[0] == a and runtime_models[-1] == b
         assert runtime_models == sorted(runtime_models, key=lambda m: m == b), "runtime.model changes once, at the swap"
         assert run.reported["runtime"]["model"]["rollout"]["state"] == "active"
+        status = run.module.commands.status()
+        assert status["model"]["sha256"] == b and status["rollout"]["state"] == "active"
+        assert status["rollout"]["model"]["name"] == "defects" and status["rollout"]["candidate"]["state"] == "idle"
         # the SAS token is in no log line, reported property, result or state file
         secret = server.sas.split("sig=")[1]
         state = (run.dirs["state"] / "models" / "rollout.json").read_text()
@@ -148,6 +151,8 @@ def test_each_refusal_keeps_the_old_model_serving(tmp_path: Path) -> None:
             assert ack["value"]["sha256"] == a, case  # the value in force: still A
             assert run.module.alarms.is_active(MODEL_ROLLOUT_FAILED), case
             assert served_by(run, f"after-{i}.jpg") == a, case
+            state = run.module.commands.status()["rollout"]
+            assert state["state"] == "failed" and state["ac"] == ac and reason in state["reason"], (case, state)
             assert server.sas.split("sig=")[1] not in ack["ad"]
         alarm = run.module.alarms.active()[MODEL_ROLLOUT_FAILED]
         assert alarm["details"]["property"] == "model" and alarm["details"]["ac"] == 400
@@ -185,6 +190,10 @@ def test_a_restart_during_a_download_finishes_it(tmp_path: Path) -> None:
         value = spec("b", models["B"], server.url("b.onnx"))
         version = run.patch({"model": value})
         assert eventually(lambda: part.exists() and part.stat().st_size == len(data) // 3)
+        # getStatus shows the state machine: fetching, with the bytes so far
+        status = eventually(lambda: (s := run.module.commands.status()["rollout"]).get("bytes") and s)
+        assert status["state"] == "fetching" and status["bytes"] == len(data) // 3
+        assert status["totalBytes"] == len(data) and status["target"]["sha256"] == b
         # when the module is restarted during the download
         run.stop()
         assert run.module.rollout.join(10)
