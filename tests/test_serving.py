@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 from edge_inference.entities import Letterbox
+from edge_inference.errors import ModelError
 from edge_inference.settings import read_settings
 from edge_inference.vision.model import OnnxModel
-from edge_inference.vision.preprocess import prepare_frame
-from edge_inference.vision.serving import ModelSlot, Probation, SlotEvent, fits, refit
+from edge_inference.vision.preprocess import InputTransform, prepare_frame
+from edge_inference.vision.serving import ModelSlot, Probation, SlotEvent, fits, refit, run_one
 from tests.onnx_models import build_constant_model, yolov8_output
 
 pytestmark = pytest.mark.timeout(30)
@@ -63,11 +64,14 @@ def test_refit_letterboxes_for_another_input_as_preparing_would(tmp_path: Path) 
     small, large = model(tmp_path, "small", (64, 64)), model(tmp_path, "large", (128, 96))
     image = np.zeros((120, 200, 3), np.uint8)
     image[40:80, 60:140] = (0, 0, 255)  # a red block
-    tensor, box = prepare_frame(image, (200, 120), small.input_hw, small.input.dtype)
-    assert fits(tensor, small) and not fits(tensor, large)
-    again, geometry = refit(tensor, box, large)
-    direct, expected = prepare_frame(image, (200, 120), large.input_hw, large.input.dtype)
-    assert again.shape == direct.shape and fits(again, large)
+    tensor, box = prepare_frame(image, (200, 120), small.transform)
+    assert fits(tensor, small.transform, small) and not fits(tensor, small.transform, large)
+    assert fits(tensor, None, small) and not fits(tensor, None, large)  # no transform: by size and type
+    refitted = refit(tensor, box, small.transform, large)
+    assert refitted is not None
+    again, geometry = refitted
+    direct, expected = prepare_frame(image, (200, 120), large.transform)
+    assert again.shape == direct.shape and fits(again, None, large)
     assert geometry.width == 200 and geometry.height == 120
     assert geometry.scale == pytest.approx(expected.scale, rel=0.05)
     assert (geometry.pad_x, geometry.pad_y) == pytest.approx((expected.pad_x, expected.pad_y), abs=1.5)
@@ -75,6 +79,22 @@ def test_refit_letterboxes_for_another_input_as_preparing_would(tmp_path: Path) 
     # boxes found on the refitted tensor map back to the same original pixels
     corner = np.array([[geometry.pad_x, geometry.pad_y, 96.0, 64.0]], np.float32)
     assert geometry.to_original(corner)[0][:2] == pytest.approx([0.0, 0.0], abs=1.0)
-    same, same_box = refit(tensor, box, small)
-    assert same is tensor and same_box is box
+    same = refit(tensor, box, small.transform, small)
+    assert same is not None and same[0] is tensor and same[1] is box
+    same_box = same[1]
     assert isinstance(same_box, Letterbox)
+
+
+def test_a_classifiers_crop_is_never_refitted(tmp_path: Path) -> None:
+    """A centre crop lost the picture outside it: a frame made for a classifier (or made for a detector and met
+    by a classifier) is not remade; the batcher runs it on the model it was made for."""
+    detector = model(tmp_path, "det", (64, 64))
+    image = np.full((120, 200, 3), 90, np.uint8)
+    crop = InputTransform("classify", (64, 64))
+    tensor, box = prepare_frame(image, (200, 120), crop)
+    assert refit(tensor, box, crop, detector) is None
+    with pytest.raises(ModelError, match="made for a classify model"):
+        run_one(detector, tensor, box, crop)
+    # the same size and type, but made by the letterbox: taken as it is
+    made, made_box = prepare_frame(image, (200, 120), detector.transform)
+    assert refit(made, made_box, detector.transform, detector) == (made, made_box)

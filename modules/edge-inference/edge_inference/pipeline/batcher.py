@@ -4,7 +4,7 @@ with its slice of the output and the model that made it.
 
 The serving model is read once per batch from vision/serving.py's `ModelSlot`: a model swap falls between two
 batches. A frame prepared for another model's input (the one before a swap) is letterboxed again for this one
-(`refit`). A batch is run at once when nothing else is in the pipe (no frame decoding or waiting to be): holding
+(`refit`); one that cannot be (a classifier's centre crop) runs on the model it was made for, still loaded. A batch is run at once when nothing else is in the pipe (no frame decoding or waiting to be): holding
 it open for frames that will not come only adds latency. Frames that failed before inference pass straight
 through. A batch that fails is run again frame by frame, so that only the frame the model cannot take fails
 (`inference_failed`). While a newly swapped-in model is on probation, a frame that fails on it is run on the
@@ -32,7 +32,7 @@ from edge_inference.pipeline.envelopes import Failed, Inferred, StageQueues, put
 from edge_inference.pipeline.prepare import FramePreparer
 from edge_inference.settings import Settings
 from edge_inference.vision.model import OnnxModel
-from edge_inference.vision.serving import ModelSlot, fits, refit
+from edge_inference.vision.serving import ModelSlot, refit
 from edge_inference.workers import Supervisor, Worker
 
 log = logging.getLogger(__name__)
@@ -86,8 +86,10 @@ class Batcher(Worker):
                 item = pending.pop()
                 if isinstance(item, Failed):
                     self._pass_on(Inferred(item, None, item.timings_ms))
+                elif (fitted := self._fit(item, model)) is not None:
+                    batch.append(fitted)
                 else:
-                    batch.append(self._fit(item, model))
+                    self._run_on_its_own_model(item)
                 if len(batch) >= limit:
                     break
                 remaining = deadline - time.monotonic()
@@ -116,14 +118,35 @@ class Batcher(Worker):
                 raise InferenceError(f"{consecutive_failures} inference batches failed in a row: {failures[-1]}")
 
     @staticmethod
-    def _fit(frame: PreparedFrame, model: OnnxModel) -> PreparedFrame:
-        """The frame letterboxed for `model`'s input (a frame prepared before a swap is refitted)."""
-        if fits(frame.tensor, model):
+    def _fit(frame: PreparedFrame, model: OnnxModel) -> PreparedFrame | None:
+        """The frame made for `model`'s input (a frame prepared before a swap is refitted); None when it cannot be
+        (a classifier's crop on one side: the model it was made for takes it, `_run_on_its_own_model`)."""
+        fitted = refit(frame.tensor, frame.letterbox, frame.transform, model)
+        if fitted is None:
+            return None
+        if fitted[0] is frame.tensor:
             return frame
-        tensor, box = refit(frame.tensor, frame.letterbox, model)
-        return replace(frame, tensor=tensor, letterbox=box)
+        return replace(frame, tensor=fitted[0], letterbox=fitted[1], transform=model.transform)
 
-    def _infer_guarded(self, model: OnnxModel, batch: list[PreparedFrame]) -> list[np.ndarray | Exception]:
+    def _run_on_its_own_model(self, frame: PreparedFrame) -> None:
+        """A frame made before a swap for a model whose input cannot be remade from it (a classifier's crop, or
+        for one) runs alone on that model, still loaded while the new one is on probation; its result names it."""
+        made_for = self.slot.previous
+        if made_for is None or made_for.transform != frame.transform:
+            message = "inference failed: the frame was made for a model no longer loaded (a second swap)"
+            error = FrameError(FrameError.INFERENCE_FAILED, message)
+            self._pass_on(Inferred(Failed(frame.job, error, frame.timings_ms), None, frame.timings_ms))
+            return
+        t0 = time.monotonic()
+        out = self._infer(made_for, [frame])[0]
+        if isinstance(out, Exception):
+            error = FrameError(FrameError.INFERENCE_FAILED, f"inference failed: {out}"[:500])
+            self._pass_on(Inferred(Failed(frame.job, error, frame.timings_ms), None, frame.timings_ms, made_for))
+        else:
+            elapsed = (time.monotonic() - t0) * 1000
+            self._pass_on(Inferred(frame, out, {**frame.timings_ms, "inference": elapsed}, made_for))
+
+    def _infer_guarded(self, model: OnnxModel, batch: list[PreparedFrame]) -> list[tuple[np.ndarray, ...] | Exception]:
         """`_infer`; a GPU failure under a model on probation fails its frames (the model before it serves them)
         instead of the stage."""
         try:
@@ -135,18 +158,18 @@ class Batcher(Worker):
             return [exc] * len(batch)
 
     def _fail_over(
-        self, model: OnnxModel, batch: list[PreparedFrame], outputs: list[np.ndarray | Exception]
-    ) -> list[tuple[np.ndarray | Exception, tuple[PreparedFrame, OnnxModel]]]:
+        self, model: OnnxModel, batch: list[PreparedFrame], outputs: list[tuple[np.ndarray, ...] | Exception]
+    ) -> list[tuple[tuple[np.ndarray, ...] | Exception, tuple[PreparedFrame, OnnxModel]]]:
         """Each frame's output and (frame, model) that made it; a frame that failed on a model on probation is
         run on the model before it. The slot hears how the new model did."""
         previous = self.slot.previous if model is self.slot.active else None
-        done: list[tuple[np.ndarray | Exception, tuple[PreparedFrame, OnnxModel]]] = []
+        done: list[tuple[tuple[np.ndarray, ...] | Exception, tuple[PreparedFrame, OnnxModel]]] = []
         failed_over = 0
         for p, out in zip(batch, outputs, strict=True):
             if isinstance(out, Exception) and previous is not None:
                 again = self._fit(p, previous)
-                retry = self._infer(previous, [again])[0]
-                if not isinstance(retry, Exception):
+                retry = self._infer(previous, [again])[0] if again is not None else out
+                if again is not None and not isinstance(retry, Exception):
                     failed_over += 1
                     done.append((retry, (again, previous)))
                     continue
@@ -155,14 +178,24 @@ class Batcher(Worker):
         self.slot.record(model, served, failed_over)
         return done
 
-    def _infer(self, model: OnnxModel, batch: list[PreparedFrame]) -> list[np.ndarray | Exception]:
-        """Each frame's output, or the exception that stands for it. A failed batch is run again frame by frame,
-        so that one frame the model cannot take fails alone."""
+    def _infer(self, model: OnnxModel, batch: list[PreparedFrame]) -> list[tuple[np.ndarray, ...] | Exception]:
+        """Each frame's outputs, or the exception that stands for it. A failed batch is run again frame by frame,
+        so that one frame the model cannot take fails alone. Frames of different input sizes (a model padded
+        to its stride, not to a fixed size) run as one batch per size."""
+        if len({p.tensor.shape for p in batch}) > 1:
+            by_shape: dict[tuple[int, ...], list[int]] = {}
+            for i, p in enumerate(batch):
+                by_shape.setdefault(p.tensor.shape, []).append(i)
+            results: list[tuple[np.ndarray, ...] | Exception] = [ValueError()] * len(batch)
+            for indices in by_shape.values():
+                for i, out in zip(indices, self._infer(model, [batch[i] for i in indices]), strict=True):
+                    results[i] = out
+            return results
         try:
-            first_output = model.run(self._stack([p.tensor for p in batch], model.serving_batch))[0]
+            outputs = model.run(self._stack([p.tensor for p in batch], model.serving_batch))
             if model.layout == "rows":
-                return [first_output]
-            return [first_output[i] for i in range(len(batch))]
+                return [tuple(outputs)]
+            return [tuple(o[i] for o in outputs) for i in range(len(batch))]
         except GpuError:
             raise  # the GPU failed, not these frames: they stay claimed and run again after the restart
         except Exception as exc:

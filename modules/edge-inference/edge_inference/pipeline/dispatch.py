@@ -1,7 +1,7 @@
 """The dispatcher: inferred queue -> postprocess with the live settings (vision/postprocess.py: thresholds,
-NMS, boxes mapped back to the original pixels) by the model that made the output -> a `FrameResult` naming it.
-A share frame the model judged is then offered to the candidate shadow (rollout/shadow.py `ShadowInbox`: a
-sampled, bounded hand-over that never blocks).
+NMS, boxes, masks, keypoints and rotated boxes mapped back to the original pixels, or the top classes) by the
+model that made the output -> a `FrameResult` naming it. A share frame the model judged is then offered to the
+candidate shadow (rollout/shadow.py `ShadowInbox`: a sampled, bounded hand-over that never blocks).
 
 A /predict request is answered here (its future completed, its own confidence threshold honoured); share frames
 are gathered into a group - whatever else is already done joins it, up to `DISPATCH_GROUP` - and handed to the
@@ -30,7 +30,7 @@ from edge_inference.rollout.shadow import ShadowFrame, ShadowInbox
 from edge_inference.settings import Settings
 from edge_inference.vision import postprocess
 from edge_inference.vision.model import OnnxModel
-from edge_inference.vision.serving import ModelSlot, detections
+from edge_inference.vision.serving import ModelSlot, decode
 from edge_inference.workers import Supervisor, Worker
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,9 @@ class Dispatcher(Worker):
         if self.shadow.rate and isinstance(item, PreparedFrame) and result.ok and model is self.slot.active:
             active_ms = done.timings_ms.get("inference", 0.0)
             self.shadow.offer(
-                ShadowFrame(job.frame_id, item.tensor, item.letterbox, result.detections, active_ms, live)
+                ShadowFrame(
+                    job.frame_id, item.tensor, item.letterbox, item.transform, result.detections, active_ms, live
+                )
             )
         return Finished(job, item, result, live)
 
@@ -137,9 +139,17 @@ class Dispatcher(Worker):
         )
         if done.output is None:
             raise ValueError("no model output for this frame")
-        found = detections(model, done.output, item.letterbox, options)
+        decoded = decode(model, done.output, item.letterbox, options)
         timings = {**done.timings_ms, "postprocess": (time.monotonic() - t0) * 1000}
-        result = self.results.make(item.job, item, model.info(), detections=tuple(found), timings=timings, live=live)
+        result = self.results.make(
+            item.job,
+            item,
+            model.info(),
+            detections=decoded.detections,
+            classification=decoded.classification,
+            timings=timings,
+            live=live,
+        )
         if request is not None and request.confidence is not None:
             result = replace(result, confidence_threshold=request.confidence)
         return result

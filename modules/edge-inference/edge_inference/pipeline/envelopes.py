@@ -46,12 +46,12 @@ class Failed:
 
 @dataclass(frozen=True)
 class Inferred:
-    """A frame out of the batcher: its slice of the model output (None for a frame that failed earlier), its
-    timings so far, inference included, and the model that made the output (its layout and class names read
-    it; the result names it): after a swap, frames batched before it still come from the old model."""
+    """A frame out of the batcher: its slice of each model output (None for a frame that failed earlier), its
+    timings so far, inference included, and the model that made the output (its head and class names read it;
+    the result names it): after a swap, frames batched before it still come from the old model."""
 
     item: PreparedFrame | Failed
-    output: np.ndarray | None
+    output: tuple[np.ndarray, ...] | None
     timings_ms: Mapping[str, float]
     model: OnnxModel | None = None
 

@@ -13,7 +13,15 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from edge_inference.entities import Detection, FrameJob, FrameResult, ModelInfo, PreparedFrame, utc_now_iso
+from edge_inference.entities import (
+    Classification,
+    Detection,
+    FrameJob,
+    FrameResult,
+    ModelInfo,
+    PreparedFrame,
+    utc_now_iso,
+)
 from edge_inference.errors import FrameError
 from edge_inference.ops.live_settings import LiveSettings, TwinSettings
 from edge_inference.ops.metrics import MetricsRegistry
@@ -47,6 +55,7 @@ class ResultMaker:
         model: ModelInfo | None = None,
         *,
         detections: tuple[Detection, ...] = (),
+        classification: Classification | None = None,
         error: FrameError | None = None,
         timings: Mapping[str, float] | None = None,
         live: TwinSettings | None = None,
@@ -69,6 +78,7 @@ class ResultMaker:
             timings_ms=timings_ms,
             processed_at=utc_now_iso(),
             error=error.as_dict() if error else None,
+            classification=classification,
         )
 
 
@@ -96,13 +106,13 @@ class FrameCounters:
         outcome = "ok" if result.ok else "failed"
         with self._lock:
             self._counts[outcome] += 1
-            self._counts["detections"] += len(result.detections)
+            self._counts["detections"] += len(result.findings)
             self.last_result_at = result.processed_at
         self.metrics.frames.labels(outcome=outcome).inc()
         if result.error is not None:
             self.metrics.failures.labels(code=result.error["code"]).inc()
-        for det in result.detections:
-            self.metrics.detections.labels(label=det.label).inc()
+        for found in result.findings:
+            self.metrics.detections.labels(label=found.label).inc()
 
     def answered(self, result: FrameResult) -> None:
         """A /predict request answered."""

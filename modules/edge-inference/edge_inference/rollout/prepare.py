@@ -87,7 +87,7 @@ class ModelPreparer:
             labels.unlink(missing_ok=True)  # this spec names no labels: an old file must not name its classes
         self.store.update(pending={**pending, "phase": "verifying"})
         self.record.set_state(lane, "verifying", spec.shown())
-        return self.verifier.load(
+        model = self.verifier.load(
             file,
             labels=labels if labels.is_file() else None,
             identity=(spec.name, spec.version),
@@ -96,6 +96,14 @@ class ModelPreparer:
             strict=strict,
             on_checked=lambda: self.record.set_state(lane, "warming", spec.shown()),
         )
+        active = self.verifier.slot.active
+        if lane == "candidate" and model.task != active.task:
+            raise RolloutError(
+                f"the candidate is a {model.task} model and the active one a {active.task} model:"
+                " their findings cannot be compared",
+                400,
+            )
+        return model
 
     def entry_of(self, spec: ModelSpec) -> ModelEntry:
         """How the store remembers a prepared spec (its source shown without secrets)."""

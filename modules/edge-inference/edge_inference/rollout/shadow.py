@@ -37,7 +37,8 @@ from edge_inference.rollout.agreement import Agreement
 from edge_inference.settings import Settings
 from edge_inference.vision import postprocess
 from edge_inference.vision.model import OnnxModel
-from edge_inference.vision.serving import detections, run_one
+from edge_inference.vision.preprocess import InputTransform
+from edge_inference.vision.serving import decode, run_one
 from edge_inference.workers import Supervisor, Worker
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ class ShadowFrame:
     frame_id: str
     tensor: np.ndarray
     letterbox: Letterbox
+    transform: InputTransform | None  # what made `tensor` (the candidate's input is made again from it)
     active: tuple[Detection, ...]
     active_ms: float
     live: TwinSettings
@@ -227,8 +229,8 @@ class CandidateShadow(Worker):
         )
         t0 = time.monotonic()
         try:
-            output, box = run_one(model, frame.tensor, frame.letterbox)
-            found = detections(model, output, box, options)
+            output, box = run_one(model, frame.tensor, frame.letterbox, frame.transform)
+            found = decode(model, output, box, options).detections
         except Exception as exc:  # the candidate fails a frame: counted, never the active model's business
             log.warning("candidate %s failed a frame: %s", model.name, str(exc)[:200])
             evaluation.failed += 1

@@ -28,7 +28,7 @@ from edge_inference.vision import decode as decoding
 from edge_inference.vision import postprocess
 from edge_inference.vision.model import OnnxModel
 from edge_inference.vision.preprocess import prepare_frame
-from edge_inference.vision.serving import ModelSlot, detections, run_one
+from edge_inference.vision.serving import ModelSlot, decode, run_one
 
 log = logging.getLogger(__name__)
 
@@ -103,13 +103,13 @@ class ModelVerifier:
         s = self.settings
         try:
             data = self.selftest_frame.read_bytes()
-            frame = decoding.decode_frame(data, s.max_image_pixels, model.input_hw if s.jpeg_reduced_decode else None)
-            tensor, box = prepare_frame(frame.image, (frame.width, frame.height), model.input_hw, model.input.dtype)
-            output, box = run_one(model, tensor, box)
+            frame = decoding.decode_frame(data, s.max_image_pixels)
+            tensor, box = prepare_frame(frame.image, (frame.width, frame.height), model.transform)
+            output, box = run_one(model, tensor, box, model.transform)
             options = postprocess.DecodeOptions(
                 s.confidence_threshold, s.iou_threshold, s.max_detections, s.agnostic_nms
             )
-            found = detections(model, output, box, options)
+            found = decode(model, output, box, options).detections
         except (FrameError, OSError) as exc:
             raise RolloutError(f"the self-test frame cannot be read: {exc}", 500) from None
         except Exception as exc:

@@ -10,8 +10,9 @@
                             old model back at once (`fall_back`: the automatic rollback)
     refit(...)              a prepared tensor letterboxed for one model's input, letterboxed again for another's
                             (frames prepared for the old model meet the new one after a swap; the candidate
-                            shadow runs on the active model's tensors)
-    detections(...)         one frame's output read by the model that made it (its layout and class names):
+                            shadow runs on the active model's tensors); a classifier's centre crop cannot be
+                            refitted: such a frame runs on the model it was made for
+    decode(...)             one frame's outputs read by the model that made them (its head and class names):
                             the dispatcher, the rollout's self-test and the candidate shadow read outputs here
 
 Listeners (`subscribe`) hear every swap, confirmation and fall-back; they are called on the thread that caused
@@ -29,10 +30,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from edge_inference.entities import Detection, Letterbox
+from edge_inference.entities import Letterbox
+from edge_inference.errors import ModelError
 from edge_inference.vision import postprocess
 from edge_inference.vision.model import OnnxModel
-from edge_inference.vision.preprocess import letterbox
+from edge_inference.vision.preprocess import InputTransform, letterbox
 
 log = logging.getLogger(__name__)
 
@@ -149,36 +151,51 @@ class ModelSlot:
                 log.exception("model slot listener failed (%s)", event.change)
 
 
-def fits(tensor: np.ndarray, model: OnnxModel) -> bool:
-    """The tensor is letterboxed for this model's input (size and type)."""
+def fits(tensor: np.ndarray, made_by: InputTransform | None, model: OnnxModel) -> bool:
+    """The tensor was made for this model's input: by its transform (`made_by`; None: compare size and type)."""
+    if made_by is not None:
+        return made_by == model.transform
     return tuple(tensor.shape[2:]) == model.input_hw and tensor.dtype == model.input.dtype
 
 
-def refit(tensor: np.ndarray, box: Letterbox, model: OnnxModel) -> tuple[np.ndarray, Letterbox]:
+def refit(
+    tensor: np.ndarray, box: Letterbox, made_by: InputTransform | None, model: OnnxModel
+) -> tuple[np.ndarray, Letterbox] | None:
     """Letterbox a prepared [1, 3, H, W] tensor again for `model`'s input; the geometry still maps to the
-    original frame. The picture is cut from the padding, resized and padded the way preprocess.py does."""
-    if fits(tensor, model):
+    original frame. The picture is cut from the padding, resized and padded the way preprocess.py does (to the
+    model's stride when it pads to one). None when one side is a classifier's centre crop: the picture outside it
+    is gone, so only the model the frame was made for can take it."""
+    if fits(tensor, made_by, model):
         return tensor, box
+    if model.transform.kind != "letterbox" or (made_by is not None and made_by.kind != "letterbox"):
+        return None
     h, w = tensor.shape[2:]
     x0, y0 = round(box.pad_x), round(box.pad_y)
     cw = min(w - x0, max(1, round(box.width * box.scale)))
     ch = min(h - y0, max(1, round(box.height * box.scale)))
     picture: Any = np.ascontiguousarray(tensor[0, :, y0 : y0 + ch, x0 : x0 + cw].transpose(1, 2, 0), np.float32)
-    padded, inner = letterbox(picture * 255.0, model.input_hw)
+    padded, inner = letterbox(picture * 255.0, model.input_hw, stride=model.transform.stride)
     out = (padded.transpose(2, 0, 1)[np.newaxis] / 255.0).astype(model.input.dtype)
     geometry = Letterbox(box.scale * inner.scale, inner.pad_x, inner.pad_y, box.width, box.height)
     return np.ascontiguousarray(out), geometry
 
 
-def detections(
-    model: OnnxModel, output: np.ndarray, box: Letterbox, options: postprocess.DecodeOptions
-) -> list[Detection]:
-    """One frame's detections from its slice of `model`'s output, boxes in the original frame's pixels."""
-    return postprocess.decode(model.layout, output, box, options, model.class_names)
+def decode(
+    model: OnnxModel, outputs: tuple[np.ndarray, ...], box: Letterbox, options: postprocess.DecodeOptions
+) -> postprocess.Decoded:
+    """One frame's findings from its slice of `model`'s outputs (its head and class names), in the original
+    frame's pixels."""
+    return model.decoder.decode(outputs, box, options)
 
 
-def run_one(model: OnnxModel, tensor: np.ndarray, box: Letterbox) -> tuple[np.ndarray, Letterbox]:
-    """Run one prepared frame on `model` (refitted to its input first): its output slice and geometry."""
-    tensor, box = refit(tensor, box, model)
-    first = model.run(tensor)[0]
-    return (first if model.layout == "rows" else first[0]), box
+def run_one(
+    model: OnnxModel, tensor: np.ndarray, box: Letterbox, made_by: InputTransform | None = None
+) -> tuple[tuple[np.ndarray, ...], Letterbox]:
+    """Run one prepared frame on `model` (refitted to its input first): its outputs' slices and geometry."""
+    fitted = refit(tensor, box, made_by, model)
+    if fitted is None:
+        raise ModelError(
+            f"a frame made for a {made_by.kind if made_by else '?'} model cannot feed a {model.task} model"
+        )
+    outputs = model.run(fitted[0])
+    return (tuple(outputs) if model.layout == "rows" else tuple(o[0] for o in outputs)), fitted[1]
