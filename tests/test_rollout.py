@@ -341,3 +341,29 @@ def test_a_gpu_failure_under_a_new_model_on_probation_falls_back_instead_of_stop
         assert run.module.slot.active.sha256 == a
         assert eventually(lambda: run.module.alarms.is_active(MODEL_ROLLED_BACK))
         assert not run.module.supervisor.describe_death()  # the inference stage lives on
+
+
+def test_the_local_twin_file_rolls_out_a_model_as_the_module_twin_does(tmp_path: Path) -> None:
+    """Outside IoT Edge, `model` in the LOCAL_TWIN_PATH file goes through the same TwinState to the rollout: the
+    swap happens, the acknowledgement lands in `<name>.reported.json`."""
+    models = build_models(tmp_path / "models")
+    models_dir = tmp_path / "models-share"
+    models_dir.mkdir()
+    (models_dir / "b.onnx").write_bytes(models["B"].read_bytes())
+    twin_file = tmp_path / "twin.json"
+    b = sha(models["B"])
+    with modules() as running:
+        run = start_module(
+            tmp_path, models["A"], None, running=running, MODELS_DIR=str(models_dir), LOCAL_TWIN_PATH=str(twin_file)
+        )
+        assert run.module.local_twin is not None
+        twin_file.write_text(json.dumps({"model": {"name": "b", "version": "2.0.0", "path": "b.onnx", "sha256": b}}))
+        reported = tmp_path / "twin.reported.json"
+
+        def acknowledged() -> dict[str, Any] | None:
+            ack = json.loads(reported.read_text()).get("model") if reported.exists() else None
+            return ack if ack and ack.get("ac") == 200 else None
+
+        ack = eventually(acknowledged, timeout=60)
+        assert ack["value"]["sha256"] == b and run.module.slot.active.sha256 == b
+        assert served_by(run, "after.jpg") == b

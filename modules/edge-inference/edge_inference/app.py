@@ -2,20 +2,22 @@
 
 Build order (each part gets what it needs in its constructor):
     settings -> metrics, supervisor, live settings -> telemetry sink (the durable outbox in IoT Edge, local mode's
-    sink otherwise) -> alarm registry -> telemetry publisher -> model downloader (MODEL_CA_FILE checked) -> model
-    store and the model to start on (rollout/startup.py: the one the twin rolled out, else MODEL_PATH; checked,
-    warmed) in its slot -> reported properties -> state (ledger, claims, result writer) -> pipeline -> watcher ->
-    candidate shadow and model rollout -> commands -> HTTP and metrics servers -> IoT client -> monitors
-Start order: HTTP and metrics servers -> IoT client (the twin applied before the first frame) -> pipeline ->
-model rollout and candidate shadow -> watcher -> monitors. Stop order is the reverse, within
-SHUTDOWN_TIMEOUT_SECONDS: the monitors, the watcher, the candidate and the rollout stop, the pipeline drains what
-it took, HTTP closes, telemetry flushes, the IoT client drains the outbox and disconnects, the stores close, and
-the rollout notes the clean stop (a stop after a worker died is not clean: a model on probation is then taken
-for the cause at the next start).
+    sink otherwise) -> alarm registry -> telemetry publisher (local mode: behind the console's line per frame) ->
+    model downloader (MODEL_CA_FILE checked) -> model store and the model to start on (rollout/startup.py: the one
+    the twin rolled out, else MODEL_PATH; checked, warmed) in its slot -> reported properties -> state (ledger,
+    claims, result writer) -> pipeline -> watcher -> candidate shadow and model rollout -> commands -> HTTP and
+    metrics servers -> IoT client (local mode: the local twin file, LOCAL_TWIN_PATH) -> monitors
+Start order: HTTP and metrics servers -> IoT client or local twin file (the twin applied before the first frame)
+-> pipeline -> model rollout and candidate shadow -> watcher -> monitors. Stop order is the reverse, within
+SHUTDOWN_TIMEOUT_SECONDS: the monitors, the local twin file and the watcher stop, the candidate and the rollout
+stop, the pipeline drains what it took, HTTP closes, telemetry flushes, the IoT client drains the outbox and
+disconnects, the stores close, and the rollout notes the clean stop (a stop after a worker died is not clean: a
+model on probation is then taken for the cause at the next start).
 Every long-lived thread is a `Worker` (workers.py) reporting to one `Supervisor`; when any of them dies the
-module stops and exits with code 1, so that IoT Edge restarts it. Exit codes: 0 after SIGTERM/SIGINT, 1 when a
-worker died, 2 on bad settings or a model that cannot be served (REQUIRE_GPU without a working GPU included: at
-start, or when the GPU fails under the running session; `gpuLost` is raised first).
+module stops and exits with code 1, so that IoT Edge restarts it. Exit codes: 0 after SIGTERM/SIGINT/SIGHUP, 1
+when a worker died, 2 on bad settings, a port in use (HTTP_PORT, METRICS_PORT) or a model that cannot be served
+(REQUIRE_GPU without a working GPU included: at start, or when the GPU fails under the running session; `gpuLost`
+is raised first).
 """
 
 from __future__ import annotations
@@ -32,13 +34,22 @@ from edge_inference.control.commands import ModuleCommands, runtime_report
 from edge_inference.control.http_api import HttpServer, build_http_server
 from edge_inference.control.http_server import ConnectionLimits
 from edge_inference.control.metrics_server import MetricsServer
-from edge_inference.errors import EdgeInferenceError, GpuError, ModelError, ProviderError, SettingsError
+from edge_inference.errors import (
+    EdgeInferenceError,
+    GpuError,
+    ModelError,
+    PortInUseError,
+    ProviderError,
+    SettingsError,
+)
 from edge_inference.frame_memory import keep_frame_buffers
 from edge_inference.iot.client import IoTEdgeClient
+from edge_inference.iot.local_twin import LocalTwinFile
 from edge_inference.iot.outbox import Outbox, open_outbox
 from edge_inference.iot.twin import ReportedProperties
 from edge_inference.log import setup_logging
 from edge_inference.ops.alarms import GPU_LOST, AlarmRegistry
+from edge_inference.ops.console import FrameConsole
 from edge_inference.ops.health import DiskSpaceMonitor, GpuMonitor
 from edge_inference.ops.live_settings import LiveSettings, TwinSettings
 from edge_inference.ops.metrics import MetricsRegistry
@@ -67,6 +78,7 @@ from edge_inference.workers import PeriodicWorker, Supervisor
 log = logging.getLogger("edge_inference")
 
 EXIT_OK, EXIT_FATAL, EXIT_CONFIG = 0, 1, 2
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)  # SIGHUP: the terminal of `make run` closed
 
 
 class Module:
@@ -101,6 +113,9 @@ class Module:
         )
         self.alarms = AlarmRegistry(self.sink, self.metrics)
         self.publisher = TelemetryPublisher(self.sink, self.live, self.metrics)
+        listener: ResultListener = telemetry or self.publisher
+        if not self.in_iot_edge:  # local mode: a readable line per frame on the console
+            listener = FrameConsole(listener)
         rules = SpecRules(s.model_allow_http, s.models_dir is not None, s.model_max_bytes)
         downloader = ModelDownloader(rules, s.model_ca_file, fetch_policy)
         self.store = ModelStore(s.models_cache_dir, s.model_cache_count)
@@ -122,7 +137,7 @@ class Module:
             ResultWriter(s.output_dir),
             self.metrics,
             self.alarms,
-            telemetry or self.publisher,
+            listener,
             self.supervisor,
             shadow=shadow_inbox,
             telemetry_tick=self.publisher.tick,
@@ -183,6 +198,22 @@ class Module:
             if self.outbox is not None
             else None
         )
+        self.local_twin = (
+            LocalTwinFile(
+                s.local_twin_path,
+                self.live,
+                self.metrics,
+                self.commands.runtime_info,
+                self.commands.stats,
+                supervisor=self.supervisor,
+                reported=self.reported,
+                models=self.rollout,
+            )
+            if self.iot is None and s.local_twin_path is not None
+            else None
+        )
+        if self.iot is not None and s.local_twin_path is not None:
+            log.warning("LOCAL_TWIN_PATH is ignored inside IoT Edge: the module twin sets the live settings")
         volumes = {"output": s.output_dir, "state": s.state_dir}
         self.monitors: list[PeriodicWorker] = [
             DiskSpaceMonitor(
@@ -216,6 +247,8 @@ class Module:
             self.metrics_server.start()
         if self.iot is not None:
             self.iot.connect(timeout=s.iot_timeout_seconds)  # the twin is applied before the first frame
+        if self.local_twin is not None:
+            self.local_twin.start()  # so is the local twin file
         self.pipeline.start()
         self.rollout.start()
         self.shadow.start()
@@ -263,6 +296,8 @@ class Module:
         deadline = time.monotonic() + self.settings.shutdown_timeout_seconds
         for monitor in self.monitors:
             monitor.stop()
+        if self.local_twin is not None:
+            self.local_twin.stop()
         self.watcher.stop(timeout=2.0)
         self.shadow.stop(timeout=1.0)
         self.rollout.stop(timeout=1.0)  # a daemon: a verify under way is left to the process's end
@@ -285,7 +320,6 @@ def main(env: Mapping[str, str] | None = None) -> int:
     """`python -m edge_inference`: read settings, run until SIGTERM, exit with a meaningful code."""
     keep_frame_buffers()  # before any thread: every frame's large buffers reused, not faulted in again
     in_iot_edge = iot_edge_environment(env)
-    in_iot_edge = iot_edge_environment(env)
     try:
         settings = read_settings(env)
     except SettingsError as exc:
@@ -302,8 +336,9 @@ def main(env: Mapping[str, str] | None = None) -> int:
         log.info("signal %s received: draining", signal.Signals(signum).name)
         stop.set()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    for signum in STOP_SIGNALS:
+        if signum != signal.SIGHUP or signal.getsignal(signum) is not signal.SIG_IGN:  # `nohup make run`: ignored
+            signal.signal(signum, on_signal)
     try:
         module = Module(settings, env, stop_event=stop)
     except (ModelError, ProviderError) as exc:
@@ -311,6 +346,9 @@ def main(env: Mapping[str, str] | None = None) -> int:
         return EXIT_CONFIG
     except SettingsError as exc:  # MODEL_CA_FILE, read when the downloader is built
         log.error("invalid setting: %s", exc)
+        return EXIT_CONFIG
+    except PortInUseError as exc:
+        log.error("cannot start: %s", exc)
         return EXIT_CONFIG
     except EdgeInferenceError as exc:
         log.error("cannot start: %s", exc)
@@ -320,5 +358,5 @@ def main(env: Mapping[str, str] | None = None) -> int:
     except EdgeInferenceError as exc:
         log.error("cannot start: %s", exc)
         module.shutdown()
-        return EXIT_FATAL
+        return EXIT_CONFIG if isinstance(exc, PortInUseError) else EXIT_FATAL
     return module.wait()

@@ -7,6 +7,7 @@
     │   └── GpuError              the GPU failed under a running session (CUDA error, device lost): the
     │                             inference stage stops, frames stay claimed, and the module exits to restart
     ├── ShareError                a share cannot be used as the module needs it at start (one sentence, exit 1)
+    ├── PortInUseError            HTTP_PORT or METRICS_PORT is taken by another process (one sentence, exit 2)
     ├── UnavailableError          the module cannot take the request now (not ready, overloaded, paused);
     │                             `retry_after` seconds is a hint (HTTP 503 + Retry-After)
     ├── FrameError                one frame cannot be processed; stays per-frame (result with `error`, file
@@ -55,6 +56,19 @@ class GpuError(ProviderError):
 
 class ShareError(EdgeInferenceError):
     """A share cannot be used as the module needs it (e.g. its state folder is a plain file)."""
+
+
+class PortInUseError(EdgeInferenceError):
+    """A port the module must listen on is taken (another copy of the module still running?); the message names
+    the port and the setting that chooses it."""
+
+    def __init__(self, setting: str, host: str, port: int) -> None:
+        self.setting = setting
+        self.port = port
+        super().__init__(
+            f"{setting}={port} is already in use on {host or 'all addresses'}: another edge-inference (make run,"
+            f" make demo, make simulate) may still be running; stop it, or set {setting} to a free port"
+        )
 
 
 class FrameError(EdgeInferenceError):

@@ -1,9 +1,10 @@
 """The decode pool: frames queue -> read, decode, letterbox (vision/) -> prepared queue.
 
 `FramePreparer` turns one job into a `PreparedFrame` (tensor, letterbox geometry, sha256, the decoded image when
-annotation is wanted) or a `Failed` envelope with the frame's error; a file that cannot be read because its share
-went away is marked `vanished` (not the frame's fault: it stays claimed). It serves the decode workers and the
-/predict callers alike, and counts the frames inside it so that the batcher knows more are coming.
+annotation is wanted: then decoded at full size, whatever JPEG_REDUCED_DECODE says) or a `Failed` envelope with
+the frame's error; a file that cannot be read because its share went away is marked `vanished` (not the frame's
+fault: it stays claimed). It serves the decode workers and the /predict callers alike, and counts the frames
+inside it so that the batcher knows more are coming.
 
 Per-frame errors stay per-frame by construction: each start of a share frame is counted first (quarantine.py: a
 frame that keeps dying is set aside), the header is checked before a pixel is decoded (vision/decode.py), the
@@ -90,6 +91,7 @@ class FramePreparer:
             if quarantined is not None:
                 return Failed(job, quarantined, timings)
         s = self.settings
+        keep = self.live.current().save_annotated if keep_image is None else keep_image
         try:
             data = job.data if job.data is not None else self._read_share_frame(job)
             t1 = time.monotonic()
@@ -97,7 +99,8 @@ class FramePreparer:
                 data, s.max_image_pixels, max_scans=s.jpeg_max_scans, max_decode_bytes=s.max_decode_bytes
             )
             transform = self.slot.active.transform  # a swap between two frames: each is made for its model
-            scale = transform.scale(*header.display_size) if s.jpeg_reduced_decode else None
+            # a frame to annotate is decoded whole: annotated/ gets the full resolution, never the reduced decode
+            scale = transform.scale(*header.display_size) if s.jpeg_reduced_decode and not keep else None
             frame = self.decode_guard.run(
                 header.decode_bytes,
                 lambda: decoding.decode_checked(data, header, scale),
@@ -125,7 +128,6 @@ class FramePreparer:
             return Failed(job, FrameError(FrameError.PREPARE_FAILED, message[:500]), timings)
         timings["read"] = (t1 - t0) * 1000
         timings["decode"] = (t2 - t1) * 1000
-        keep = self.live.current().save_annotated if keep_image is None else keep_image
         return PreparedFrame(
             job, tensor, box, hashlib.sha256(data).hexdigest(), timings, image if keep else None, transform
         )

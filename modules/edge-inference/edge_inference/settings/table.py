@@ -183,7 +183,8 @@ class Settings:
     jpeg_reduced_decode: bool = setting(
         False,
         "true: decode large JPEGs at 1/2, 1/4 or 1/8 size when still at least the model input: faster, but not the"
-        " pixels Ultralytics' predictor sees (what it buys and costs: README, Reduced JPEG decoding)",
+        " pixels Ultralytics' predictor sees (what it buys and costs: README, Reduced JPEG decoding); frames to"
+        " annotate are decoded whole: annotated/ keeps the full resolution",
     )
     jpeg_max_scans: int = setting(
         100,
@@ -258,7 +259,15 @@ class Settings:
         30.0, "timeout of each IoT SDK call (twin, send, method response)", lo=0.1, hi=3600
     )
     local_telemetry: Literal["auto", "true", "false"] = setting(
-        "auto", "auto: outside IoT Edge print telemetry and append telemetry.jsonl"
+        "auto",
+        "auto: outside IoT Edge append each message to OUTPUT_DIR/telemetry.jsonl (the console shows one line per"
+        " frame)",
+    )
+    local_twin_path: Path | None = setting(
+        None,
+        "outside IoT Edge only (a deployment ignores it): a JSON file of twin desired properties, watched and"
+        " applied live like twin patches; acks in `<name>.reported.json` beside it (`make run`: data/twin.json)",
+        shown="",
     )
     log_level: str = setting(
         "INFO",
