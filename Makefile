@@ -38,7 +38,7 @@ INSTALL_DOWNLOAD := 450 MB
 INSTALL_DISK := 1.1 GB
 INSTALL_BIGGEST := onnxruntime-gpu alone is 277 MB, opencv 60 MB
 
-.PHONY: help install lock run demo simulate test test-faults lint bench soak gpu-smoke model config validate deploy-check build push clean apt-deps settings-doc
+.PHONY: help install lock run demo simulate simulate-rollout test test-faults lint bench soak gpu-smoke model config validate deploy-check build push clean apt-deps settings-doc
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -97,6 +97,9 @@ demo: install ## draw the README's annotated frame, then run the module and drop
 
 simulate: install apt-deps ## run the module against the local edgeHub rig (mosquitto + hub emulator); PATCH='{...}' pushes that desired patch
 	@exec $(PY) tools/simulate.py $${PATCH:+--patch "$$PATCH"} $(SIMULATE_ARGS)
+
+simulate-rollout: install apt-deps ## a model rollout and rollback from the twin, against the edgeHub rig and a loopback HTTPS server
+	$(PY) tools/simulate_rollout.py
 
 test: install apt-deps ## run the whole test suite
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -25,11 +25,12 @@ the start and end of every case. `--memory` runs the flat-memory soak instead (2
                                             # --yolov8n-model with a file built elsewhere (bench/yolov8n_model.py).
     bench/run_bench.py --memory             # RSS over 20,000 frames
     bench/run_bench.py --models none --smb  # only the SMB share case (bench/smb_latency.py)
+    bench/run_bench.py --models none --rollout   # only the model rollout case (bench/rollout_bench.py)
 
 Every full run ends with the SMB case: drop-to-result latency of frames written over SMB (bench/smb_latency.py),
-and the live-page case: module fps with the page open in headless Chromium against without it
-(bench/page_case.py; `--models none --page` runs it alone). A full run draws docs/images/bench.png
-(bench/figures.py).
+the model rollout case: what a candidate and a swap cost the active model (bench/rollout_bench.py), and the
+live-page case: module fps with the page open in headless Chromium against without it (bench/page_case.py;
+`--models none --page` runs it alone). A full run draws docs/images/bench.png (bench/figures.py).
 """
 
 from __future__ import annotations
@@ -1184,6 +1185,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--smb", action="store_true", help="run the SMB share case (always in a full run)")
     p.add_argument("--page", action="store_true", help="run the live-page case (always in a full run)")
     p.add_argument("--smb-frames", type=int, default=0, help="frames per SMB writer kind (0: 20, quick 4)")
+    p.add_argument("--rollout", action="store_true", help="run the model rollout case (always in a full run)")
     args = p.parse_args(argv)
     args.argv = list(argv if argv is not None else sys.argv[1:])
     args.seconds = args.seconds or (1.0 if args.quick else 4.0)
@@ -1252,6 +1254,11 @@ def run(args: argparse.Namespace) -> int:
             report["notes"] += notes
             if demo_models:
                 report["page"] = run_page_case(demo_models[0], args, workdir)
+        if args.rollout or not args.quick:
+            from bench.rollout_bench import run_rollout_bench
+
+            report["rollout"] = run_rollout_bench(workdir, args.providers, args.quick)
+            print(json.dumps(report["rollout"], indent=1), flush=True)
         report["goals"] = goals(report["cases"])
         if "page" in report:
             report["goals"]["pageOpenFpsRatio"] = {"value": report["page"]["ratio"], **report["page"]["goal"]}

@@ -19,6 +19,7 @@ from edge_inference.control.http_api import _FRAME_ERROR_STATUS
 from edge_inference.iot.local_twin import parse_twin_file
 from edge_inference.iot.twin import validate_desired
 from edge_inference.ops.live_settings import TWIN_PROPERTIES, TwinSettings
+from edge_inference.rollout.spec import MODEL_PROPERTIES
 from edge_inference.settings import DEFAULT_MODEL_PATH, Settings
 from edge_inference.vision.decode import IMAGE_EXTENSIONS
 from tests.http_support import JPEG, assert_no_new_threads, in_process_settings
@@ -123,7 +124,9 @@ def _refused(prop: str, value: Any) -> bool:
 def test_the_module_twin_table_is_what_the_validation_takes() -> None:
     rows = table_after("| desired property |")
     props = {row[0].strip("`"): row for row in rows}
-    assert set(props) == set(TWIN_PROPERTIES), "the README's twin table and the twin's properties differ"
+    # the live settings, and the model rollout's `model` and `candidate` (checked in test_model_spec)
+    expected = {*TWIN_PROPERTIES, *MODEL_PROPERTIES}
+    assert set(props) == expected, "the README's twin table and the twin's properties differ"
     boot = TwinSettings.from_boot(Settings()).as_twin()
     for prop, (_name, kind, default, _meaning) in props.items():
         if kind.startswith("number"):

@@ -60,8 +60,9 @@ def sdk_size(message: OutgoingMessage) -> int:
 
 
 @pytest.mark.timeout(10)
-def test_outputs_are_the_two_routed_names() -> None:
-    assert OUTPUTS == ("detections", "alerts")
+def test_outputs_are_the_three_routed_names() -> None:
+    # the templates route each one (test_manifests checks the routes); modelEvaluation: the candidate's reports
+    assert OUTPUTS == ("detections", "alerts", "modelEvaluation")
 
 
 @pytest.mark.timeout(10)

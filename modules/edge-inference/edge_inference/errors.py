@@ -18,6 +18,10 @@
     ├── InferenceError            several inference batches failed in a row: the model cannot run any more, the
     │                             inference stage dies (each frame of a failed batch already got its own result)
     ├── SdkCallTimeout            an IoT SDK call did not return within IOT_TIMEOUT_SECONDS (retried with back-off)
+    ├── RolloutError              a twin model (or candidate) was refused: the model in force keeps serving; `ac`
+    │                             is the acknowledgement code (400: the value names a model that cannot be had or
+    │                             served, 500: it could not be fetched or loaded now); the message never holds a
+    │                             URL's query (its SAS token)
     └── WorkerDied                a long-lived thread ended without being asked to (see workers.py)
 
 Anything else escaping a stage is a bug: the stage dies, the module exits non-zero and IoT Edge restarts it.
@@ -113,6 +117,14 @@ class OutputFullError(EdgeInferenceError):
 
 class InferenceError(EdgeInferenceError):
     """Inference failed for several batches in a row: the stage that runs the model gives up."""
+
+
+class RolloutError(EdgeInferenceError):
+    """A model rollout (or candidate) was refused; `ac` is 400 (bad value) or 500 (failed to fetch or load)."""
+
+    def __init__(self, message: str, ac: int = 500) -> None:
+        super().__init__(message)
+        self.ac = ac
 
 
 class SdkCallTimeout(EdgeInferenceError):

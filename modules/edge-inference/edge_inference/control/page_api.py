@@ -2,7 +2,8 @@
 
     GET /                          the page (plain HTML, CSS and JS from control/page/; no external asset)
     GET /page/<file>               page.js, page.css
-    GET /api/status                model, provider, task, live twin settings, alarms, shares, paused, queues,
+    GET /api/status                model, provider, task, model rollout state, live twin settings, alarms,
+                                   shares, paused, queues,
                                    outbox depth, frames/s, drop-to-result latency, the last hour per minute
     GET /api/frames                the newest frames (ops/recent_frames.py) with their results; `after=<id>`
                                    only newer ones, `profile=<name>`, `only=detections|failed`
@@ -82,6 +83,7 @@ class PageSources:
                 "task": runtime.get("task"),
                 "moduleVersion": runtime.get("moduleVersion"),
             },
+            "rollout": status.get("rollout"),
             "settings": status.get("settings"),
             "alarms": self.alarms(),
             "shares": shares,

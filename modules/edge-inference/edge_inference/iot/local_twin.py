@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edge_inference.iot.twin import TwinState
+from edge_inference.iot.twin import ModelRequests, ReportedProperties, TwinState
 from edge_inference.ops.live_settings import LiveSettings
 from edge_inference.ops.metrics import MetricsRegistry
 from edge_inference.share.results import write_atomic
@@ -64,10 +64,13 @@ class LocalTwinFile:
         supervisor: Supervisor | None = None,
         interval: float = CHECK_INTERVAL_SECONDS,
         stats_interval: float = STATS_INTERVAL_SECONDS,
+        reported: ReportedProperties | None = None,
+        models: ModelRequests | None = None,
     ) -> None:
         self.path = path
         self.reported_path = reported_path(path)
-        self.twin = TwinState(live, metrics)
+        # `model` and `candidate` go to the model rollout as from the module twin; it reports through `reported`
+        self.twin = TwinState(live, metrics, reported, models)
         self.runtime_info = runtime_info
         self.stats = stats
         self.stats_interval = stats_interval

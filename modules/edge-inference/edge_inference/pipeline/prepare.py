@@ -36,8 +36,8 @@ from edge_inference.share import share_fs
 from edge_inference.share.guard import ShareGuard
 from edge_inference.vision import decode as decoding
 from edge_inference.vision.decode_guard import DecodeGuard
-from edge_inference.vision.model import OnnxModel
 from edge_inference.vision.preprocess import prepare_frame
+from edge_inference.vision.serving import ModelSlot
 from edge_inference.workers import Supervisor, Worker
 
 log = logging.getLogger(__name__)
@@ -51,14 +51,14 @@ class FramePreparer:
     def __init__(
         self,
         settings: Settings,
-        model: OnnxModel,
+        slot: ModelSlot,
         live: LiveSettings,
         guard: ShareGuard,
         attempts: FrameAttempts,
         stopping: threading.Event,
     ) -> None:
         self.settings = settings
-        self.model = model
+        self.slot = slot  # frames are letterboxed for the model serving when they are decoded
         self.live = live
         self.guard = guard
         self.attempts = attempts
@@ -99,7 +99,7 @@ class FramePreparer:
             header = decoding.check_header(
                 data, s.max_image_pixels, max_scans=s.jpeg_max_scans, max_decode_bytes=s.max_decode_bytes
             )
-            transform = self.model.transform
+            transform = self.slot.active.transform  # a swap between two frames: each is made for its model
             # a frame to annotate is decoded whole: annotated/ gets the full resolution, never the reduced decode
             scale = transform.scale(*header.display_size) if s.jpeg_reduced_decode and not keep else None
             frame = self.decode_guard.run(
@@ -131,7 +131,9 @@ class FramePreparer:
         timings["decode"] = (t2 - t1) * 1000
         if keep_image is None and s.ui_recent_frames > 0:  # the live page's ring (ops/recent_frames.py) shows it,
             keep = True  # as decoded (a reduced decode too: the page scales the result to the picture)
-        return PreparedFrame(job, tensor, box, hashlib.sha256(data).hexdigest(), timings, image if keep else None)
+        return PreparedFrame(
+            job, tensor, box, hashlib.sha256(data).hexdigest(), timings, image if keep else None, transform
+        )
 
     def _read_share_frame(self, job: FrameJob) -> bytes:
         """The bytes of a claimed frame, read through the folders the claim area checked (never a symlink)."""

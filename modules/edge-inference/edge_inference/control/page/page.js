@@ -193,7 +193,11 @@ function showStatus(s) {
   badge.textContent = s.paused ? "paused" : Object.keys(s.intakeBlocked || {}).length ? "intake blocked" : s.ready ? "running" : "not ready";
   badge.className = "badge " + (!s.ready ? "bad" : s.paused || alarms.length ? "paused" : "ok");
   const m = s.model || {};
-  $("model").textContent = `${m.name || "?"} ${m.version || ""} · ${m.task || "?"} · ${m.provider || "?"}`;
+  const rollout = s.rollout || {};
+  const lanes = [["model", rollout], ["candidate", rollout.candidate || {}]]
+    .filter(([, lane]) => lane.state && lane.state !== "idle")
+    .map(([name, lane]) => ` · ${name} rollout: ${lane.state}${lane.target ? " " + (lane.target.name || "") + " " + (lane.target.version || "") : ""}`);
+  $("model").textContent = `${m.name || "?"} ${m.version || ""} · ${m.task || "?"} · ${m.provider || "?"}${lanes.join("")}`;
   const f = s.figures || {};
   $("fps").textContent = number(f.framesPerSecond, 1);
   $("latency").textContent = f.latencyMs ? `${number(f.latencyMs.p50)} / ${number(f.latencyMs.p95)} ms` : "-";
