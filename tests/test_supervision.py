@@ -102,10 +102,11 @@ PIPELINE_AND_FRONT_END_THREADS = [
     "dispatch",
     "housekeeping",
     "watcher-settle",
-    "watcher-sweep",
+    "watcher-scan",
     "http-api",
     "metrics-server",
     "disk-space-monitor",
+    "progress-monitor",
 ]
 
 

@@ -1,9 +1,10 @@
 """The composition root: builds every part of the module in order, starts them, supervises them, stops them.
 
 Build order (each part gets what it needs in its constructor):
-    settings -> metrics, supervisor, live settings -> telemetry sink (the durable outbox in IoT Edge, local mode's
-    sink otherwise) -> alarm registry -> telemetry publisher -> model (checked, warmed) -> state (ledger, claims,
-    result writer) -> pipeline -> watcher -> commands -> HTTP and metrics servers -> IoT client -> monitors
+    settings (REQUIRE_MOUNTED_SHARES checked first) -> metrics, supervisor, live settings -> telemetry sink (the
+    durable outbox in IoT Edge, local mode's sink otherwise) -> alarm registry -> telemetry publisher -> model
+    (checked, warmed) -> state (ledger, output catalog, claims, result writer) -> pipeline -> watcher -> progress
+    monitor -> commands -> HTTP and metrics servers -> IoT client -> monitors
 Start order: HTTP and metrics servers -> IoT client (the twin applied before the first frame) -> pipeline ->
 watcher -> monitors. Stop order is the reverse, within SHUTDOWN_TIMEOUT_SECONDS: the monitors and the watcher
 stop, the pipeline drains what it took, HTTP closes, telemetry flushes, the IoT client drains the outbox and
@@ -36,13 +37,16 @@ from edge_inference.ops.alarms import GPU_LOST, AlarmRegistry
 from edge_inference.ops.health import DiskSpaceMonitor, GpuMonitor
 from edge_inference.ops.live_settings import LiveSettings, TwinSettings
 from edge_inference.ops.metrics import MetricsRegistry
+from edge_inference.ops.progress import ProgressMonitor
 from edge_inference.ops.publisher import LocalTelemetrySink, NullSink, TelemetryPublisher
 from edge_inference.ops.telemetry import TelemetrySink
 from edge_inference.pipeline.finish import ResultListener
 from edge_inference.pipeline.runner import Pipeline
 from edge_inference.settings import Settings, iot_edge_environment, read_settings, unknown_variable_warnings
 from edge_inference.share import tempfiles
+from edge_inference.share.catalog import OutputCatalog
 from edge_inference.share.claims import ClaimArea
+from edge_inference.share.guard import require_mounted_shares
 from edge_inference.share.ledger import Ledger
 from edge_inference.share.results import ResultWriter
 from edge_inference.share.watcher import FrameWatcher
@@ -70,6 +74,8 @@ class Module:
         telemetry: ResultListener | None = None,
     ) -> None:
         s = self.settings = settings
+        if s.require_mounted_shares:  # before anything is read from or written to a share folder
+            require_mounted_shares({"INPUT_DIR": s.input_dir, "OUTPUT_DIR": s.output_dir})
         self.stop_event = stop_event or threading.Event()
         self._shut_down = False
         self.metrics = MetricsRegistry()
@@ -88,6 +94,7 @@ class Module:
         self.metrics.provider.info({"provider": self.model.provider})
         self.metrics.model.info({"name": self.model.name, "version": self.model.version, "sha256": self.model.sha256})
         self.ledger = Ledger(s.state_dir / "ledger.sqlite")
+        self.catalog = OutputCatalog(s.state_dir / "outputs.sqlite")
         claims = ClaimArea(s.input_dir, s.output_dir, s.replica_id, s.input_disposition, s.claim_stale_seconds)
         self.pipeline = Pipeline(
             s,
@@ -95,12 +102,14 @@ class Module:
             self.live,
             self.ledger,
             claims,
-            ResultWriter(s.output_dir),
+            ResultWriter(s.output_dir, catalog=self.catalog),
+            self.catalog,
             self.metrics,
             self.alarms,
             telemetry or self.publisher,
             self.supervisor,
             telemetry_tick=self.publisher.tick,
+            telemetry_file=self.sink if isinstance(self.sink, LocalTelemetrySink) else None,
         )
         self.watcher = FrameWatcher(
             s.input_dir,
@@ -109,10 +118,21 @@ class Module:
             settle_seconds=s.settle_seconds,
             poll_interval=s.poll_interval_seconds,
             rescan_interval=s.rescan_interval_seconds,
+            keeps=not claims.moves_files,
+            finished=self.pipeline.intake.finished,
+            supervisor=self.supervisor,
+        )
+        gate, counters = self.pipeline.gate, self.pipeline.counters
+        self.progress = ProgressMonitor(
+            lambda: self.watcher.frames_left + gate.in_flight_count,
+            counters.finished,
+            lambda: ", ".join(sorted(gate.blocked)),
+            self.metrics,
+            s.progress_interval_seconds,
             supervisor=self.supervisor,
         )
         self.commands = ModuleCommands(
-            s, self.model, self.live, self.pipeline, self.watcher, self.alarms, self.supervisor
+            s, self.model, self.live, self.pipeline, self.watcher, self.progress, self.alarms, self.supervisor
         )
         self.http: HttpServer | None = (
             build_http_server(self.commands, self.metrics, s, self.supervisor) if s.http_port else None
@@ -143,7 +163,8 @@ class Module:
         self.monitors: list[PeriodicWorker] = [
             DiskSpaceMonitor(
                 volumes, int(s.min_free_mb * 1024 * 1024), self.metrics, self.alarms, supervisor=self.supervisor
-            )
+            ),
+            self.progress,
         ]
         if self.model.on_gpu:
             self.monitors.append(
@@ -227,6 +248,7 @@ class Module:
             self.iot.stop(timeout=max(1.0, deadline - time.monotonic()))
         self.sink.close()
         self.ledger.close()
+        self.catalog.close()
         log.info("stopped (%s)", "drained" if drained else "deadline reached; unfinished frames resume at restart")
 
 

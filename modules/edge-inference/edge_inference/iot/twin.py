@@ -15,6 +15,9 @@ Rules (DESIGN.md "Module twin"):
 - `saveAnnotated`, `paused`: true or false;
 - `telemetry`: an object with any of `mode` (perFrame | summary | off), `summaryIntervalSeconds` (1..86400),
   `includeEmpty` (bool), merged with the values in force; an unknown or invalid field refuses the object;
+- `review`: an object with any of `classes` (as `classes` above), `confidenceBand` ([lo, hi], 0 <= lo <= hi <= 1,
+  or [] for none), `sampleRate` (0..1), `maxPerHour` (0..100000), `crops` (bool), `padding` (0..1), merged with
+  the values in force; an unknown or invalid field refuses the object;
 - `$version` / `$metadata` and other `$` keys are ignored; any other unknown key gets `ac: 400`
   ("unknown property") without blocking the rest (at most MAX_UNKNOWN_ACKS of them are acknowledged, so a
   huge document cannot blow up the reported properties).
@@ -37,6 +40,7 @@ from typing import Any, cast
 from edge_inference.ops.live_settings import (
     TWIN_PROPERTIES,
     LiveSettings,
+    ReviewSettings,
     TelemetryMode,
     TelemetrySettings,
     TwinSettings,
@@ -49,7 +53,8 @@ MAX_LIST_ITEMS = 1000
 MAX_NAME_CHARS = 128
 MAX_UNKNOWN_ACKS = 20
 TELEMETRY_MODES = ("perFrame", "summary", "off")
-_TELEMETRY_FIELDS = {"mode", "summaryIntervalSeconds", "includeEmpty"}
+_TELEMETRY_FIELDS = ("mode", "summaryIntervalSeconds", "includeEmpty")
+_REVIEW_FIELDS = ("classes", "confidenceBand", "sampleRate", "maxPerHour", "crops", "padding")
 
 
 class _Invalid(Exception):
@@ -124,13 +129,19 @@ def _names(value: Any) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _telemetry(value: Any, current: TelemetrySettings) -> TelemetrySettings:
+def _object_fields(name: str, value: Any, known: Any) -> dict[str, Any]:
+    """The fields of a desired object property (`$` keys dropped), refusing an unknown one."""
     if not isinstance(value, dict):
-        raise _Invalid(f"expected an object {{mode, summaryIntervalSeconds, includeEmpty}}, got {_describe(value)}")
+        raise _Invalid(f"expected an object {{{', '.join(known)}}}, got {_describe(value)}")
     fields = {k: v for k, v in value.items() if not str(k).startswith("$")}
-    unknown = sorted(str(k) for k in fields if k not in _TELEMETRY_FIELDS)
+    unknown = sorted(str(k) for k in fields if k not in known)
     if unknown:
-        raise _Invalid(f"unknown field telemetry.{unknown[0][:64]}")
+        raise _Invalid(f"unknown field {name}.{unknown[0][:64]}")
+    return fields
+
+
+def _telemetry(value: Any, current: TelemetrySettings) -> TelemetrySettings:
+    fields = _object_fields("telemetry", value, _TELEMETRY_FIELDS)
     new = current
     if "mode" in fields:
         mode = fields["mode"]
@@ -152,6 +163,37 @@ def _telemetry(value: Any, current: TelemetrySettings) -> TelemetrySettings:
     return new
 
 
+def _band(value: Any) -> tuple[float, float] | None:
+    if value is None or value == []:
+        return None
+    if not isinstance(value, list) or len(value) != 2:
+        raise _Invalid(f"expected [low, high] or [], got {_describe(value)}")
+    low, high = _number(value[0], 0.0, 1.0), _number(value[1], 0.0, 1.0)
+    if low > high:
+        raise _Invalid(f"the low end {low:g} is above the high end {high:g}")
+    return low, high
+
+
+def _review(value: Any, current: ReviewSettings) -> ReviewSettings:
+    fields = _object_fields("review", value, _REVIEW_FIELDS)
+    rules: dict[str, tuple[str, Callable[[Any], Any]]] = {
+        "classes": ("classes", _names),
+        "confidenceBand": ("band", _band),
+        "sampleRate": ("sample_rate", lambda v: _number(v, 0.0, 1.0)),
+        "maxPerHour": ("max_per_hour", lambda v: _integer(v, 0, 100_000)),
+        "crops": ("crops", _boolean),
+        "padding": ("padding", lambda v: _number(v, 0.0, 1.0)),
+    }
+    changes = {}
+    for key, raw in fields.items():
+        attribute, check = rules[key]
+        try:
+            changes[attribute] = check(raw)
+        except _Invalid as e:
+            raise _Invalid(f"review.{key}: {e}") from None
+    return replace(current, **changes)
+
+
 def _convert(name: str, value: Any, current: TwinSettings) -> Any:
     """The TwinSettings field value for a desired property, or _Invalid."""
     if name in ("confidenceThreshold", "iouThreshold"):
@@ -164,6 +206,8 @@ def _convert(name: str, value: Any, current: TwinSettings) -> Any:
         return _boolean(value)
     if name == "telemetry":
         return _telemetry(value, current.telemetry)
+    if name == "review":
+        return _review(value, current.review)
     raise _Invalid("unknown property")  # pragma: no cover - callers check TWIN_PROPERTIES first
 
 

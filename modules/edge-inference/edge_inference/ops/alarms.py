@@ -8,6 +8,7 @@
     outboxOverflow           warning   iot/client.py (the outbox's drainer watches its bound)
     inputShareUnavailable    critical  pipeline/gate.py (intake paused: the input share does not answer)
     outputShareUnavailable   critical  pipeline/gate.py (intake paused: the output share does not answer)
+    retentionBehind          warning   share/retention.py (old output files cannot be removed fast enough)
 
 A raise and a clear each send one message on `alerts` (raising an alarm that is already active updates its
 text and details silently), set `edge_inference_alarm_active{alarm}`, log one line, and tell the listeners
@@ -43,6 +44,7 @@ REPEATED_FAILURES = "repeatedFailures"
 OUTBOX_OVERFLOW = "outboxOverflow"
 INPUT_SHARE_UNAVAILABLE = "inputShareUnavailable"
 OUTPUT_SHARE_UNAVAILABLE = "outputShareUnavailable"
+RETENTION_BEHIND = "retentionBehind"
 
 SEVERITY: dict[str, str] = {
     OUTPUT_SHARE_LOW: "critical",
@@ -52,6 +54,7 @@ SEVERITY: dict[str, str] = {
     OUTBOX_OVERFLOW: "warning",
     INPUT_SHARE_UNAVAILABLE: "critical",
     OUTPUT_SHARE_UNAVAILABLE: "critical",
+    RETENTION_BEHIND: "warning",
 }
 ALARMS = tuple(SEVERITY)
 

@@ -153,6 +153,19 @@ class Ledger:
         with self._tx() as db:
             db.execute("UPDATE frames SET attempts = MAX(attempts - 1, 0) WHERE frame_id = ?", (frame_id,))
 
+    def finished_among(self, frame_ids: list[str]) -> set[str]:
+        """Which of these frame versions are finished (the watcher's look at a kept share after a restart)."""
+        found: set[str] = set()
+        for start in range(0, len(frame_ids), 500):
+            chunk = frame_ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            with self._lock:
+                rows = self._db.execute(
+                    f"SELECT frame_id FROM frames WHERE state IN ('done', 'failed') AND frame_id IN ({marks})", chunk
+                ).fetchall()
+            found.update(str(row[0]) for row in rows)
+        return found
+
     def finished_matching(self, pattern: str) -> list[LedgerEntry]:
         """Finished frames whose relative path equals `pattern` or matches it as a glob."""
         with self._lock:
