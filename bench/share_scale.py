@@ -1,6 +1,6 @@
 """`make bench`'s share-scale case: what a big input share costs the module, and how it takes a huge backlog.
 
-Run alone with `bench/run_bench.py --models none --share-scale` (it is long: about 6 minutes on 2 cores);
+Run alone with `bench/run_bench.py --case share-scale` (it is long: about 7 minutes on 2 cores);
 every full `make bench` runs it too. The trees are built on a tmpfs of their own (mounted here when run as
 root, else /dev/shm) with hard links: every frame is a link to one real JPEG per folder (a link costs a
 directory entry, no data), so a million frames take seconds to make and no disk.
@@ -270,7 +270,7 @@ def goals(out: dict[str, Any]) -> dict[str, Any]:
     return g
 
 
-def markdown(scale: dict[str, Any]) -> list[str]:
+def markdown(scale: dict[str, Any], run_id: str) -> list[str]:
     g = scale["goals"]
 
     def verdict(key: str) -> str:
@@ -278,8 +278,9 @@ def markdown(scale: dict[str, Any]) -> list[str]:
 
     lines = [
         "",
-        f"Share scale (tmpfs, hard links; keep mode for the idle rows, WATCH_MODE=poll, poll {scale['pollSeconds']} s,"
-        f" sweep every {scale['rescanSeconds']} s):",
+        f"Run `{run_id}` (JSON: `bench/results/{run_id}.json`; load average {scale['loadStart'][0]} at the start,"
+        f" {scale['loadEnd'][0]} at the end). Trees on a tmpfs, every frame a hard link; keep mode for the idle rows,"
+        f" WATCH_MODE=poll, poll {scale['pollSeconds']} s, sweep every {scale['rescanSeconds']} s:",
         "",
         "| kept frames | folders | idle CPU % of one core | RSS MiB |",
         "|---|---|---|---|",

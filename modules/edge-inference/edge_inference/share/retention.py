@@ -33,7 +33,7 @@ from edge_inference.ops.metrics import MetricsRegistry
 from edge_inference.settings import OUTPUT_FOLDERS, PerFolder
 from edge_inference.share import share_fs
 from edge_inference.share.catalog import CatalogRow, OutputCatalog
-from edge_inference.share.guard import ShareGuard
+from edge_inference.share.guard import ShareGuard, mount_gone, share_mount
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,7 @@ class OutputRetention:
         self.step_seconds = step_seconds
         self.behind_after = behind_after
         self._over_since: dict[str, float] = {}  # folder -> when it was first seen over its size
+        self._mounts = {f: share_mount(output_dir / f) for f in CATALOGUED}  # a folder may be a share of its own
         self._refused: str = ""
         self._warned: set[str] = set()
 
@@ -101,6 +102,8 @@ class OutputRetention:
         more, lags = False, {}
         try:
             for folder in CATALOGUED:
+                if mount_gone(self._mounts[folder]):
+                    continue  # that folder's own share is away: its missing files say nothing
                 more |= self._by_age(folder, now, deadline)
                 more |= self._by_size(folder, now, deadline)
                 lags[folder] = self._lag(folder, now)

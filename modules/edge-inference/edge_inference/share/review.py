@@ -11,10 +11,15 @@ A result without detections (nothing found, or a task with no boxes) gets an emp
 format reads as "no objects"; fields of a detection other than its class and box are not part of the format
 and are ignored. Which frames are copied is decided in pipeline/review.py. Every file is recorded in the output
 catalog first (share/catalog.py), so review/ falls under the output retention like the other folders.
+
+review/ is meant to be an Azure Stack Edge cloud share (its files go to Blob storage), where renaming a file once
+created is not supported (ASE's documented upload caveats): its files are written under their final names, not
+through a temp name and a rename as results/ is.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from collections.abc import Sequence
@@ -26,8 +31,8 @@ import numpy as np
 from edge_inference.entities import Detection, FrameResult
 from edge_inference.share import share_fs
 from edge_inference.share.catalog import OutputCatalog, OutputFile
+from edge_inference.share.guard import mount_gone, share_mount
 from edge_inference.share.output_layout import review_crop_path, review_paths
-from edge_inference.share.results import write_atomic, write_group_atomic
 
 log = logging.getLogger(__name__)
 
@@ -69,20 +74,23 @@ class ReviewWriter:
         self.catalog = catalog
         self._classes = "".join(f"{name}\n" for name in class_names)
         self._classes_written = False
+        self._mount = share_mount(output_dir / "review")  # review/ may be a share of its own (DEPLOY.md 5a)
 
     def copy(
         self, result: FrameResult, source: tuple[Path, str], day: str, *, crops: bool, padding: float
     ) -> list[str]:
         """Copy the frame at `source` (root, relative path) with its label file (and crops); returns the paths
         written, relative to OUTPUT_DIR. Raises OSError when the share refuses (the frame itself is not affected)."""
+        if mount_gone(self._mount):  # its mount point left as a plain folder: files there would be hidden
+            raise OSError(errno.ENODEV, "the review share is no longer mounted")
         self._write_classes()
         image, label = review_paths(day, result.rel_path)
         labels = yolo_labels(result.detections, result.width or 0, result.height or 0).encode()
         size = share_fs.lstat(*source).st_size
         frame = f"{day}/{result.rel_path}"
         self.catalog.record([OutputFile(image, frame, size), OutputFile(label, frame, len(labels))])
-        share_fs.copy(source[0], source[1], self.output_dir, image)
-        write_atomic(self.output_dir, label, labels)
+        share_fs.copy(source[0], source[1], self.output_dir, image, in_place=True)
+        share_fs.write_in_place(self.output_dir, label, labels)
         written = [image, label]
         if crops and result.detections:
             written += self._crops(result, image, day, frame, padding)
@@ -108,12 +116,12 @@ class ReviewWriter:
             if ok:
                 items.append((review_crop_path(day, det.class_id, det.label, result.rel_path, i), buf.tobytes()))
         self.catalog.record([OutputFile(crop, frame, len(blob)) for crop, blob in items])
-        if items:
-            write_group_atomic(self.output_dir, items)
+        for crop, blob in items:
+            share_fs.write_in_place(self.output_dir, crop, blob)
         return [crop for crop, _ in items]
 
     def _write_classes(self) -> None:
         """review/classes.txt, written (atomically) before the first copy of this process."""
         if not self._classes_written:
-            write_atomic(self.output_dir, CLASSES_FILE, self._classes.encode())
+            share_fs.write_in_place(self.output_dir, CLASSES_FILE, self._classes.encode())
             self._classes_written = True

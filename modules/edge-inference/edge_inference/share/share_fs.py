@@ -184,9 +184,12 @@ def move(src_root: Path, src_rel: str, dst_root: Path, dst_rel: str) -> None:
         remove(src_root, src_rel)
 
 
-def copy(src_root: Path, src_rel: str, dst_root: Path, dst_rel: str, *, replace: bool = True) -> None:
+def copy(
+    src_root: Path, src_rel: str, dst_root: Path, dst_rel: str, *, replace: bool = True, in_place: bool = False
+) -> None:
     """Copy a regular file's bytes and times to a temp name beside the target, fsync, rename into place. The
-    source is opened with O_NOFOLLOW (a symlink is refused); without `replace` an existing target stays."""
+    source is opened with O_NOFOLLOW (a symlink is refused); without `replace` an existing target stays. With
+    `in_place` the copy is written under its own name (`write_in_place`)."""
     with parent(src_root, src_rel) as (sfd, sname):
         src = os.open(sname, _READ_FLAGS, dir_fd=sfd)
     try:
@@ -194,8 +197,9 @@ def copy(src_root: Path, src_rel: str, dst_root: Path, dst_rel: str, *, replace:
         if not stat.S_ISREG(st.st_mode):
             raise OSError(errno.EINVAL, "not a regular file: not copied", src_rel)
         parts = split(dst_rel)
-        dname, tmp = parts[-1], temp_name(parts[-1])
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        dname = parts[-1]
+        tmp = dname if in_place else temp_name(dname)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_TRUNC if in_place else os.O_EXCL)
         dfd, out = create_in(dst_root, parts[:-1], tmp, flags)
         try:
             try:
@@ -205,12 +209,13 @@ def copy(src_root: Path, src_rel: str, dst_root: Path, dst_rel: str, *, replace:
                     os.fsync(out)
                 finally:
                     os.close(out)
-                if replace:
+                if not in_place and replace:
                     os.rename(tmp, dname, src_dir_fd=dfd, dst_dir_fd=dfd)
-                else:
+                elif not in_place:
                     _rename_noreplace(dfd, tmp, dfd, dname)
             except BaseException:
-                _discard_at(dfd, tmp, dst_root, dst_rel)
+                if not in_place:
+                    _discard_at(dfd, tmp, dst_root, dst_rel)
                 raise
             with contextlib.suppress(OSError):
                 os.fsync(dfd)
@@ -218,6 +223,26 @@ def copy(src_root: Path, src_rel: str, dst_root: Path, dst_rel: str, *, replace:
             os.close(dfd)
     finally:
         os.close(src)
+
+
+def write_in_place(root: Path, rel_path: str, data: bytes) -> None:
+    """Write a file under its final name, fsync'ed, without a temp name and rename: for files bound for a share that
+    does not support renaming a file once created (an Azure Stack Edge cloud share uploads it under the name it was
+    created with; its documented upload caveats). A reader may see it while it is written."""
+    parts = split(rel_path)
+    dfd, out = create_in(
+        root, parts[:-1], parts[-1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    )
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(out, view) :]
+            os.fsync(out)
+        finally:
+            os.close(out)
+    finally:
+        os.close(dfd)
 
 
 def remove(root: Path, rel_path: str) -> None:

@@ -180,9 +180,9 @@ class FrameWatcher:
         rel = os.path.relpath(path, self.input_dir)
         if rel.startswith("..") or os.path.isabs(rel):
             return None
-        return "/".join(rel.split(os.sep)) if self._wanted(rel.split(os.sep), path) else None
+        return "/".join(rel.split(os.sep)) if self._wanted(rel.split(os.sep)) else None
 
-    def _wanted(self, parts: list[str], key: str) -> bool:
+    def _wanted(self, parts: list[str]) -> bool:
         """Whether a file at these path parts is a frame to take (not in a hidden or excluded folder, a frame name,
         no backslash). The one name check of every source: events, polls, sweeps and single paths."""
         if parts[0] in self.exclude_dirs or any(p.startswith(".") for p in parts[:-1]):
@@ -191,7 +191,8 @@ class FrameWatcher:
             return False
         if any("\\" in p for p in parts):
             # legal on Linux, but safe_join() refuses it: offering it would kill the watcher (a crash loop)
-            self._warn_once(key, "ignoring %r: a backslash in a share path is not supported", "/".join(parts))
+            rel = "/".join(parts)  # one warning per name, whichever source met it first
+            self._warn_once(rel, "ignoring %r: a backslash in a share path is not supported", rel)
             return False
         return True
 
@@ -206,7 +207,7 @@ class FrameWatcher:
         return os.path.join(self.input_dir, rel_path) in self.candidates
 
     def wanted(self, rel_path: str) -> bool:
-        return self._wanted(rel_path.split("/"), rel_path)
+        return self._wanted(rel_path.split("/"))
 
     def add(self, rel_path: str, source: str) -> bool:
         added = self._add(os.path.join(self.input_dir, rel_path), rel_path, complete=False, source=source, force=False)
