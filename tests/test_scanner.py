@@ -13,7 +13,7 @@ import pytest
 
 from edge_inference.share.folder_index import Folder
 from edge_inference.share.scanner import Listing, ShareScanner
-from edge_inference.share.watcher import FrameWatcher, Offer
+from edge_inference.share.watcher import BACKLOG_SWEEP_FACTOR, FrameWatcher, Offer
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -259,3 +259,72 @@ def test_deferred_frames_stay_candidates_and_cost_one_look_per_tick(
     intake.defer = False
     settle(w, intake)
     assert len(intake.offers) == 100
+
+
+def test_candidates_waiting_to_settle_are_skipped_by_listings_without_asking_the_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given 200 candidates that intake cannot take yet (full): they wait in the table, their folder changes again
+    root = tmp_path / "input"
+    tree(root, 2, 100)
+    intake = Intake()
+    intake.defer = True
+    w = watcher(root, intake)
+    w.sweep()
+    settle(w, intake)
+    asked: list[str] = []
+    real_has = FrameWatcher.has
+
+    def spy(self: FrameWatcher, rel_path: str) -> bool:
+        asked.append(rel_path)
+        return real_has(self, rel_path)
+
+    monkeypatch.setattr(FrameWatcher, "has", spy)
+    (root / "cam0" / "h000" / "new.jpg").write_bytes(b"n" * 10)
+    # when the folder is listed again (a poll) and the whole share swept
+    w.scanner.poll()
+    w.sweep()
+    # then only the new name is looked up in the table: the waiting ones are known to the folder index
+    assert asked == ["cam0/h000/new.jpg"]
+    assert w.pending == 201
+    intake.defer = False
+    settle(w, intake)
+    assert len(intake.offers) == 201 and len(set(intake.offers)) == 201
+
+
+def test_a_candidate_removed_before_it_settled_is_new_when_its_name_comes_back(tmp_path: Path) -> None:
+    # keep mode: a camera writes a frame, deletes it before the settle window ends, then writes it again
+    root = tmp_path / "input"
+    tree(root, 1, 1)
+    intake = Intake()
+    w = watcher(root, intake)
+    w.sweep()
+    settle(w, intake)
+    path = root / "cam0" / "h000" / "late.jpg"
+    path.write_bytes(b"first")
+    w.scanner.poll()
+    assert w.pending == 1
+    path.unlink()
+    settle(w, intake)  # the candidate is gone: forgotten, in the table and in the folder index
+    assert w.pending == 0 and "cam0/h000/late.jpg" not in intake.offers
+    path.write_bytes(b"second, whole")
+    w.scanner.poll()
+    settle(w, intake)
+    assert intake.offers.count("cam0/h000/late.jpg") == 1
+
+
+def test_while_a_backlog_waits_for_room_the_next_sweep_comes_later(tmp_path: Path) -> None:
+    # the polls refill the table folder by folder; a full sweep every RESCAN_INTERVAL would only count it again
+    root = tmp_path / "input"
+    tree(root, 2, 30)
+    intake = Intake()
+    w = watcher(root, intake, keeps=False, max_candidates=10, rescan_interval=30.0)
+    start = time.monotonic()
+    w._scan_tick()  # the start-up sweep: 50 frames wait for room
+    assert w.last_sweep is not None and w.last_sweep.unseen == 50
+    assert w._next_sweep >= start + 30.0 * BACKLOG_SWEEP_FACTOR
+    (tmp_path / "empty").mkdir()
+    w2 = watcher(tmp_path / "empty", intake, rescan_interval=30.0)
+    start = time.monotonic()
+    w2._scan_tick()  # nothing waits: the sweep's own interval
+    assert start + 29.0 <= w2._next_sweep <= time.monotonic() + 30.0

@@ -112,6 +112,7 @@ class CandidateTable:
                 else:
                     cand = self._candidates[path] = _Candidate(rel, None, now, complete, source)
                     self._schedule(path, cand, now)
+                    self.index.remember(rel)  # pending: listings skip it until it is settled
             elif complete and not known.complete:
                 known.complete = True
                 self._schedule(path, known, now)
@@ -166,10 +167,10 @@ class CandidateTable:
                 self._schedule(path, cand, now + cand.backoff)
             else:
                 self._candidates.pop(path, None)
-        if verdict is Offer.TAKEN and not self.keeps:
-            self.index.forget(cand.rel)  # moved off the share: should its name come back, it is a new frame
-        elif verdict in (Offer.TAKEN, Offer.DROP) and self.keeps:
-            self.index.remember(cand.rel, st.st_size, st.st_mtime_ns)
+        if self.keeps and verdict in (Offer.TAKEN, Offer.DROP):
+            self.index.remember(cand.rel, st.st_size, st.st_mtime_ns)  # this version stays: dealt with
+        elif verdict in (Offer.TAKEN, Offer.DROP):
+            self.index.forget(cand.rel)  # moved off the share (or to be noted again): a name that comes back is new
         return False
 
     def _ready(
@@ -216,4 +217,6 @@ class CandidateTable:
 
     def _forget(self, path: str) -> None:
         with self._lock:
-            self._candidates.pop(path, None)
+            cand = self._candidates.pop(path, None)
+        if cand is not None:
+            self.index.forget(cand.rel)

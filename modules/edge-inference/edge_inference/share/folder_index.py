@@ -30,9 +30,13 @@ def name_hash(name: str) -> int:
     return hash(name)
 
 
+PENDING = 1  # the signature of a name that is a candidate now (its version is settled later)
+
+
 def signature_hash(size: int, mtime_ns: int) -> int:
-    """A 64-bit hash of a file version (its size and mtime)."""
-    return hash((size, mtime_ns))
+    """A 64-bit hash of a file version (its size and mtime); never 0 (unknown) nor PENDING."""
+    h = hash((size, mtime_ns))
+    return h if h not in (0, PENDING) else 2
 
 
 def split_path(rel_path: str) -> tuple[str, str]:
@@ -59,7 +63,14 @@ class Folder:
 
     @property
     def known_count(self) -> int:
-        return int(self.names.size) + len(self.added)
+        """Frame files known here (callers hold the index lock)."""
+        count = int(self.names.size)
+        if self.removed:
+            count -= int(np.count_nonzero(np.isin(self.names, np.fromiter(self.removed, dtype=np.int64))))
+        if self.added:
+            added = np.fromiter(self.added, dtype=np.int64, count=len(self.added))
+            count += int(np.count_nonzero(~np.isin(added, self.names)))
+        return count
 
     def lookup(self, hashes: np.ndarray) -> np.ndarray:
         """The known signature of each name hash, 0 where it is not known (callers hold the index lock)."""
@@ -136,15 +147,16 @@ class FolderIndex:
             if parent in self._folders:
                 self._folders[parent].subdirs.discard(name)
 
-    def remember(self, rel_path: str, size: int, mtime_ns: int) -> None:
+    def remember(self, rel_path: str, size: int | None = None, mtime_ns: int = 0) -> None:
         """A frame file dealt with (taken in keep mode, refused, found finished): not a candidate again while
-        this version of it stays."""
+        this version of it stays. Without a size: a candidate now (PENDING), so that listings skip it at numpy
+        speed instead of asking the candidate table."""
         folder, name = split_path(rel_path)
         h = name_hash(name)
         with self.lock:
             entry = self._folder(folder)
             entry.removed.discard(h)
-            entry.added[h] = signature_hash(size, mtime_ns) or 1
+            entry.added[h] = PENDING if size is None else signature_hash(size, mtime_ns)
 
     def forget(self, rel_path: str) -> None:
         """A frame file taken away (the modes that move frames): should its name come back, it is new."""

@@ -33,7 +33,7 @@ from typing import Protocol
 
 import numpy as np
 
-from edge_inference.share.folder_index import Folder, FolderIndex, name_hash, signature_hash
+from edge_inference.share.folder_index import PENDING, Folder, FolderIndex, name_hash, signature_hash
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +223,7 @@ class ShareScanner:
                 st = files[i].stat(follow_symlinks=False)
             except OSError:
                 continue
-            out.append((files[i], (signature_hash(st.st_size, st.st_mtime_ns) or 1) != int(known[i])))
+            out.append((files[i], int(known[i]) != PENDING and signature_hash(st.st_size, st.st_mtime_ns) != known[i]))
         return out
 
     def _note(self, folder: Folder, new: list[os.DirEntry[str]], source: str) -> Listing:

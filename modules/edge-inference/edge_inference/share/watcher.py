@@ -14,7 +14,7 @@ Frames wait on the share, not in memory.
 Threads (`workers.py`): `watcher-settle` offers candidates once complete and checks that the observer is still
 alive (a dead observer kills the worker, so the module stops and IoT Edge restarts it); `watcher-scan` sweeps at
 start, then polls every POLL_INTERVAL_SECONDS (poll mode; in events mode it only refills the table) and sweeps
-every RESCAN_INTERVAL_SECONDS.
+every RESCAN_INTERVAL_SECONDS (ten times less often while a backlog waits for room in the table).
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 _TEMP_SUFFIXES = (".tmp", ".part", ".filepart", ".crdownload", ".partial", ".swp")
 MAX_CANDIDATES = 10_000  # paths held at once; more frames wait on the share, counted, until there is room
+BACKLOG_SWEEP_FACTOR = 10  # while a sweep's frames wait for room, the next sweep comes this many times later
 
 
 def is_frame_name(name: str) -> bool:
@@ -244,8 +245,11 @@ class FrameWatcher:
     def _scan_tick(self) -> None:
         now = time.monotonic()
         if now >= self._next_sweep:
-            self._next_sweep = now + self.rescan_interval if self.rescan_interval > 0 else float("inf")
-            self.sweep()
+            report = self.sweep()
+            interval = self.rescan_interval if self.rescan_interval > 0 else float("inf")
+            # a backlog that waits for room is listed folder by folder as room frees up (the polls' refills):
+            # sweeping the whole share again meanwhile would only count it once more
+            self._next_sweep = now + interval * (BACKLOG_SWEEP_FACTOR if report.unseen else 1)
         else:
             self.scanner.poll(relist_changed=self.mode == "poll")
 
