@@ -2,7 +2,8 @@
 
 `conformance(value, schema)` lists where a value does not fit a DTDL v2 schema: primitives (boolean,
 integer, double, string, dateTime), Object, Array, Map and Enum; null stands for a field left out. Names in
-UNDECLARED are free-form on purpose (DTDL has no "any" schema) and are not checked.
+UNDECLARED are free-form on purpose (DTDL has no "any" schema) or too deep to declare, and are not checked.
+`depth(schema)` is how many complex schemas a schema nests.
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_FILE = ROOT / "modules" / "edge-inference" / "pnp" / "dtmi" / "edgeinference" / "edgeinference-1.json"
-UNDECLARED = frozenset({"details"})  # a health alarm's details: its own shape per alarm
+# a health alarm's details: its own shape per alarm; a mask's polygons [[[x, y], ...]]: inside a detection they would
+# nest 6 complex schemas deep, and DTDL v2 allows 5
+UNDECLARED = frozenset({"details", "polygons"})
+MAX_DEPTH = 5  # DTDL v2: complex schemas nest at most 5 levels
 _DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
 
 
@@ -65,3 +69,17 @@ def conformance(value: Any, schema: Any, where: str = "$") -> list[str]:
         allowed = [v["enumValue"] for v in schema["enumValues"]]
         return [] if value in allowed else [f"{where}: {value!r} not one of {allowed}"]
     return [f"{where}: unknown schema {kind}"]
+
+
+def depth(schema: Any) -> int:
+    """How many complex schemas (Object, Array, Map, Enum) nest in `schema`, itself included."""
+    if isinstance(schema, str):
+        return 0
+    kind = schema["@type"]
+    if kind == "Object":
+        return 1 + max((depth(f["schema"]) for f in schema["fields"]), default=0)
+    if kind == "Array":
+        return 1 + depth(schema["elementSchema"])
+    if kind == "Map":
+        return 1 + depth(schema["mapValue"]["schema"])
+    return 1

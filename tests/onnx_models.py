@@ -1,12 +1,15 @@
-"""Tiny ONNX models built in the tests, one per output layout, with fixed (input-independent) detections.
+"""Tiny ONNX models built in the tests with `onnx.helper` (no Ultralytics code or weights): one per task, output
+layout and export form, with fixed (input-independent) outputs.
 
-Each model takes `images` [B, 3, H, W] and outputs a constant tensor broadcast over the batch, so a test
-knows exactly which boxes the pipeline must report (after letterbox mapping).
+Each model takes `images` [B, 3, H, W] and outputs constant tensors broadcast over the batch, so a test knows
+exactly what the pipeline must report (after letterbox mapping). `build_channel_classifier` is the exception: its
+answer depends on the pixels it is given, which shows the classify transform.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -26,51 +29,99 @@ def build_constant_model(
     batched_output: bool = True,
 ) -> Path:
     """A model whose output is `output` (shape [1, ...] when batched) for every image of the batch."""
+    meta = {"names": names} if names is not None else {}
+    if end2end is not None:
+        meta["end2end"] = str(end2end)
+    return build_model(
+        path,
+        [output],
+        input_hw=input_hw,
+        batch=batch,
+        metadata=meta,
+        input_type=input_type,
+        input_shape=input_shape,
+        batched_output=batched_output,
+    )
+
+
+def build_model(
+    path: Path,
+    outputs: list[np.ndarray],
+    *,
+    input_hw: tuple[int, int] = (64, 64),
+    batch: int | str = "batch",
+    metadata: dict[str, str] | None = None,
+    input_type: int = TensorProto.FLOAT,
+    output_type: int = TensorProto.FLOAT,
+    input_shape: list[int | str] | None = None,
+    batched_output: bool = True,
+) -> Path:
+    """A model with these constant outputs (each [1, ...], broadcast over the batch when batched), the given
+    metadata (Ultralytics' keys: task, names, imgsz, stride, kpt_shape, end2end, args) and input/output types:
+    every export form of every task, with outputs known in advance."""
     h, w = input_hw
     shape = input_shape if input_shape is not None else [batch, 3, h, w]
     images = helper.make_tensor_value_info("images", input_type, shape)
-    const = numpy_helper.from_array(output.astype(np.float32), "const")
     nodes = []
+    src = "images"
     if input_type != TensorProto.FLOAT:
         nodes.append(helper.make_node("Cast", ["images"], ["images32"], to=TensorProto.FLOAT))
         src = "images32"
-    else:
-        src = "images"
+    inits = [numpy_helper.from_array(np.zeros((1,), np.float32), "zero")]
+    graph_outputs = []
     if batched_output:
-        # mean over C,H,W -> [B,1,1,1] -> reshape [B,1,1] -> *0 + const [1, A, N] -> [B, A, N]
-        nodes += [
-            helper.make_node("ReduceMean", [src], ["mean"], keepdims=1, axes=list(range(1, len(shape)))),
-            helper.make_node("Reshape", ["mean", "shape3"], ["mean3"]),
-            helper.make_node("Mul", ["mean3", "zero"], ["zeroed"]),
-            helper.make_node("Add", ["zeroed", "const"], ["output0"]),
-        ]
-        out_shape: list[int | str] = [batch, *output.shape[1:]]
-        inits = [
-            const,
-            numpy_helper.from_array(np.array([-1, 1, 1], np.int64), "shape3"),
-            numpy_helper.from_array(np.zeros((1,), np.float32), "zero"),
-        ]
+        nodes.append(helper.make_node("ReduceMean", [src], ["mean"], keepdims=1, axes=list(range(1, len(shape)))))
     else:
-        nodes += [
-            helper.make_node("ReduceMean", [src], ["mean"], keepdims=0),
-            helper.make_node("Mul", ["mean", "zero"], ["zeroed"]),
-            helper.make_node("Add", ["zeroed", "const"], ["output0"]),
-        ]
-        out_shape = list(output.shape)
-        inits = [const, numpy_helper.from_array(np.zeros((1,), np.float32), "zero")]
-    out = helper.make_tensor_value_info("output0", TensorProto.FLOAT, out_shape)
-    graph = helper.make_graph(nodes, "tiny", [images], [out], initializer=inits)
+        nodes.append(helper.make_node("ReduceMean", [src], ["mean"], keepdims=0))
+    for i, output in enumerate(outputs):
+        const, value = f"const{i}", f"value{i}"
+        inits.append(numpy_helper.from_array(output.astype(np.float32), const))
+        if batched_output:
+            # mean over C,H,W -> [B,1,1,1] -> reshape [B,1,...] (the output's rank) -> *0 + const [1, ...]
+            rank_shape = f"shape{i}"
+            inits.append(numpy_helper.from_array(np.array([-1] + [1] * (output.ndim - 1), np.int64), rank_shape))
+            nodes += [
+                helper.make_node("Reshape", ["mean", rank_shape], [f"mean{i}"]),
+                helper.make_node("Mul", [f"mean{i}", "zero"], [f"zeroed{i}"]),
+            ]
+            out_shape: list[int | str] = [batch if input_shape is None else shape[0], *output.shape[1:]]
+        else:
+            nodes.append(helper.make_node("Mul", ["mean", "zero"], [f"zeroed{i}"]))
+            out_shape = list(output.shape)
+        name = f"output{i}"
+        if output_type == TensorProto.FLOAT:
+            nodes.append(helper.make_node("Add", [f"zeroed{i}", const], [name]))
+        else:
+            nodes += [
+                helper.make_node("Add", [f"zeroed{i}", const], [value]),
+                helper.make_node("Cast", [value], [name], to=output_type),
+            ]
+        graph_outputs.append(helper.make_tensor_value_info(name, output_type, out_shape))
+    save(path, helper.make_graph(nodes, "tiny", [images], graph_outputs, initializer=inits), metadata or {})
+    return path
+
+
+def save(path: Path, graph: onnx.GraphProto, metadata: dict[str, str]) -> None:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    meta = {"version": "0.0.1", "description": "test model"}
-    if names is not None:
-        meta["names"] = names
-    if end2end is not None:
-        meta["end2end"] = str(end2end)
-    for key, value in meta.items():
+    for key, value in {"version": "0.0.1", "description": "test model", **metadata}.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.save(model, str(path))
+
+
+def build_channel_classifier(path: Path, *, softmax: bool = True, input_hw: tuple[int, int] = (100, 100)) -> Path:
+    """A 3-class classifier whose class scores are the mean of the input's R, G and B channels (softmax at the
+    end when `softmax`, else those means as logits): what it answers shows which pixels it was given."""
+    h, w = input_hw
+    images = helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, h, w])
+    out = helper.make_tensor_value_info("output0", TensorProto.FLOAT, ["batch", 3])
+    means = helper.make_node("ReduceMean", ["images"], ["means"], keepdims=0, axes=[2, 3])
+    nodes = [means, helper.make_node("Softmax", ["means"], ["output0"], axis=1)] if softmax else [means]
+    if not softmax:
+        nodes[0].output[0] = "output0"
+    graph = helper.make_graph(nodes, "classifier", [images], [out])
+    save(path, graph, {"task": "classify", "names": "{0: 'red', 1: 'green', 2: 'blue'}", "imgsz": str([h, w])})
     return path
 
 
@@ -84,3 +135,13 @@ def yolov8_output(
         out[0, :4, i] = box
         out[0, 4:, i] = sc
     return out
+
+
+def infer(model: Any, image: np.ndarray, options: Any) -> Any:
+    """One frame through the module's own path for a served model (OnnxModel): its input transform, a session
+    run, its decoder; returns `Decoded` (detections, classification)."""
+    from edge_inference.vision.preprocess import prepare_frame
+
+    tensor, geometry = prepare_frame(image, (image.shape[1], image.shape[0]), model.transform)
+    outputs = model.run(tensor)
+    return model.decoder.decode([o[0] for o in outputs], geometry, options)

@@ -78,6 +78,6 @@ def test_thread_counts_follow_a_faked_cpu_max(tmp_path: Path, monkeypatch: pytes
     # then ONNX Runtime and the decode pool are sized to 1 CPU, whatever the node has
     assert s.cpu_count == 1
     assert s.effective_inference_threads == 1
-    assert s.effective_decode_workers(on_gpu=True) == 1 and s.effective_decode_workers(on_gpu=False) == 1
+    assert s.effective_decode_workers() == 1
     # and explicit settings still win
     assert Settings(inference_threads=3, decode_workers=2).effective_inference_threads == 3

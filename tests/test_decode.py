@@ -147,12 +147,12 @@ def test_reduced_decode_of_a_rotated_jpeg_keeps_the_displayed_size() -> None:
 
 def test_reduced_and_full_decode_map_boxes_to_the_same_original_pixels() -> None:
     from edge_inference.vision.decode import decode_frame
-    from edge_inference.vision.preprocess import prepare, prepare_frame
+    from edge_inference.vision.preprocess import InputTransform, prepare, prepare_frame
 
     data = jpeg(1920, 1080)
     full_tensor, full_box = prepare(decode(data, 10**8), (320, 320))
     frame = decode_frame(data, 10**8, (320, 320))
-    tensor, box = prepare_frame(frame.image, (frame.width, frame.height), (320, 320))
+    tensor, box = prepare_frame(frame.image, (frame.width, frame.height), InputTransform("letterbox", (320, 320)))
     assert tensor.shape == full_tensor.shape
     model_box = np.array([[100.0, 100.0, 200.0, 150.0]])
     assert np.abs(box.to_original(model_box) - full_box.to_original(model_box)).max() < 1.0

@@ -1,7 +1,7 @@
 """The bundled demo model: it finds fresh synthetic defects, and its file says what the module needs.
 
 Given 100 frames from a seed never used in training (1920x1080 and 640x480 alternating), when they go through
-the module's own path (preprocess.letterbox/to_tensor, ONNX Runtime on CPU, postprocess.decode at confidence
+the module's own path (preprocess.letterbox/to_tensor, ONNX Runtime on CPU, the postprocess Decoder at confidence
 0.5 and class-aware NMS IoU 0.45), then precision and recall at IoU 0.5 are both at least 0.9.
 """
 
@@ -15,7 +15,9 @@ import onnxruntime as ort
 import pytest
 
 from edge_inference.entities import Detection
-from edge_inference.vision.postprocess import DecodeOptions, decode, detect_layout
+from edge_inference.vision.heads import read_head
+from edge_inference.vision.model_meta import ModelMeta
+from edge_inference.vision.postprocess import DecodeOptions, Decoder
 from edge_inference.vision.preprocess import letterbox, to_tensor
 from tools.synthetic import CLASS_NAMES, SyntheticDefect, generate_frame
 
@@ -71,9 +73,9 @@ def test_demo_model_finds_defects_in_fresh_frames(session: ort.InferenceSession)
         image, truth = generate_frame(rng, width, height)
         padded, box = letterbox(image, IMGSZ)
         (output,) = session.run(None, {"images": to_tensor(padded, np.float32)})
-        layout = detect_layout(output.shape, len(CLASS_NAMES), end2end=False)
-        assert layout == "yolov8"
-        detections = decode(layout, output[0], box, options, CLASS_NAMES)
+        head = read_head(ModelMeta(end2end=False), [output.shape], len(CLASS_NAMES))
+        assert head.layout == "yolov8"
+        detections = list(Decoder(head, CLASS_NAMES, IMGSZ).decode([output[0]], box, options).detections)
         true_pos += _match(detections, truth)
         predicted += len(detections)
         actual += len(truth)

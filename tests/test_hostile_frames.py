@@ -26,7 +26,6 @@ from edge_inference.entities import FrameJob
 from edge_inference.errors import FrameError
 from edge_inference.share.ledger import Ledger
 from edge_inference.vision import decode as decoding
-from edge_inference.vision import postprocess
 from tests.jpeg_bombs import deep_png, scan_bomb
 from tests.test_pipeline import (  # noqa: F401  (fixtures)
     Running,
@@ -112,7 +111,7 @@ def test_an_exception_in_any_stage_fails_that_frame_alone(start, shares, monkeyp
     src = shares["output"].parent / "src"
     prepare_poison = frame(src / "prepare.jpg", seed=99).read_bytes()
     cv2.imwrite(str(src / "infer.jpg"), np.full((320, 320, 3), 7, np.uint8))  # square: a tensor of 7s, no pad
-    real_decode, real_postprocess = decoding.decode_checked, postprocess.decode
+    real_decode = decoding.decode_checked
 
     def decode_checked(data: bytes, *args: Any) -> Any:
         if data == prepare_poison:
@@ -122,17 +121,17 @@ def test_an_exception_in_any_stage_fails_that_frame_alone(start, shares, monkeyp
     monkeypatch.setattr(decoding, "decode_checked", decode_checked)
     run = start(BATCH_SIZE="4")
     model, writer = run.module.model, run.pipeline.finisher.writer
-    real_run, real_write = model.run, writer.write_results
+    real_run, real_write, real_postprocess = model.run, writer.write_results, model.decoder.decode
 
     def run_model(tensor: np.ndarray) -> Any:
         if any(abs(float(t.max()) - 7 / 255) < 0.02 and float(t.min()) > 0 for t in tensor):
             raise RuntimeError("injected: the model cannot take this frame")
         return real_run(tensor)
 
-    def post(layout: str, output: np.ndarray, letterbox: Any, *args: Any) -> Any:
+    def post(outputs: Any, letterbox: Any, *args: Any) -> Any:
         if letterbox.width == 321:
             raise IndexError("injected: an output row out of range")
-        return real_postprocess(layout, output, letterbox, *args)
+        return real_postprocess(outputs, letterbox, *args)
 
     def write_results(results: list[Any]) -> None:
         if any(r.rel_path == "poison/write.jpg" and r.ok for r in results):
@@ -140,7 +139,7 @@ def test_an_exception_in_any_stage_fails_that_frame_alone(start, shares, monkeyp
         real_write(results)
 
     monkeypatch.setattr(model, "run", run_model)
-    monkeypatch.setattr(postprocess, "decode", post)
+    monkeypatch.setattr(model.decoder, "decode", post)
     monkeypatch.setattr(writer, "write_results", write_results)
     drop(shares["input"], "poison/prepare.jpg", prepare_poison)
     drop(shares["input"], "poison/infer.jpg", (src / "infer.jpg").read_bytes())

@@ -116,7 +116,7 @@ def assert_error(response: requests.Response, status: int, code: str) -> dict[st
 
 
 def assert_detected_box(result: dict[str, Any]) -> None:
-    assert result["schemaVersion"] == "1.0"
+    assert result["schemaVersion"] == "1.1"
     assert result["frame"]["width"] == 160 and result["frame"]["height"] == 120
     assert result["frame"]["path"].startswith("http/")
     assert result["count"] == 1
@@ -149,6 +149,7 @@ def test_predict_answers_result_schema_for_multipart_and_raw_images(
         "schemaVersion",
         "frame",
         "model",
+        "profile",
         "thresholds",
         "detections",
         "count",

@@ -133,7 +133,7 @@ def test_parallel_predict_and_share_frames_are_all_answered_and_batched_together
     # every request answered with its own frame's result
     for i, data, status, result in answers:
         assert status == 200, (i, result)
-        assert result["schemaVersion"] == "1.0"
+        assert result["schemaVersion"] == "1.1"
         assert result["frame"]["sha256"] == hashlib.sha256(data).hexdigest(), i
         assert (result["frame"]["width"], result["frame"]["height"]) == (WIDTH, HEIGHT)
         assert result["frame"]["path"].startswith("http/")

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.timeout(60)
 
 TREES = {
     "results": (layout.result_path,),
-    "annotated": (layout.annotated_path,),
+    "annotated": (layout.annotated_path, layout.annotated_mask_path),
     "failed": (layout.failed_path, layout.failed_error_path),
     "processed": (layout.processed_path,),
 }
@@ -26,13 +26,17 @@ def test_the_clashes_seen_on_real_shares_map_apart() -> None:
     assert layout.annotated_path("x.jpg") == "annotated/x.jpg"
     assert layout.annotated_path("x.png") == "annotated/x.png.jpg"
     assert layout.annotated_path("x.png.jpg") == "annotated/x.png.jpg.jpg"
+    assert layout.annotated_mask_path("x.jpg") == "annotated/x.jpg.mask.png"  # a segmentation model's masks
+    assert layout.annotated_mask_path("x.png/y.jpg") == "annotated/x.png~dir/y.jpg.mask.png"
     assert layout.failed_error_path("a~dir/b.jpg") == "failed/a~dir~dir/b.jpg.error.json"
     assert layout.result_path("line1/cam2/0001.jpg") == "results/line1/cam2/0001.jpg.json"  # the usual, unchanged
 
 
-_part = st.sampled_from(["x", "x.jpg", "x.png", "x.jpg.json", "x.json", "x~dir", "x.jpg~dir", "X.JPG", "y.tif"])
+_part = st.sampled_from(
+    ["x", "x.jpg", "x.png", "x.jpg.json", "x.json", "x~dir", "x.jpg~dir", "X.JPG", "y.tif", "x.jpg.mask.png"]
+)
 _frame = st.sampled_from(
-    ["a.jpg", "x.jpg", "x.png", "x.png.jpg", "X.JPG", "x.jpeg", "x.jpg.jpg", "b.tiff", "x~dir.jpg"]
+    ["a.jpg", "x.jpg", "x.png", "x.png.jpg", "X.JPG", "x.jpeg", "x.jpg.jpg", "b.tiff", "x~dir.jpg", "x.jpg.mask.png"]
 )
 _rel = st.builds(lambda folders, name: "/".join([*folders, name]), st.lists(_part, max_size=3), _frame)
 

@@ -134,13 +134,20 @@ def test_each_frame_gets_one_result_in_the_design_schema(start, shares) -> None:
     assert sorted(r.rel_path for r in got) == ["line1/cam2/0001.jpg", "top.jpg"]
     results = results_of(shares["output"])
     body = results["line1/cam2/0001.jpg"]
-    assert body["schemaVersion"] == "1.0"
+    assert body["schemaVersion"] == "1.1"
     assert body["frame"]["path"] == "line1/cam2/0001.jpg" and (body["frame"]["width"], body["frame"]["height"]) == (
         640,
         480,
     )
     assert len(body["frame"]["sha256"]) == 64
-    assert body["model"] == {"name": "tiny", "version": "0.0.1", "provider": "CPUExecutionProvider"}
+    assert body["model"] == {
+        "name": "tiny",
+        "version": "0.0.1",
+        "provider": "CPUExecutionProvider",
+        "sha256": run.module.model.sha256,
+        "task": "detect",
+    }
+    assert body["profile"] is None and "classification" not in body
     assert body["thresholds"] == {"confidence": 0.5, "iou": 0.45}
     # 640x480 -> 64x64: scale 0.1, 8 px padding at the top; box 15..25 x 27..37 in model pixels
     assert body["detections"] == [

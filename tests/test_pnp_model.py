@@ -10,18 +10,27 @@ announces the interface's id (the live check against the SDK is in test_iot_e2e)
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
-from edge_inference.entities import Detection, FrameResult, ModelInfo
+from edge_inference.entities import (
+    Classification,
+    ClassScore,
+    Detection,
+    FrameResult,
+    Mask,
+    ModelInfo,
+    RotatedBox,
+)
 from edge_inference.iot.client import PNP_MODEL_ID
 from edge_inference.iot.methods import METHODS
 from edge_inference.iot.twin import validate_desired
 from edge_inference.ops.alarms import ActiveAlarm, build_health_message
 from edge_inference.ops.live_settings import TWIN_PROPERTIES, TwinSettings
 from edge_inference.ops.telemetry import SummaryWindow, build_alert_message, build_detection_message
-from tests.dtdl import MODEL_FILE, conformance, contents, interface
+from tests.dtdl import MAX_DEPTH, MODEL_FILE, conformance, contents, depth, interface
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -30,6 +39,21 @@ DTMI = re.compile(
 )
 # Top-level body fields the interface cannot declare (one schema per name in DTDL), by message type.
 NOT_DECLARED = {"summary": {"detections"}, "health": {"details"}}
+
+
+def _task_results() -> list[FrameResult]:
+    """A result of each other task: segment (a mask), pose (keypoints), obb (a rotated box), classify."""
+    mask = Mask((((1.0, 2.0), (30.0, 2.0), (30.0, 40.0)),), 580)
+    pose = ((10.0, 12.5, 0.9), (11.0, 14.0, 0.2))
+    dets = (
+        Detection("scratch", 0, 0.9, (1.0, 2.0, 30.5, 40.0), mask=mask),
+        Detection("person", 0, 0.8, (1.0, 2.0, 30.5, 40.0), keypoints=pose),
+        Detection("part", 1, 0.7, (1.0, 2.0, 30.5, 40.0), obb=RotatedBox(15.0, 20.0, 20.0, 10.0, 0.5)),
+    )
+    results = [replace(_result(), detections=(d,)) for d in dets]
+    top = ClassScore("ng", 1, 0.97)
+    classified = Classification(top, (top, ClassScore("ok", 0, 0.03)))
+    return [*results, replace(_result(), detections=(), classification=classified)]
 
 
 def _result(*, error: dict[str, str] | None = None, n: int = 2) -> FrameResult:
@@ -59,6 +83,7 @@ def _messages() -> dict[str, list[dict[str, Any]]]:
         "detection": [
             build_detection_message(_result()).body,
             build_detection_message(_result(error={"code": "empty_file", "message": "0 bytes"})).body,
+            *(build_detection_message(r).body for r in _task_results()),
         ],
         "alert": [build_alert_message(_result(), ["scratch"]).body],
         "cut": [build_detection_message(_result(n=5000)).body],  # over 256 KB: cut, with truncated: true
@@ -81,6 +106,8 @@ def test_the_interface_is_dtdl_v2_with_the_id_the_module_announces() -> None:
     )
     names = [c["name"] for c in doc["contents"]]
     assert len(names) == len(set(names))
+    deepest = {c["name"]: depth(c["schema"]) for c in doc["contents"] if "schema" in c}
+    assert max(deepest.values()) <= MAX_DEPTH, deepest
 
 
 def test_writable_properties_are_the_twin_properties_and_fit_their_schemas() -> None:

@@ -1,13 +1,16 @@
-"""Decoding each output layout into boxes that match hand-computed expectations."""
+"""Decoding each detection output layout into boxes that match hand-computed expectations, and telling the
+layouts apart from shapes (the other tasks and the metadata: test_tasks.py, test_heads.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from edge_inference.entities import Letterbox
+from edge_inference.entities import Detection, Letterbox
 from edge_inference.errors import ModelError
-from edge_inference.vision.postprocess import DecodeOptions, decode, detect_layout
+from edge_inference.vision.heads import Head, read_head
+from edge_inference.vision.model_meta import ModelMeta
+from edge_inference.vision.postprocess import DecodeOptions, Decoder
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -15,6 +18,16 @@ NAMES = ("scratch", "dent", "spot")
 # A 640x480 frame letterboxed into 320x320: scale 0.5, 40 px of padding at the top.
 LB = Letterbox(scale=0.5, pad_x=0.0, pad_y=40.0, width=640, height=480)
 OPTS = DecodeOptions(confidence=0.5, iou=0.45, max_detections=100)
+
+
+def decode(layout: str, out: np.ndarray, lb: Letterbox, opts: DecodeOptions, names: tuple[str, ...]) -> list[Detection]:
+    classes = {"yolov8": out.shape[0] - 4, "yolov5": out.shape[1] - 5}.get(layout)
+    head = Head("detect", layout, classes)  # type: ignore[arg-type]
+    return list(Decoder(head, names, (320, 320)).decode([out], lb, opts).detections)
+
+
+def detect_layout(shape: tuple[int, ...], classes: int | None, end2end: bool | None = None) -> str:
+    return read_head(ModelMeta(end2end=end2end), [shape], classes).layout
 
 
 def boxes(dets: list) -> list[tuple[str, float, list[float]]]:
@@ -91,7 +104,9 @@ def test_layout_detection(shape: tuple[int, ...], classes: int | None, end2end: 
 
 
 def test_layout_that_fits_no_class_count_is_refused_clearly() -> None:
-    with pytest.raises(ModelError, match="does not fit 3 classes"):
+    with pytest.raises(ModelError, match="outputs 16 classes but 3 class names"):
         detect_layout((1, 20, 100), 3)
-    with pytest.raises(ModelError, match="rank 3"):
+    with pytest.raises(ModelError, match="does not fit 3 classes"):
+        detect_layout((1, 3, 3), 3)
+    with pytest.raises(ModelError, match=r"outputs \[1, 2, 3, 4\] and no `task` metadata"):
         detect_layout((1, 2, 3, 4), 3)

@@ -7,6 +7,7 @@ module copying what the twin's `review` asks for - a band below the confidence t
 from __future__ import annotations
 
 import hashlib
+import dataclasses
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_inference.entities import Detection, FrameJob
+from edge_inference.entities import Classification, ClassScore, Detection, FrameJob
 from edge_inference.ops.live_settings import ReviewSettings, TwinSettings
 from edge_inference.ops.metrics import MetricsRegistry
 from edge_inference.pipeline.envelopes import Failed, Finished
@@ -50,6 +51,18 @@ def test_frames_are_chosen_for_their_classes_their_uncertainty_or_by_sample() ->
     failed = make_result(frame_id(2), error={"code": "corrupt_image", "message": "x"})
     assert reasons(failed, True, ReviewSettings(sample_rate=1.0, band=(0.0, 1.0))) == []
     assert reasons(result, False, ReviewSettings(classes=("dent",), max_per_hour=0)) == []  # a cap of 0: off
+
+
+def test_a_classifier_is_chosen_by_its_top_class_and_its_top_confidence_and_gets_an_empty_label_file() -> None:
+    top = ClassScore("dent", 1, 0.55)
+    result = dataclasses.replace(
+        make_result(frame_id(2), []), classification=Classification(top, (top, ClassScore("spot", 2, 0.3)))
+    )
+    assert reasons(result, False, ReviewSettings(classes=("dent",))) == ["class"]  # 0.55 over the threshold
+    assert reasons(result, False, ReviewSettings(classes=("spot",))) == []  # not its top class
+    assert reasons(result, False, ReviewSettings(band=(0.5, 0.6))) == ["band"]
+    assert reasons(result, False, ReviewSettings(band=(0.6, 0.9))) == []
+    assert yolo_labels(result.detections, 640, 480) == ""  # no boxes: "no objects" for the annotation tools
 
 
 def test_the_sample_takes_its_share_of_frames_and_always_the_same_ones() -> None:

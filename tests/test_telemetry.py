@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 from azure.iot.device import Message
 
+from edge_inference.entities import Classification, ClassScore, Detection, FrameResult, Mask
 from edge_inference.ops.live_settings import LiveSettings, TelemetrySettings, TwinSettings
 from edge_inference.ops.metrics import MetricsRegistry
 from edge_inference.ops.publisher import LocalTelemetrySink, TelemetryPublisher
@@ -17,6 +20,8 @@ from edge_inference.ops.telemetry import (
     IOT_HUB_MESSAGE_LIMIT,
     OUTPUTS,
     OutgoingMessage,
+    SummaryWindow,
+    alert_labels,
     build_detection_message,
     encode_body,
     message_size,
@@ -239,3 +244,55 @@ def test_local_sink_prints_and_appends_json_lines(tmp_path: Path) -> None:
     }
     with pytest.raises(RuntimeError):
         sink.publish(message)
+
+
+def _segmented(n: int, points: int) -> FrameResult:
+    """A segmentation result: n detections, each outlined by a polygon of `points` points."""
+    circle = tuple((500.0 + 300 * np.cos(a), 500.0 + 300 * np.sin(a)) for a in np.linspace(0, 6.28, points))
+    dets = tuple(
+        Detection("defect", 0, 0.99 - i * 1e-4, (200.0, 200.0, 800.0, 800.0), mask=Mask((circle,), 282_000 + i))
+        for i in range(n)
+    )
+    return replace(make_result(), detections=dets)
+
+
+@pytest.mark.timeout(30)
+def test_long_polygon_lists_are_cut_first_and_say_so() -> None:
+    # given masks whose outlines alone are over 256 KB (40 detections x 1000 points)
+    result = _segmented(40, 1000)
+    message = build_detection_message(result)
+    # then every detection stays, the outlines of the lowest-ranked ones are dropped (their area kept) and the
+    # message and those masks say they were cut
+    assert message_size(message) <= IOT_HUB_MESSAGE_LIMIT and sdk_size(message) <= IOT_HUB_MESSAGE_LIMIT
+    body = message.body
+    assert body["truncated"] is True and body["count"] == 40 and len(body["detections"]) == 40
+    masks = [d["mask"] for d in body["detections"]]
+    kept = [m for m in masks if m["polygons"]]
+    assert 0 < len(kept) < 40 and masks[: len(kept)] == kept  # the best keep their outlines
+    assert all(
+        m == {"polygons": [], "areaPx": 282_000 + i, "truncated": True} for i, m in enumerate(masks) if i >= len(kept)
+    )
+    assert kept == [d["mask"] for d in result.as_dict()["detections"][: len(kept)]]
+    # and a result whose outlines fit is sent whole, without `truncated`
+    small = build_detection_message(_segmented(3, 50)).body
+    assert "truncated" not in small and all(d["mask"]["polygons"] for d in small["detections"])
+
+
+@pytest.mark.timeout(10)
+def test_a_classification_routes_and_alerts_on_its_top_class_over_the_threshold() -> None:
+    top = ClassScore("ng", 1, 0.93)
+    classified = replace(make_result(), classification=Classification(top, (top, ClassScore("ok", 0, 0.07))))
+    message = build_detection_message(classified)
+    assert message.body["classification"]["label"] == "ng" and message.body["count"] == 0
+    assert (message.properties["labels"], message.properties["maxConfidence"]) == ("ng", "0.93")
+    assert (message.properties["detectionCount"], message.properties["hasDetections"]) == ("1", "true")
+    assert alert_labels(classified, ["ng"]) == ["ng"]
+    # under the threshold: reported, but nothing found - no labels, no alert
+    unsure = replace(classified, confidence_threshold=0.95)
+    props = build_detection_message(unsure).properties
+    assert (props["labels"], props["detectionCount"], props["maxConfidence"]) == ("", "0", "0")
+    assert alert_labels(unsure, ["ng"]) == []
+    window = SummaryWindow(start=1_800_000_000.0, seconds=60.0)
+    window.add(classified)
+    window.add(unsure)
+    assert window.message().body["detections"] == {"ng": 1}

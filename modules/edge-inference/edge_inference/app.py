@@ -30,6 +30,7 @@ from edge_inference.control.http_api import HttpServer, build_http_server
 from edge_inference.control.http_server import ConnectionLimits
 from edge_inference.control.metrics_server import MetricsServer
 from edge_inference.errors import EdgeInferenceError, GpuError, ModelError, ProviderError, SettingsError
+from edge_inference.frame_memory import keep_frame_buffers
 from edge_inference.iot.client import IoTEdgeClient
 from edge_inference.iot.outbox import Outbox, open_outbox
 from edge_inference.log import setup_logging
@@ -254,6 +255,7 @@ class Module:
 
 def main(env: Mapping[str, str] | None = None) -> int:
     """`python -m edge_inference`: read settings, run until SIGTERM, exit with a meaningful code."""
+    keep_frame_buffers()  # before any thread: every frame's large buffers reused, not faulted in again
     in_iot_edge = iot_edge_environment(env)
     in_iot_edge = iot_edge_environment(env)
     try:

@@ -1,7 +1,9 @@
 """Frozen records that cross stage boundaries: a frame job, a prepared tensor, a detection, a result.
 
 The letterbox geometry travels with the prepared frame so that boxes map back exactly to the original
-pixels; timings accumulate per frame as it moves through the stages.
+pixels; timings accumulate per frame as it moves through the stages. The result schema (`FrameResult.as_dict`,
+version 1.1) is one for every task: detections (with a `mask` for segment, `keypoints` for pose, `obb` and
+`polygon` for OBB; `box` is always the axis-aligned bound) or a `classification` for classify.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy as np
 
 from edge_inference.names import name_bytes, shown
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 
 FrameSource = Literal["events", "poll", "scan", "fileEvent", "reprocess", "recovered", "http"]
 
@@ -67,6 +69,17 @@ class Letterbox:
         np.clip(ys, 0, self.height, out=ys)
         return out
 
+    def points_to_original(self, points_xy: np.ndarray, *, clip: bool = True) -> np.ndarray:
+        """Map [..., 2] x, y points from model input pixels back to original pixels (clipped to the frame)."""
+        out = points_xy.astype(np.float32, copy=True)
+        out[..., 0] -= self.pad_x
+        out[..., 1] -= self.pad_y
+        out /= self.scale
+        if clip:
+            np.clip(out[..., 0], 0, self.width, out=out[..., 0])
+            np.clip(out[..., 1], 0, self.height, out=out[..., 1])
+        return out
+
 
 @dataclass(frozen=True)
 class PreparedFrame:
@@ -80,20 +93,100 @@ class PreparedFrame:
     image: np.ndarray | None = None  # the decoded BGR frame, kept only when annotation is wanted
 
 
+def _point(x: float, y: float) -> list[float]:
+    return [round(x, 1), round(y, 1)]
+
+
+@dataclass(frozen=True)
+class Mask:
+    """A segmentation mask in original pixels: its outlines (simplified polygons) and its area. `bitmap` is the
+    mask at full resolution over the detection's box (0/1, top-left at `origin`): for the mask PNG, not the schema."""
+
+    polygons: tuple[tuple[tuple[float, float], ...], ...]
+    area_px: int
+    bitmap: np.ndarray | None = field(default=None, compare=False, repr=False)
+    origin: tuple[int, int] = (0, 0)  # (x, y) of the bitmap's top-left pixel in the frame
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"polygons": [[_point(x, y) for x, y in polygon] for polygon in self.polygons], "areaPx": self.area_px}
+
+
+@dataclass(frozen=True)
+class RotatedBox:
+    """An oriented box in original pixels: centre, width, height, and the angle in radians (as the model gives it)."""
+
+    cx: float
+    cy: float
+    w: float
+    h: float
+    angle: float
+
+    def corners(self) -> tuple[tuple[float, float], ...]:
+        """The 4 corners, in order around the box (the first is the centre + half the w side + half the h side)."""
+        cos, sin = np.cos(self.angle), np.sin(self.angle)
+        wx, wy = self.w / 2 * cos, self.w / 2 * sin
+        hx, hy = -self.h / 2 * sin, self.h / 2 * cos
+        return tuple(
+            (float(self.cx + sw * wx + sh * hx), float(self.cy + sw * wy + sh * hy))
+            for sw, sh in ((1, 1), (1, -1), (-1, -1), (-1, 1))
+        )
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "cx": round(self.cx, 1),
+            "cy": round(self.cy, 1),
+            "w": round(self.w, 1),
+            "h": round(self.h, 1),
+            "angle": round(self.angle, 4),
+        }
+
+
 @dataclass(frozen=True)
 class Detection:
     label: str
     class_id: int
     confidence: float
-    box: tuple[float, float, float, float]  # x1, y1, x2, y2 in original pixels
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2 in original pixels (for OBB: the axis-aligned bound)
+    mask: Mask | None = None  # segment
+    keypoints: tuple[tuple[float, ...], ...] | None = None  # pose: (x, y, confidence) or (x, y) per keypoint
+    obb: RotatedBox | None = None  # obb
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "label": self.label,
             "classId": self.class_id,
             "confidence": round(self.confidence, 4),
             "box": [round(v, 1) for v in self.box],
         }
+        if self.mask is not None:
+            body["mask"] = self.mask.as_dict()
+        if self.keypoints is not None:
+            body["keypoints"] = [[*_point(k[0], k[1]), *(round(v, 4) for v in k[2:])] for k in self.keypoints]
+        if self.obb is not None:
+            body["obb"] = self.obb.as_dict()
+            body["polygon"] = [_point(x, y) for x, y in self.obb.corners()]
+        return body
+
+
+@dataclass(frozen=True)
+class ClassScore:
+    label: str
+    class_id: int
+    confidence: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "classId": self.class_id, "confidence": round(self.confidence, 4)}
+
+
+@dataclass(frozen=True)
+class Classification:
+    """A classifier's answer for the whole frame: the top class and the five best (best first)."""
+
+    top1: ClassScore
+    top5: tuple[ClassScore, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.top1.as_dict(), "top5": [c.as_dict() for c in self.top5]}
 
 
 @dataclass(frozen=True)
@@ -102,6 +195,7 @@ class ModelInfo:
     version: str
     provider: str
     sha256: str = ""
+    task: str = "detect"
 
 
 def utc_now_iso() -> str:
@@ -125,22 +219,42 @@ class FrameResult:
     timings_ms: dict[str, float]
     processed_at: str
     error: dict[str, str] | None = None
+    classification: Classification | None = None  # classify models
+    profile: str | None = None  # the camera profile that judged the frame (none yet: null)
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
+    @property
+    def findings(self) -> tuple[ClassScore, ...]:
+        """What the frame was found to contain, for counts, labels, alerts and routing: its detections, or a
+        classifier's top class when its confidence is over the threshold (a classification is always in the body)."""
+        if self.classification is not None:
+            top = self.classification.top1
+            return (top,) if top.confidence > self.confidence_threshold else ()
+        return tuple(ClassScore(d.label, d.class_id, d.confidence) for d in self.detections)
+
     def as_dict(self) -> dict[str, Any]:
         body: dict[str, Any] = {
             "schemaVersion": SCHEMA_VERSION,
             "frame": {"path": shown(self.rel_path), "width": self.width, "height": self.height, "sha256": self.sha256},
-            "model": {"name": self.model.name, "version": self.model.version, "provider": self.model.provider},
+            "model": {
+                "name": self.model.name,
+                "version": self.model.version,
+                "provider": self.model.provider,
+                "sha256": self.model.sha256,
+                "task": self.model.task,
+            },
+            "profile": self.profile,
             "thresholds": {"confidence": self.confidence_threshold, "iou": self.iou_threshold},
             "detections": [d.as_dict() for d in self.detections],
             "count": len(self.detections),
             "timingsMs": {k: round(v, 2) for k, v in self.timings_ms.items()},
             "processedAt": self.processed_at,
         }
+        if self.classification is not None:
+            body["classification"] = self.classification.as_dict()
         if self.error is not None:
             body["error"] = {key: shown(value) for key, value in self.error.items()}
         return body

@@ -6,16 +6,18 @@ the `message_id` is deterministic (the frame id; `<frame id>-alert` on `alerts`)
 let edgeHub/IoT Hub routes select messages without reading the body:
 
     messageType     detection | summary | alert | health
-    detectionCount  number of detections (the real count, also when the body's list was cut)
+    detectionCount  number of detections (the real count, also when the body's list was cut); for a classifier
+                    1 when its top class is over the confidence threshold, else 0 (`FrameResult.findings`)
     hasDetections   true | false
-    maxConfidence   highest detection confidence, 4 decimals ("0" when none)
+    maxConfidence   highest detection confidence (a classifier's: its top class's), 4 decimals ("0" when none)
     labels          sorted unique labels, comma separated (cut to MAX_LABELS_PROPERTY characters)
     severity        info | warning | critical
     alarm, active   health messages only: the alarm name and true/false
 
 Every message stays under IoT Hub's 256 KB limit: the size is measured as the SDK and edgeHub see it (UTF-8
-body plus the URL-encoded properties); a detection list too long to fit is cut, the body then says
-`"truncated": true` and keeps `count` as the real count.
+body plus the URL-encoded properties); what does not fit is cut, the body then says `"truncated": true` and
+keeps `count` as the real count: first the mask polygons of the lowest-ranked detections (their `mask` keeps
+`areaPx` and says `"truncated": true`), then detections from the end of the list.
 
 Which messages a frame produces is decided in `ops/publisher.py`; where they go is a `TelemetrySink` (the
 durable outbox in `iot/outbox.py`, or local mode's sink in `ops/publisher.py`).
@@ -26,7 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -122,29 +124,49 @@ def routing_properties(
     }
 
 
+def _without_polygons(detection: dict[str, Any]) -> dict[str, Any]:
+    mask = detection["mask"]
+    return {**detection, "mask": {"polygons": [], "areaPx": mask.get("areaPx"), "truncated": True}}
+
+
+def _largest(fits: Callable[[int], bool], lo: int, hi: int) -> int:
+    """The largest n in lo..hi with fits(n), given fits is monotone (true up to some n) and fits(lo)."""
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
 def _fit(message: OutgoingMessage) -> OutgoingMessage:
-    """Cut the body's `detections` list (keeping its order: highest confidence first from NMS) until the
-    message fits MESSAGE_BUDGET; `count` stays the real count and `truncated: true` is added."""
+    """Cut the body until the message fits MESSAGE_BUDGET: first the mask polygons of the lowest-ranked
+    detections (the list is best first), then detections from the end; `count` stays the real count and
+    `truncated: true` is added."""
     if message_size(message) <= MESSAGE_BUDGET:
         return message
     body = dict(message.body)
     detections = list(body.get("detections") or [])
     body["truncated"] = True
+    outlined = [i for i, d in enumerate(detections) if isinstance(d, dict) and (d.get("mask") or {}).get("polygons")]
 
-    def sized(keep: int) -> OutgoingMessage:
-        return OutgoingMessage(
-            message.output, message.message_id, {**body, "detections": detections[:keep]}, message.properties
-        )
+    def sized(kept_outlines: int, keep: int) -> OutgoingMessage:
+        cut = set(outlined[kept_outlines:])
+        listed = [_without_polygons(d) if i in cut else d for i, d in enumerate(detections[:keep])]
+        return OutgoingMessage(message.output, message.message_id, {**body, "detections": listed}, message.properties)
 
-    lo, hi = 0, len(detections)  # largest `keep` that fits, by bisection
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if message_size(sized(mid)) <= MESSAGE_BUDGET:
-            lo = mid
-        else:
-            hi = mid - 1
-    fitted = sized(lo)
-    if message_size(fitted) > MESSAGE_BUDGET:  # something other than detections is huge (a long path?)
+    def fits(candidate: OutgoingMessage) -> bool:
+        return message_size(candidate) <= MESSAGE_BUDGET
+
+    everything = len(detections)
+    if fits(sized(0, everything)):  # the polygons were what did not fit: keep as many of them as fit
+        outlines = _largest(lambda k: fits(sized(k, everything)), 0, len(outlined))
+        fitted, kept = sized(outlines, everything), everything
+    else:
+        kept = _largest(lambda n: fits(sized(0, n)), 0, everything)
+        fitted = sized(0, kept)
+    if not fits(fitted):  # something other than detections is huge (a long path?)
         fitted = OutgoingMessage(
             message.output,
             message.message_id,
@@ -157,28 +179,30 @@ def _fit(message: OutgoingMessage) -> OutgoingMessage:
             message.properties,
         )
     log.warning(
-        "message %s cut to fit the IoT Hub limit: %d of %d detections kept", message.message_id, lo, len(detections)
+        "message %s cut to fit the IoT Hub limit: %d of %d detections kept", message.message_id, kept, everything
     )
     return fitted
 
 
 def _max_confidence(result: FrameResult) -> float:
-    return max((d.confidence for d in result.detections), default=0.0)
+    return max((f.confidence for f in result.findings), default=0.0)
 
 
 def build_detection_message(result: FrameResult) -> OutgoingMessage:
     """The per-frame message on `detections`: body = the result schema, id = the frame id."""
     severity = "warning" if result.error is not None else "info"
+    findings = result.findings
     properties = routing_properties(
-        "detection", (d.label for d in result.detections), len(result.detections), _max_confidence(result), severity
+        "detection", (f.label for f in findings), len(findings), _max_confidence(result), severity
     )
     return _fit(OutgoingMessage(DETECTIONS_OUTPUT, result.frame_id, result.as_dict(), properties))
 
 
 def alert_labels(result: FrameResult, alert_classes: Iterable[str]) -> list[str]:
-    """Sorted labels of the frame's detections that belong to an alert class."""
+    """Sorted labels of the frame's findings (detections, or a classifier's top class over the threshold) that
+    belong to an alert class."""
     wanted = set(alert_classes)
-    return sorted({d.label for d in result.detections if d.label in wanted})
+    return sorted({f.label for f in result.findings if f.label in wanted})
 
 
 def build_alert_message(result: FrameResult, matched: list[str]) -> OutgoingMessage:
@@ -186,7 +210,7 @@ def build_alert_message(result: FrameResult, matched: list[str]) -> OutgoingMess
     `alert.classes` (the matched classes); id `<frame id>-alert`; severity warning."""
     body = result.as_dict()
     body["alert"] = {"classes": matched}
-    hits = [d for d in result.detections if d.label in set(matched)]
+    hits = [f for f in result.findings if f.label in set(matched)]
     properties = routing_properties(
         "alert", (d.label for d in hits), len(hits), max((d.confidence for d in hits), default=0.0), "warning"
     )
@@ -211,9 +235,9 @@ class SummaryWindow:
         self.frames += 1
         if result.error is not None:
             self.failed += 1
-        for d in result.detections:
-            self.detections[d.label] = self.detections.get(d.label, 0) + 1
-            self.max_confidence = max(self.max_confidence, d.confidence)
+        for found in result.findings:
+            self.detections[found.label] = self.detections.get(found.label, 0) + 1
+            self.max_confidence = max(self.max_confidence, found.confidence)
         if self.first_processed_at is None:
             self.first_processed_at = result.processed_at
         self.last_processed_at = result.processed_at

@@ -103,14 +103,24 @@ class Batcher(Worker):
             if consecutive_failures >= FATAL_BATCH_FAILURES:  # the model itself fails, not a frame
                 raise InferenceError(f"{consecutive_failures} inference batches failed in a row: {failures[-1]}")
 
-    def _infer(self, batch: list[PreparedFrame]) -> list[np.ndarray | Exception]:
-        """Each frame's output, or the exception that stands for it. A failed batch is run again frame by frame,
-        so that one frame the model cannot take fails alone."""
+    def _infer(self, batch: list[PreparedFrame]) -> list[tuple[np.ndarray, ...] | Exception]:
+        """Each frame's outputs, or the exception that stands for it. A failed batch is run again frame by frame,
+        so that one frame the model cannot take fails alone. Frames of different input sizes (a model padded
+        to its stride, not to a fixed size) run as one batch per size."""
+        if len({p.tensor.shape for p in batch}) > 1:
+            by_shape: dict[tuple[int, ...], list[int]] = {}
+            for i, p in enumerate(batch):
+                by_shape.setdefault(p.tensor.shape, []).append(i)
+            results: list[tuple[np.ndarray, ...] | Exception] = [ValueError()] * len(batch)
+            for indices in by_shape.values():
+                for i, out in zip(indices, self._infer([batch[i] for i in indices]), strict=True):
+                    results[i] = out
+            return results
         try:
-            first_output = self.model.run(self._stack([p.tensor for p in batch]))[0]
+            outputs = self.model.run(self._stack([p.tensor for p in batch]))
             if self.model.layout == "rows":
-                return [first_output]
-            return [first_output[i] for i in range(len(batch))]
+                return [tuple(outputs)]
+            return [tuple(o[i] for o in outputs) for i in range(len(batch))]
         except GpuError:
             raise  # the GPU failed, not these frames: they stay claimed and run again after the restart
         except Exception as exc:

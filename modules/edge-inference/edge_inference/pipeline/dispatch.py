@@ -1,5 +1,6 @@
 """The dispatcher: inferred queue -> postprocess with the live settings (vision/postprocess.py: thresholds,
-NMS, boxes mapped back to the original pixels) -> a `FrameResult`.
+NMS, boxes, masks, keypoints and rotated boxes mapped back to the original pixels, or the top classes) -> a
+`FrameResult`.
 
 A /predict request is answered here (its future completed, its own confidence threshold honoured); share frames
 are gathered into a group - whatever else is already done joins it, up to `DISPATCH_GROUP` - and handed to the
@@ -129,13 +130,21 @@ class Dispatcher(Worker):
         )
         if done.output is None:
             raise ValueError("no model output for this frame")
-        detections = postprocess.decode(self.model.layout, done.output, item.letterbox, options, self.model.class_names)
+        decoded = self.model.decoder.decode(done.output, item.letterbox, options)
+        detections = decoded.detections
         band_hit = False
-        if floor < confidence and band is not None:
-            band_hit = any(band[0] <= d.confidence <= band[1] for d in detections if d.confidence < confidence)
-            detections = [d for d in detections if d.confidence >= confidence]
+        if floor < confidence and band is not None:  # kept: over the threshold, strictly, as a decode at it keeps
+            band_hit = any(band[0] <= d.confidence <= band[1] for d in detections if d.confidence <= confidence)
+            detections = tuple(d for d in detections if d.confidence > confidence)
         timings = {**done.timings_ms, "postprocess": (time.monotonic() - t0) * 1000}
-        result = self.results.make(item.job, item, detections=tuple(detections), timings=timings, live=live)
+        result = self.results.make(
+            item.job,
+            item,
+            detections=detections,
+            classification=decoded.classification,
+            timings=timings,
+            live=live,
+        )
         if request is not None and request.confidence is not None:
             result = replace(result, confidence_threshold=request.confidence)
         return result, band_hit

@@ -45,11 +45,11 @@ class Failed:
 
 @dataclass(frozen=True)
 class Inferred:
-    """A frame out of the batcher: its slice of the model output (None for a frame that failed earlier) and
+    """A frame out of the batcher: its slice of each model output (None for a frame that failed earlier) and
     its timings so far, inference included."""
 
     item: PreparedFrame | Failed
-    output: np.ndarray | None
+    output: tuple[np.ndarray, ...] | None
     timings_ms: Mapping[str, float]
 
 

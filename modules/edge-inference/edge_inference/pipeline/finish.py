@@ -148,7 +148,7 @@ class Finisher:
         self.guard.check_output_mounted()
         for f in group:
             if isinstance(f.item, PreparedFrame) and f.item.image is not None and f.live.save_annotated:
-                self.writer.write_annotated(f.job.rel_path, f.item.image, f.result.detections, f.item.letterbox.width)
+                self.writer.write_annotated(f.job.rel_path, f.item.image, f.result)
             if f.result.error is not None:
                 self.writer.write_error(f.job.rel_path, f.result.error, {"frameId": f.job.frame_id})
         self.writer.write_results([f.result for f in group])  # the mark of finished frames

@@ -13,7 +13,15 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from edge_inference.entities import Detection, FrameJob, FrameResult, ModelInfo, PreparedFrame, utc_now_iso
+from edge_inference.entities import (
+    Classification,
+    Detection,
+    FrameJob,
+    FrameResult,
+    ModelInfo,
+    PreparedFrame,
+    utc_now_iso,
+)
 from edge_inference.errors import FrameError
 from edge_inference.ops.live_settings import LiveSettings, TwinSettings
 from edge_inference.ops.metrics import MetricsRegistry
@@ -30,7 +38,7 @@ class ResultMaker:
         self._lock = threading.Lock()
 
     def model_info(self) -> ModelInfo:
-        return ModelInfo(self.model.name, self.model.version, self.model.provider, self.model.sha256)
+        return ModelInfo(self.model.name, self.model.version, self.model.provider, self.model.sha256, self.model.task)
 
     def reopened(self, generations: Mapping[str, int]) -> None:
         """Frames processed again on request, with their new generation (from `Ledger.reopen`)."""
@@ -49,6 +57,7 @@ class ResultMaker:
         prepared: PreparedFrame | None,
         *,
         detections: tuple[Detection, ...] = (),
+        classification: Classification | None = None,
         error: FrameError | None = None,
         timings: Mapping[str, float] | None = None,
         live: TwinSettings | None = None,
@@ -71,6 +80,7 @@ class ResultMaker:
             timings_ms=timings_ms,
             processed_at=utc_now_iso(),
             error=error.as_dict() if error else None,
+            classification=classification,
         )
 
 
@@ -103,13 +113,13 @@ class FrameCounters:
         outcome = "ok" if result.ok else "failed"
         with self._lock:
             self._counts[outcome] += 1
-            self._counts["detections"] += len(result.detections)
+            self._counts["detections"] += len(result.findings)
             self.last_result_at = result.processed_at
         self.metrics.frames.labels(outcome=outcome).inc()
         if result.error is not None:
             self.metrics.failures.labels(code=result.error["code"]).inc()
-        for det in result.detections:
-            self.metrics.detections.labels(label=det.label).inc()
+        for found in result.findings:
+            self.metrics.detections.labels(label=found.label).inc()
 
     def answered(self, result: FrameResult) -> None:
         """A /predict request answered."""

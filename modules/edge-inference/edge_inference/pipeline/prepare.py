@@ -9,7 +9,8 @@ Per-frame errors stay per-frame by construction: each start of a share frame is 
 frame that keeps dying is set aside), the header is checked before a pixel is decoded (vision/decode.py), the
 decode runs under its time and memory budget (vision/decode_guard.py), and any other surprise of a library on
 these bytes fails this frame (`prepare_failed`), never the decode worker.
-`PrepareWorker` is one decode thread (`decode-<i>`); DECODE_WORKERS of them run.
+`PrepareWorker` is one decode thread (`decode-<i>`); DECODE_WORKERS of them run (one per usable CPU when 0), as many
+at a time as pipeline/decode_pool.py allows.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from edge_inference.entities import FrameJob, PreparedFrame
 from edge_inference.errors import FrameError, UnavailableError
 from edge_inference.names import shown
 from edge_inference.ops.live_settings import LiveSettings
-from edge_inference.pipeline.envelopes import Failed, StageQueues, put_until_stopped, take
+from edge_inference.pipeline.decode_pool import DecodeSlots
+from edge_inference.pipeline.envelopes import WAIT_S, Failed, StageQueues, put_until_stopped, take
 from edge_inference.pipeline.quarantine import FrameAttempts
 from edge_inference.settings import Settings
 from edge_inference.share import share_fs
@@ -38,7 +40,7 @@ from edge_inference.workers import Supervisor, Worker
 
 log = logging.getLogger(__name__)
 
-DECODE_NICE_ON_CPU = 5  # decode threads' niceness when inference runs on the CPU (see PrepareWorker.setup)
+DECODE_NICE_ON_CPU = 5  # decode threads' niceness once the model on the CPU is the slower stage (decode_pool.py)
 
 
 class FramePreparer:
@@ -91,17 +93,18 @@ class FramePreparer:
         try:
             data = job.data if job.data is not None else self._read_share_frame(job)
             t1 = time.monotonic()
-            target = self.model.input_hw if s.jpeg_reduced_decode else None
             header = decoding.check_header(
                 data, s.max_image_pixels, max_scans=s.jpeg_max_scans, max_decode_bytes=s.max_decode_bytes
             )
+            transform = self.model.transform
+            scale = transform.scale(*header.display_size) if s.jpeg_reduced_decode else None
             frame = self.decode_guard.run(
                 header.decode_bytes,
-                lambda: decoding.decode_checked(data, header, target),
+                lambda: decoding.decode_checked(data, header, scale),
                 None if job.data is not None else lambda: not self.stopping.is_set(),  # /predict: 503, never a wait
             )
             image = frame.image
-            tensor, box = prepare_frame(image, (frame.width, frame.height), self.model.input_hw, self.model.input.dtype)
+            tensor, box = prepare_frame(image, (frame.width, frame.height), transform)
             t2 = time.monotonic()
         except FrameError as exc:
             timings["decode"] = (time.monotonic() - t0) * 1000
@@ -140,23 +143,39 @@ class PrepareWorker(Worker):
     """One decode thread: takes jobs from the frames queue, puts prepared frames (or failures) on."""
 
     def __init__(
-        self, index: int, preparer: FramePreparer, queues: StageQueues, supervisor: Supervisor | None = None
+        self,
+        index: int,
+        preparer: FramePreparer,
+        queues: StageQueues,
+        slots: DecodeSlots,
+        supervisor: Supervisor | None = None,
     ) -> None:
         super().__init__(f"decode-{index}", supervisor, daemon=True)
         self.preparer = preparer
         self.queues = queues
+        self.slots = slots
+        self._yielding = False
 
-    def setup(self) -> bool:
-        if not self.preparer.model.on_gpu:
-            # On the CPU provider the model is the bottleneck and shares the cores with decoding; a decode thread
-            # that preempts one of ONNX Runtime's intra-op threads stalls the whole operator (the others wait at
-            # its barrier). A lower priority lets decoding fill the gaps instead of causing them.
-            with contextlib.suppress(OSError, AttributeError):
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), DECODE_NICE_ON_CPU)
-        return True
+    def _yield_to_model(self) -> None:
+        """Decode at a lower priority from now on (pipeline/decode_pool.py says when: the model on the CPU is the
+        slower stage, and a decode thread preempting one of its intra-op threads stalls the whole operator)."""
+        self._yielding = True
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), DECODE_NICE_ON_CPU)
 
     def run(self) -> None:
         while not self.stopping:
-            job = take(self.queues.frames)
-            if job is not None:
-                put_until_stopped(self.queues.prepared, self.preparer.prepare(job), lambda: self.stopping)
+            if not self.slots.acquire(WAIT_S):
+                continue
+            try:
+                job = take(self.queues.frames)
+                item = None if job is None else self.preparer.prepare(job)
+            finally:
+                self.slots.release()
+            if item is None:
+                continue
+            if isinstance(item, PreparedFrame):
+                self.slots.observe(item.timings_ms["decode"])
+                if self.slots.yield_to_model and not self._yielding:
+                    self._yield_to_model()
+            put_until_stopped(self.queues.prepared, item, lambda: self.stopping)

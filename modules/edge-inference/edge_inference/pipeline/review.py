@@ -48,11 +48,13 @@ def reasons(result: FrameResult, band_hit: bool, review: ReviewSettings) -> list
     if not review.enabled or not result.ok:
         return []
     why = []
-    if review.classes and any(d.label in review.classes for d in result.detections):
+    if review.classes and any(f.label in review.classes for f in result.findings):
         why.append("class")
     if review.band is not None:
         low, high = review.band
-        if band_hit or any(low <= d.confidence <= high for d in result.detections):
+        # a classifier's uncertainty is its top class's confidence, found over the threshold or not
+        scores = [result.classification.top1] if result.classification is not None else result.findings
+        if band_hit or any(low <= s.confidence <= high for s in scores):
             why.append("band")
     if sampled(result.frame_id, review.sample_rate):
         why.append("sample")

@@ -33,6 +33,7 @@ from edge_inference.ops.health import FailureRunMonitor
 from edge_inference.ops.live_settings import LiveSettings
 from edge_inference.ops.metrics import MetricsRegistry
 from edge_inference.pipeline.batcher import Batcher
+from edge_inference.pipeline.decode_pool import DecodeSlots
 from edge_inference.pipeline.dispatch import Dispatcher
 from edge_inference.pipeline.envelopes import StageQueues
 from edge_inference.pipeline.finish import Finisher, ResultListener
@@ -133,8 +134,17 @@ class Pipeline:
         self.preparer = FramePreparer(settings, model, live, self.guard, self.attempts, self._stopping)
         self.requests = PendingRequests()
         self.predictions = Predictions(self.preparer, self.queues, self.requests)
-        workers = settings.effective_decode_workers(model.on_gpu)
-        self.stages: list[Worker] = [PrepareWorker(i, self.preparer, self.queues, supervisor) for i in range(workers)]
+        workers = settings.effective_decode_workers()
+        self.decode_slots = DecodeSlots(
+            workers,
+            adaptive=settings.decode_workers == 0,
+            model_cost_ms=lambda: model.frame_cost_ms,
+            initial=workers if model.on_gpu else 1,
+            model_on_cpu=not model.on_gpu,
+        )
+        self.stages: list[Worker] = [
+            PrepareWorker(i, self.preparer, self.queues, self.decode_slots, supervisor) for i in range(workers)
+        ]
         self.stages += [
             Batcher(settings, model, self.queues, self.preparer, metrics, supervisor),
             Dispatcher(
@@ -180,8 +190,13 @@ class Pipeline:
             stage.start()
         self.intake.reconcile_claims()
         self.predictions.open()
-        decode_workers = sum(isinstance(s, PrepareWorker) for s in self.stages)
-        log.info("pipeline started: %d decode workers, batch up to %d", decode_workers, self.max_batch)
+        slots = self.decode_slots
+        log.info(
+            "pipeline started: %d decode workers (%s), batch up to %d",
+            slots.workers,
+            f"{slots.limit} at a time to start, then as many as keep the model busy" if slots.adaptive else "fixed",
+            self.max_batch,
+        )
 
     @property
     def running(self) -> bool:

@@ -205,7 +205,11 @@ class Settings:
         64, "frames claimed and waiting for decode; beyond it frames wait on the share", lo=1, hi=100_000
     )
     decode_workers: int = setting(
-        0, "decode/preprocess threads; 0 = auto: one per usable CPU on a GPU, half of them on the CPU", lo=0, hi=256
+        0,
+        "decode/preprocess threads; 0 = auto: one per usable CPU, as many decoding at once as keep the model busy"
+        " (decode time per frame / model time per frame, measured as frames go)",
+        lo=0,
+        hi=256,
     )
     inference_threads: int = setting(
         0, "ONNX Runtime intra-op threads (0 = the CPUs the container may use: affinity and cgroup quota)", lo=0, hi=256
@@ -222,7 +226,9 @@ class Settings:
         100_000_000, "larger images (width x height) are failed before decoding", lo=1, hi=10**10
     )
     jpeg_reduced_decode: bool = setting(
-        True, "decode large JPEGs at 1/2, 1/4 or 1/8 size when still at least the model input"
+        False,
+        "true: decode large JPEGs at 1/2, 1/4 or 1/8 size when still at least the model input: faster, but not the"
+        " pixels Ultralytics' predictor sees (what it buys and costs: README, Reduced JPEG decoding)",
     )
     jpeg_max_scans: int = setting(
         100,
@@ -352,13 +358,11 @@ class Settings:
         (the image's HOME, /app, is not writable)."""
         return self.state_dir / "cuda-cache"
 
-    def effective_decode_workers(self, on_gpu: bool) -> int:
-        """DECODE_WORKERS, or for 0: one per core when a GPU runs the model (decoding is then the limit); half
-        the cores on the CPU provider, where every decode thread competes with ONNX Runtime's own threads
-        (measured: YOLOv8n-shaped model on 1080p, 2 cores: 0.80 of the ceiling with 1 worker, 0.62-0.73 with 2)."""
-        if self.decode_workers:
-            return self.decode_workers
-        return max(1, self.cpu_count if on_gpu else self.cpu_count // 2)
+    def effective_decode_workers(self) -> int:
+        """DECODE_WORKERS, or for 0: one thread per usable CPU; pipeline/decode_pool.py then lets as many of them
+        decode at once as keep the model busy (a light model leaves the cores to decoding, a heavy one on the CPU
+        provider keeps them for ONNX Runtime's own threads)."""
+        return self.decode_workers or max(1, self.cpu_count)
 
     def effective_batch_size(self, on_gpu: bool) -> int:
         """BATCH_SIZE, or for 0: 8 on a GPU; 1 on the CPU, where ONNX Runtime is fastest per frame at batch 1

@@ -1,6 +1,6 @@
 """Where a frame's outputs go on the output share: one deterministic, collision-free name per frame and tree.
 
-    results/<path>.json      annotated/<path>.jpg      failed/<path> + failed/<path>.error.json      processed/<path>
+    results/<path>.json   annotated/<path>.jpg (+ <path>.mask.png)   failed/<path> + <path>.error.json   processed/<path>
     review/<date>/<path> + its YOLO label file      review/crops/<date>/<classId>_<label>/<path stem>_<i>.jpg
 
 Two input paths never map to one output path, and an output file never lands where another frame's outputs need
@@ -29,7 +29,7 @@ FOLDER_MARK = "~dir"
 _IMAGE_SUFFIXES = tuple(sorted(IMAGE_EXTENSIONS))
 _FILE_ENDINGS = {
     "results": (".json",),
-    "annotated": (".jpg",),
+    "annotated": (".jpg", ".png"),
     "failed": (*_IMAGE_SUFFIXES, ".json"),
     "processed": _IMAGE_SUFFIXES,
     "review": (*_IMAGE_SUFFIXES, ".txt"),
@@ -46,6 +46,11 @@ def annotated_path(rel_path: str) -> str:
     stem, ext = os.path.splitext(name)
     keeps = ext == ".jpg" and os.path.splitext(stem)[1].lower() not in IMAGE_EXTENSIONS
     return _place("annotated", rel_path, "" if keeps else ".jpg")
+
+
+def annotated_mask_path(rel_path: str) -> str:
+    """A segmentation model's masks of the frame (a PNG): never an annotated .jpg's name, nor another mask's."""
+    return _place("annotated", rel_path, ".mask.png")
 
 
 def failed_path(rel_path: str) -> str:

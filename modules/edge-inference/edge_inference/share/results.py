@@ -1,4 +1,5 @@
-"""Writing per-frame outputs to the output share: results/, annotated/, failed/.
+"""Writing per-frame outputs to the output share: results/, annotated/ (the drawn frame, and a segmentation
+model's masks as a PNG), failed/.
 
 Every file appears atomically (temp name in the same folder, fsync, rename), so readers on the share and a
 crash at any moment see either the old file or the complete new one, never half of one. The result file
@@ -21,7 +22,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edge_inference.entities import Detection, FrameResult
+from edge_inference.entities import FrameResult
 from edge_inference.errors import EdgeInferenceError, OutputFullError
 from edge_inference.names import shown
 from edge_inference.share import output_layout as layout
@@ -29,6 +30,8 @@ from edge_inference.share.catalog import OutputCatalog, OutputFile
 from edge_inference.share.output_layout import NAME_MAX, fit_name
 from edge_inference.share.share_fs import create_in, split
 from edge_inference.share.tempfiles import discard, temp_name
+from edge_inference.vision.annotate import draw
+from edge_inference.vision.masks import label_map
 
 __all__ = ["NAME_MAX", "OutputFullError", "ResultWriter", "fit_name", "write_atomic", "write_group_atomic"]
 
@@ -97,25 +100,6 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-_PALETTE = [(56, 56, 255), (151, 157, 255), (31, 112, 255), (29, 178, 255), (49, 210, 207), (10, 249, 72)]
-
-
-def draw_detections(image: np.ndarray, detections: tuple[Detection, ...]) -> np.ndarray:
-    canvas = image.copy()
-    thickness = max(1, round(sum(canvas.shape[:2]) / 600))
-    for det in detections:
-        color = _PALETTE[det.class_id % len(_PALETTE)]
-        x1, y1, x2, y2 = (round(v) for v in det.box)
-        cv2.rectangle(canvas, (x1, y1), (x2, y2), color, thickness, cv2.LINE_AA)
-        text = f"{det.label} {det.confidence:.2f}"
-        scale = thickness / 3
-        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
-        top = max(y1 - th - 4, 0)
-        cv2.rectangle(canvas, (x1, top), (x1 + tw + 2, top + th + 4), color, -1)
-        cv2.putText(canvas, text, (x1 + 1, top + th + 1), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thickness)
-    return canvas
-
-
 class ResultWriter:
     """The output share's files (their names: `output_layout`): results/, annotated/, failed/*.error.json."""
 
@@ -152,21 +136,24 @@ class ResultWriter:
             )
         write_group_atomic(self.output_dir, items, fsync=self.fsync)
 
-    def write_annotated(
-        self, rel_path: str, image: np.ndarray, detections: tuple[Detection, ...], original_width: int | None = None
-    ) -> Path:
-        """The frame with its boxes; an image decoded at reduced size is annotated at that size."""
+    def write_annotated(self, rel_path: str, image: np.ndarray, result: FrameResult) -> Path:
+        """The frame with its result drawn on it (an image decoded at reduced size is annotated at that size) and,
+        for a segmentation model, `<path>.mask.png`: its masks at full resolution, pixel = 1 + the detection's
+        index in the result (0: none; 16-bit past 255 detections)."""
         rel = layout.annotated_path(rel_path)
-        factor = image.shape[1] / original_width if original_width else 1.0
-        if factor != 1.0:
-            detections = tuple(
-                Detection(d.label, d.class_id, d.confidence, tuple(v * factor for v in d.box))  # type: ignore[arg-type]
-                for d in detections
-            )
-        ok, buf = cv2.imencode(".jpg", draw_detections(image, detections), [cv2.IMWRITE_JPEG_QUALITY, 85])
+        scale = image.shape[1] / result.width if result.width else 1.0
+        drawn = draw(image, result.detections, result.classification, scale)
+        ok, buf = cv2.imencode(".jpg", drawn, [cv2.IMWRITE_JPEG_QUALITY, 85])
         if not ok:
             raise EdgeInferenceError(f"cannot encode the annotated frame for {rel_path}")
-        self._write(rel_path, [(rel, buf.tobytes())])
+        files = [(rel, buf.tobytes())]
+        labels = label_map(result.detections, result.width or 0, result.height or 0)
+        if labels is not None:
+            ok, png = cv2.imencode(".png", labels)
+            if not ok:
+                raise EdgeInferenceError(f"cannot encode the mask PNG for {rel_path}")
+            files.append((layout.annotated_mask_path(rel_path), png.tobytes()))
+        self._write(rel_path, files)
         return self.output_dir / rel
 
     def write_error(self, rel_path: str, error: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:

@@ -71,7 +71,12 @@ _REDUCED_FLAGS = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 
 
 def reduction_factor(width: int, height: int, target_hw: tuple[int, int]) -> int:
     """The largest JPEG DCT scale (8, 4, 2) that keeps the image at least as large as its letterboxed size."""
-    scale = min(target_hw[0] / height, target_hw[1] / width)
+    return scale_reduction(min(target_hw[0] / height, target_hw[1] / width))
+
+
+def scale_reduction(scale: float) -> int:
+    """The largest JPEG DCT scale (8, 4, 2) that keeps an image resized by `scale` (model pixels per original
+    pixel) still shrinking: decoded 1/factor as large, it is still at least as large as the model needs."""
     for factor in (8, 4, 2):
         if factor * scale <= 1.0:
             return factor
@@ -175,18 +180,22 @@ def decode_frame(
 ) -> DecodedFrame:
     """Check the header against the limits, then decode (`decode_checked`)."""
     header = check_header(data, max_pixels, max_scans=max_scans, max_decode_bytes=max_decode_bytes)
-    return decode_checked(data, header, target_hw)
+    if target_hw is None:
+        return decode_checked(data, header)
+    width, height = header.display_size
+    return decode_checked(data, header, min(target_hw[0] / height, target_hw[1] / width))
 
 
-def decode_checked(data: bytes, header: ImageHeader, target_hw: tuple[int, int] | None = None) -> DecodedFrame:
-    """Decode to BGR uint8 (EXIF orientation applied). With `target_hw`, a JPEG much larger than the model
-    input is decoded at 1/2, 1/4 or 1/8 size by libjpeg-turbo's DCT scaling: several times faster, and the
-    image stays at least as large as its letterboxed size, so the final resize still only shrinks it."""
+def decode_checked(data: bytes, header: ImageHeader, scale: float | None = None) -> DecodedFrame:
+    """Decode to BGR uint8 (EXIF orientation applied). With `scale` (model pixels per original pixel: reduced
+    decoding, JPEG_REDUCED_DECODE), a JPEG much larger than the model input is decoded at 1/2, 1/4 or 1/8 size by
+    libjpeg-turbo's DCT scaling: several times faster, and the image stays at least as large as the model input
+    needs, so the final resize still only shrinks it - but its pixels are not the full decode's."""
     width, height = header.display_size
     buffer = np.frombuffer(data, dtype=np.uint8)
     factor = 1
-    if target_hw is not None and header.format == "JPEG":
-        factor = reduction_factor(width, height, target_hw)
+    if scale is not None and header.format == "JPEG":
+        factor = scale_reduction(scale)
     flags = _REDUCED_FLAGS[factor] if factor > 1 else cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH
     try:
         image = cv2.imdecode(buffer, flags)

@@ -2,12 +2,13 @@
 
 At start-up it walks the provider chain of providers.py (TensorRT when enabled and its libraries load, CUDA,
 CPU): one session per attempt, each with its own provider options and ONNX Runtime's own fallback off, until a
-session is made, checked and warmed up. The first real output tells the layout; then every batch shape the
-batcher can send is warmed, so cuDNN's algorithm search (or a TensorRT profile) never stalls the line. What
-happened to each attempt is logged and reported (`attempts`). When a GPU attempt fails (it cannot load, or it
-fails at warm-up) and no GPU provider serves in the end, `gpu_fault` says why: the composition root raises
-`gpuLost` for it. `REQUIRE_GPU=true`
-turns "no GPU provider started" into a refusal to start (ProviderError, one sentence, exit 2).
+session is made, checked and warmed up. The metadata (model_meta.py) and the first real outputs tell the task and
+layout of the head (heads.py), which pick the decoder (postprocess.py) and the input transform (preprocess.py);
+then every batch shape the batcher can send is warmed, so cuDNN's algorithm search (or a TensorRT profile) never
+stalls the line. What happened to each attempt is logged and reported (`attempts`). When a GPU attempt fails (it
+cannot load, or it fails at warm-up) and no GPU provider serves in the end, `gpu_fault` says why: the composition
+root raises `gpuLost` for it. `REQUIRE_GPU=true` turns "no GPU provider started" into a refusal to start
+(ProviderError, one sentence, exit 2).
 
 Serving: a run that fails on a GPU provider raises GpuError (the GPU, not the frames, is at fault); IO binding
 (a device input per batch shape refilled in place) is available to the smoke test and the benchmark, and off
@@ -27,8 +28,12 @@ import onnxruntime as ort
 
 from edge_inference.errors import GpuError, ModelError, ProviderError
 from edge_inference.settings import Settings
-from edge_inference.vision import postprocess
-from edge_inference.vision.model_spec import InputSpec, parse_names, read_input_spec, read_labels
+from edge_inference.vision.classify import looks_like_probabilities
+from edge_inference.vision.heads import Head, Layout, read_head
+from edge_inference.vision.model_meta import ModelMeta, parse_names, read_meta
+from edge_inference.vision.model_spec import InputSpec, read_input_spec, read_labels
+from edge_inference.vision.postprocess import Decoder
+from edge_inference.vision.preprocess import InputTransform
 from edge_inference.vision.providers import (
     CPU,
     CUDA,
@@ -55,15 +60,15 @@ class _AttemptFailed(Exception):
 
 class _BoundRunner:
     """IO binding: a device-resident input per batch shape, refilled with `update_inplace` (one host-to-device
-    copy into memory allocated once), and the output bound to host memory (ORT copies it there once).
+    copy into memory allocated once), and the outputs bound to host memory (ORT copies them there once).
 
     The host output is not reused between runs: the dispatcher still holds the previous batch's rows when the
     next batch runs, so a shared buffer would be overwritten under it."""
 
-    def __init__(self, session: Any, input_name: str, output_name: str, device: str, device_id: int) -> None:
+    def __init__(self, session: Any, input_name: str, output_names: list[str], device: str, device_id: int) -> None:
         self.session = session
         self.input_name = input_name
-        self.output_name = output_name
+        self.output_names = output_names
         self.device = device
         self.device_id = device_id
         self._inputs: dict[tuple[tuple[int, ...], str], Any] = {}
@@ -77,7 +82,8 @@ class _BoundRunner:
         value.update_inplace(np.ascontiguousarray(batch))
         binding = self.session.io_binding()
         binding.bind_ortvalue_input(self.input_name, value)
-        binding.bind_output(self.output_name, "cpu")
+        for name in self.output_names:
+            binding.bind_output(name, "cpu")
         self.session.run_with_iobinding(binding)
         outputs: list[np.ndarray] = binding.copy_outputs_to_cpu()
         return outputs
@@ -102,9 +108,9 @@ class OnnxModel:
         self.threads = intra_op_threads or settings.effective_inference_threads
         self.io_binding = io_binding
         self.gpu_fault: str | None = None
-        self.layout: postprocess.Layout = "yolov8"
-        self.output_shape: tuple[int, ...] = ()
+        self.output_shapes: list[tuple[int, ...]] = []
         self.warmed: tuple[int, ...] = ()
+        self.frame_cost_ms: float | None = None  # smoothed model time per frame (the decode pool sizes itself by it)
         self.attempts = self._plan(gpu)
         self._walk_chain()
 
@@ -137,7 +143,9 @@ class OnnxModel:
             probe = ort.InferenceSession(str(self.settings.model_path), sess_options=options, providers=[CPU])
         except Exception as exc:
             raise ModelError(f"MODEL_PATH {self.settings.model_path}: ONNX Runtime cannot load it: {exc}") from None
-        spec = read_input_spec(list(probe.get_inputs()), dict(probe.get_modelmeta().custom_metadata_map or {}))
+        spec = read_input_spec(
+            list(probe.get_inputs()), read_meta(dict(probe.get_modelmeta().custom_metadata_map or {}))
+        )
         batch = spec.batch or self.settings.effective_batch_size(True)
         return BatchProfile(spec.name, spec.height, spec.width, batch, fixed=spec.batch is not None)
 
@@ -183,7 +191,8 @@ class OnnxModel:
         self.provider = self.active_providers[0]
         meta = session.get_modelmeta()
         self.metadata: dict[str, str] = dict(meta.custom_metadata_map or {})
-        self.input = read_input_spec(list(session.get_inputs()), self.metadata)
+        self.meta: ModelMeta = read_meta(self.metadata)
+        self.input = read_input_spec(list(session.get_inputs()), self.meta)
         self.output_names = [o.name for o in session.get_outputs()]
         self.name = self.metadata.get("name") or meta.graph_name or self.settings.model_path.stem
         if self.name in ("main_graph", "torch_jit", "torch-jit-export", "graph"):
@@ -191,7 +200,7 @@ class OnnxModel:
         self.version = self.metadata.get("version") or str(meta.version or "") or "unknown"
         self.class_names = self._class_names()
         device = "cuda" if attempt.on_gpu else "cpu"
-        self._bound = _BoundRunner(session, self.input.name, self.output_names[0], device, self.settings.cuda_device_id)
+        self._bound = _BoundRunner(session, self.input.name, self.output_names, device, self.settings.cuda_device_id)
         self._warm_up(attempt)
 
     def _session(self, attempt: ProviderAttempt) -> Any:
@@ -225,23 +234,19 @@ class OnnxModel:
     def _class_names(self) -> tuple[str, ...]:
         if self.settings.labels_path is not None:
             return read_labels(self.settings.labels_path)
-        raw = self.metadata.get("names")
-        return parse_names(raw) if raw else ()
+        return self.meta.names or ()
 
     def _warm_up(self, attempt: ProviderAttempt) -> None:
         started = time.monotonic()
         first_batch = self.input.batch or 1
         outputs = self._warm_run(attempt, first_batch)
-        if not outputs:
-            raise ModelError("the model has no outputs")
-        self._read_layout(outputs[0][:1])  # the shape of one image's output, as `run` returns it
+        self._read_head(outputs)
         for batch in self.batch_shapes:
             if batch != first_batch:
                 self._warm_run(attempt, batch)
         self.warmed = self.batch_shapes
         log.info(
-            "model %s %s ready on %s: input %s %s %dx%d (%s batch), output %s layout %s, %d classes; "
-            "batch sizes %s warmed in %.1f s",
+            "model %s %s ready on %s: input %s %s %dx%d (%s batch), %s, %d classes; batch sizes %s warmed in %.1f s",
             self.name,
             self.version,
             self.provider,
@@ -250,8 +255,7 @@ class OnnxModel:
             self.input.width,
             self.input.height,
             "dynamic" if self.input.batch is None else f"fixed {self.input.batch}",
-            list(self.output_shape),
-            self.layout,
+            self.head.describe(self.output_shapes),
             len(self.class_names),
             ",".join(map(str, self.warmed)),
             time.monotonic() - started,
@@ -268,27 +272,40 @@ class OnnxModel:
                 f"the model fails to run on {attempt.provider} at batch {batch}: {_first_line(exc)}"
             ) from None
 
-    def _read_layout(self, first: np.ndarray) -> None:
-        end2end_meta = self.metadata.get("end2end")
-        end2end = None if end2end_meta is None else end2end_meta.strip().lower() in ("true", "1")
-        self.output_shape = tuple(first.shape)
-        num_classes = len(self.class_names) or None
-        try:
-            self.layout = postprocess.detect_layout(self.output_shape, num_classes, end2end)
-        except ModelError:
-            if num_classes is None:
-                raise
-            self.layout = postprocess.detect_layout(self.output_shape, None, end2end)
-        encoded = postprocess.classes_in(self.layout, self.output_shape)
+    def _read_head(self, outputs: list[np.ndarray]) -> None:
+        """The task and layout from the metadata and the first real outputs; the class names checked against
+        them; the decoder and the input transform for this head."""
+        if not outputs:
+            raise ModelError("the model has no outputs")
+        self.output_shapes = [tuple(o.shape) for o in outputs]
+        names = len(self.class_names) or None
+        self.head: Head = read_head(
+            self.meta, self.output_shapes, names, labels_file=self.settings.labels_path is not None
+        )
         if not self.class_names:
-            self.class_names = tuple(str(i) for i in range(encoded if encoded is not None else 0))
-        elif encoded is not None and encoded != len(self.class_names):
-            raise ModelError(
-                f"the model outputs {encoded} classes but {len(self.class_names)} class names were given"
-                f" ({'LABELS_PATH' if self.settings.labels_path else 'metadata names'})"
-            )
+            self.class_names = tuple(str(i) for i in range(self.head.num_classes or 0))
+        logits = False
+        if self.head.task == "classify":
+            # an Ultralytics classifier ends in a softmax; another tool's may end in logits (decided on two inputs)
+            x = np.linspace(0, 1, 3 * self.input.height * self.input.width, dtype=np.float32)
+            x = x.reshape(1, 3, self.input.height, self.input.width).astype(self.input.dtype)
+            if self.input.batch:
+                x = np.repeat(x, self.input.batch, axis=0)
+            rows = np.concatenate([outputs[0][:1], self._run_session(x)[0][:1]])
+            logits = not looks_like_probabilities(rows)
+        self.decoder = Decoder(self.head, self.class_names, self.input_hw, logits=logits)
+        rect = self.input.dynamic_size and self.provider != TENSORRT  # TensorRT's profile fixes the size
+        self.transform = InputTransform.for_task(self.head.task, self.input, (self.meta.stride or 32) if rect else None)
 
     # -- serving -------------------------------------------------------------------------------------------
+    @property
+    def layout(self) -> Layout:
+        return self.head.layout
+
+    @property
+    def task(self) -> str:
+        return self.head.task
+
     @property
     def input_hw(self) -> tuple[int, int]:
         return self.input.height, self.input.width
@@ -327,6 +344,7 @@ class OnnxModel:
         """Run a [B, 3, H, W] batch; a fixed-batch model gets the batch padded to its size. On a GPU provider
         a failing run raises GpuError: the inputs are shapes that all ran at warm-up, so the GPU is at fault."""
         n = batch.shape[0]
+        started = time.monotonic()
         fixed = self.input.batch
         if fixed is not None and n != fixed:
             if n > fixed:
@@ -339,6 +357,9 @@ class OnnxModel:
             if self.on_gpu:
                 raise GpuError(f"inference failed on {self.provider}: {_first_line(exc)}") from exc
             raise
+        per_frame = (time.monotonic() - started) * 1000 / n
+        cost = self.frame_cost_ms
+        self.frame_cost_ms = per_frame if cost is None else 0.8 * cost + 0.2 * per_frame
         if self.layout == "rows":
             return outputs
         return [o[:n] for o in outputs]
@@ -346,7 +367,7 @@ class OnnxModel:
     def _run_session(self, batch: np.ndarray) -> list[np.ndarray]:
         if self.io_binding:
             return self._bound.run(batch)
-        outputs: list[np.ndarray] = self.session.run(self.output_names[:1], {self.input.name: batch})
+        outputs: list[np.ndarray] = self.session.run(self.output_names, {self.input.name: batch})
         return outputs
 
     def provider_options(self) -> dict[str, dict[str, str]]:
@@ -366,7 +387,12 @@ class OnnxModel:
             },
             "inputShape": [self.input.batch or -1, 3, self.input.height, self.input.width],
             "inputType": str(self.input.dtype),
+            "task": self.head.task,
             "outputLayout": self.layout,
+            "outputShapes": [
+                [-1 if i == 0 and self.head.batched else d for i, d in enumerate(s)] for s in self.output_shapes
+            ],
+            "nmsInGraph": self.layout in ("end2end", "rows"),
             "warmedBatchSizes": list(self.warmed),
             "classes": list(self.class_names),
             "onnxruntime": ort.__version__,

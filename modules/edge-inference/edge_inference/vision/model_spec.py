@@ -1,14 +1,12 @@
-"""What a model says about itself: its image input (name, type, size, fixed or dynamic batch) and its class names.
+"""A model's image input (name, type, size, fixed or dynamic batch and size) and its class names file.
 
-Pure functions over what ONNX Runtime reports (`session.get_inputs()`, the custom metadata map), so model.py
-stays the one place that talks to ONNX Runtime. Every input the module cannot serve is refused here with one
-sentence saying why (Triton's `parse_model` habit).
+Pure functions over what ONNX Runtime reports (`session.get_inputs()`) and the model's metadata
+(vision/model_meta.py), so model.py stays the one place that talks to ONNX Runtime. Every input the module cannot
+serve is refused here with one sentence saying why (Triton's `parse_model` habit).
 """
 
 from __future__ import annotations
 
-import ast
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from edge_inference.errors import ModelError
+from edge_inference.vision.model_meta import ModelMeta
 
 DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
@@ -27,13 +26,14 @@ class InputSpec:
     height: int
     width: int
     batch: int | None  # None: dynamic batch axis
+    dynamic_size: bool = False  # height and width are dynamic axes (an Ultralytics `dynamic=True` export)
 
 
 def _dim(value: Any) -> int | None:
     return value if isinstance(value, int) and value > 0 else None
 
 
-def read_input_spec(inputs: list[Any], metadata: dict[str, str]) -> InputSpec:
+def read_input_spec(inputs: list[Any], meta: ModelMeta) -> InputSpec:
     """The one image input [B, 3, H, W] (float32/float16), H and W from the shape or the `imgsz` metadata."""
     if len(inputs) != 1:
         names = ", ".join(f"{i.name} {i.shape}" for i in inputs)
@@ -50,53 +50,26 @@ def read_input_spec(inputs: list[Any], metadata: dict[str, str]) -> InputSpec:
         hint = " (it looks NHWC; export the model as NCHW)" if _dim(shape[3]) == 3 else ""
         raise ModelError(f"model input '{spec.name}' has shape {shape}; expected [B, 3, H, W]{hint}")
     height, width = _dim(shape[2]), _dim(shape[3])
-    if height is None or width is None:
-        imgsz = meta_imgsz(metadata)
-        if imgsz is None:
+    dynamic_size = height is None or width is None
+    if dynamic_size:
+        if meta.imgsz is None:
             raise ModelError(
                 f"model input '{spec.name}' has a dynamic size {shape} and no `imgsz` metadata; export it with a fixed size"
             )
-        height, width = imgsz
-    return InputSpec(spec.name, np.dtype(DTYPES[spec.type]), height, width, _dim(shape[0]))
-
-
-def meta_imgsz(metadata: dict[str, str]) -> tuple[int, int] | None:
-    raw = metadata.get("imgsz")
-    if not raw:
-        return None
-    try:
-        value = ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
-        return None
-    if isinstance(value, int):
-        return value, value
-    if isinstance(value, list | tuple) and len(value) == 2:
-        return int(value[0]), int(value[1])
-    return None
-
-
-def parse_names(text: str) -> tuple[str, ...]:
-    """Class names from metadata: a Python dict literal (Ultralytics), JSON, a list, or a comma list."""
-    text = text.strip()
-    value: Any
-    try:
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        try:
-            value = json.loads(text)
-        except ValueError:
-            value = [part.strip() for part in text.split(",") if part.strip()]
-    if isinstance(value, dict):
-        try:
-            ordered = sorted(((int(k), str(v)) for k, v in value.items()), key=lambda kv: kv[0])
-        except (TypeError, ValueError):
-            raise ModelError(f"model metadata `names` has non-integer keys: {text[:80]!r}") from None
-        if [k for k, _ in ordered] != list(range(len(ordered))):
-            raise ModelError("model metadata `names` must number the classes 0..C-1")
-        return tuple(v for _, v in ordered)
-    if isinstance(value, list | tuple):
-        return tuple(str(v) for v in value)
-    raise ModelError(f"model metadata `names` is not a dict or list: {text[:80]!r}")
+        height, width = meta.imgsz
+    elif meta.imgsz is not None and meta.imgsz != (height, width):
+        raise ModelError(
+            f"model input '{spec.name}' is {height}x{width} (h x w) but its metadata says imgsz {list(meta.imgsz)};"
+            " the model file does not match its own metadata: export it again"
+        )
+    assert height is not None and width is not None
+    batch = _dim(shape[0])
+    if batch is not None and meta.args.batch is not None and batch != meta.args.batch and not meta.args.dynamic:
+        raise ModelError(
+            f"model input '{spec.name}' has batch {batch} but its metadata says batch {meta.args.batch};"
+            " the model file does not match its own metadata: export it again"
+        )
+    return InputSpec(spec.name, np.dtype(DTYPES[spec.type]), height, width, batch, dynamic_size)
 
 
 def read_labels(path: Path) -> tuple[str, ...]:

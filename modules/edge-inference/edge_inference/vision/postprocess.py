@@ -1,67 +1,29 @@
-"""Decoding detector outputs: layout detection, thresholds, NMS, and boxes back to original pixels.
+"""Decoding one image's model outputs into what the result schema reports, as Ultralytics' predictor does.
 
-Layouts served (B = batch, C = classes, N = candidates, K = kept detections):
-- `yolov8`  `[B, 4+C, N]`: cx, cy, w, h, then C class scores (YOLOv8/YOLO11, YOLO26/YOLOv10 one-to-many)
-- `yolov5`  `[B, N, 5+C]`: cx, cy, w, h, objectness, then C class scores
-- `end2end` `[B, K, 6]`: x1, y1, x2, y2, score, class (NMS in the graph: YOLOv10/YOLO26 end-to-end exports)
-- `rows`    `[N, 6]`: x1, y1, x2, y2, score, class for one image (the classic Flask ONNX sample)
-Everything is vectorised: thresholds and the class filter with NumPy masks, NMS in OpenCV's C++.
+Per layout (vision/heads.py): candidates over the confidence threshold (strictly, as Ultralytics: `score > conf`;
+YOLOv5's score is objectness x class score), the classes the twin keeps, then NMS where the graph has none
+(vision/nms.py: the same decisions as Ultralytics, 30,000 candidates at most, `max_det` after), or for graphs with
+NMS in them the first `max_det` rows over the threshold, in the graph's order. Then per task:
+- detect: boxes back to original pixels through the frame's `Letterbox`, clipped;
+- segment: masks from the prototypes (vision/masks.py); a detection with an empty mask is dropped;
+- pose: keypoints mapped back like boxes (clipped), their confidence kept;
+- obb: centre, size and angle back to original pixels; `box` is the axis-aligned bound of the corners;
+- classify: the top class and the five best (vision/classify.py).
+Everything per candidate is vectorised with NumPy; NMS runs in OpenCV's C++.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
-import cv2
 import numpy as np
 
-from edge_inference.entities import Detection, Letterbox
-from edge_inference.errors import ModelError
-
-Layout = Literal["yolov8", "yolov5", "end2end", "rows"]
-LAYOUTS: tuple[Layout, ...] = ("yolov8", "yolov5", "end2end", "rows")
-_MAX_CANDIDATES = 30_000  # pre-NMS cap, as YOLO tooling does
-
-
-def detect_layout(shape: tuple[int, ...], num_classes: int | None, end2end: bool | None = None) -> Layout:
-    """Tell the output layout from a concrete output shape and what the metadata says."""
-    if len(shape) == 2:
-        if shape[1] == 6:
-            return "rows"
-        raise ModelError(f"output shape {list(shape)}: a rank-2 output must be [N, 6] rows (x1,y1,x2,y2,score,class)")
-    if len(shape) != 3:
-        raise ModelError(f"output shape {list(shape)}: expected rank 3 ([B, 4+C, N], [B, N, 5+C], [B, K, 6]) or [N, 6]")
-    _, a, b = shape
-    if end2end is True:
-        if b != 6:
-            raise ModelError(f"output shape {list(shape)}: an end-to-end model must output [B, K, 6]")
-        return "end2end"
-    if num_classes is not None:
-        if a == 4 + num_classes and b != 4 + num_classes:
-            return "yolov8"
-        if b == 5 + num_classes:
-            return "yolov5"
-        if b == 6 and end2end is None:
-            return "end2end"
-        if a == 4 + num_classes:
-            return "yolov8"
-        raise ModelError(
-            f"output shape {list(shape)} does not fit {num_classes} classes: expected [B, {4 + num_classes}, N] (YOLOv8),"
-            f" [B, N, {5 + num_classes}] (YOLOv5) or [B, K, 6] (end-to-end)"
-        )
-    if b == 6 and a != 6 and end2end is not False:
-        return "end2end"
-    return "yolov8" if a < b else "yolov5"
-
-
-def classes_in(layout: Layout, shape: tuple[int, ...]) -> int | None:
-    """How many classes the output encodes (None for layouts that carry class ids)."""
-    if layout == "yolov8":
-        return shape[1] - 4
-    if layout == "yolov5":
-        return shape[2] - 5
-    return None
+from edge_inference.entities import Classification, Detection, Letterbox, RotatedBox
+from edge_inference.vision import nms
+from edge_inference.vision.classify import top_classes
+from edge_inference.vision.heads import Head
+from edge_inference.vision.masks import MaskMaker
 
 
 @dataclass(frozen=True)
@@ -73,83 +35,160 @@ class DecodeOptions:
     keep_class_ids: frozenset[int] | None = None  # None: every class
 
 
-def _cxcywh_to_xyxy(b: np.ndarray) -> np.ndarray:
-    out = np.empty_like(b)
-    half_w, half_h = b[:, 2] / 2, b[:, 3] / 2
-    out[:, 0] = b[:, 0] - half_w
-    out[:, 1] = b[:, 1] - half_h
-    out[:, 2] = b[:, 0] + half_w
-    out[:, 3] = b[:, 1] + half_h
+@dataclass(frozen=True)
+class Decoded:
+    detections: tuple[Detection, ...] = ()
+    classification: Classification | None = None
+
+
+@dataclass(frozen=True)
+class _Candidates:
+    boxes: np.ndarray  # [M, 4] xyxy in model pixels (cx, cy, w, h for OBB)
+    scores: np.ndarray  # [M]
+    class_ids: np.ndarray  # [M] int64
+    extras: np.ndarray  # [M, E]
+
+    def take(self, index: np.ndarray) -> _Candidates:
+        return _Candidates(self.boxes[index], self.scores[index], self.class_ids[index], self.extras[index])
+
+
+def _xyxy(cxcywh: np.ndarray) -> np.ndarray:
+    out = np.empty_like(cxcywh)
+    half_w, half_h = cxcywh[:, 2] / 2, cxcywh[:, 3] / 2
+    out[:, 0] = cxcywh[:, 0] - half_w
+    out[:, 1] = cxcywh[:, 1] - half_h
+    out[:, 2] = cxcywh[:, 0] + half_w
+    out[:, 3] = cxcywh[:, 1] + half_h
     return out
 
 
-def _candidates(layout: Layout, out: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(boxes xyxy [M,4], scores [M], class ids [M]) above the confidence threshold, for one image."""
-    if layout == "yolov8":
-        scores_all = out[4:, :]  # [C, N]
-        class_ids = scores_all.argmax(axis=0)
-        scores = scores_all[class_ids, np.arange(scores_all.shape[1])]
-        keep = scores >= confidence
-        return _cxcywh_to_xyxy(out[:4, keep].T), scores[keep], class_ids[keep]
-    if layout == "yolov5":
-        obj = out[:, 4]
-        pre = obj >= confidence  # score = obj * cls <= obj: a cheap first cut
-        rows = out[pre]
-        cls = rows[:, 5:] * rows[:, 4:5]
-        class_ids = cls.argmax(axis=1)
-        scores = cls[np.arange(cls.shape[0]), class_ids]
-        keep = scores >= confidence
-        return _cxcywh_to_xyxy(rows[keep, :4]), scores[keep], class_ids[keep]
-    # end2end / rows: x1, y1, x2, y2, score, class
-    keep = out[:, 4] >= confidence
-    rows = out[keep]
-    return rows[:, :4].copy(), rows[:, 4], rows[:, 5].astype(np.int64)
+class Decoder:
+    """Decodes the outputs of one image for a model's head; `logits`: a classifier without a softmax."""
 
+    def __init__(
+        self, head: Head, class_names: tuple[str, ...], input_hw: tuple[int, int], *, logits: bool = False
+    ) -> None:
+        self.head = head
+        self.class_names = class_names
+        self.input_hw = input_hw
+        self.logits = logits
 
-def decode(
-    layout: Layout,
-    output: np.ndarray,
-    letterbox: Letterbox,
-    options: DecodeOptions,
-    class_names: tuple[str, ...],
-) -> list[Detection]:
-    """Detections for one image from its slice of the output (the batch axis already indexed)."""
-    out = np.asarray(output, dtype=np.float32)
-    boxes, scores, class_ids = _candidates(layout, out, options.confidence)
-    if options.keep_class_ids is not None and len(class_ids):
-        mask = np.isin(class_ids, np.fromiter(options.keep_class_ids, dtype=np.int64))
-        boxes, scores, class_ids = boxes[mask], scores[mask], class_ids[mask]
-    if not len(scores):
-        return []
-    if len(scores) > _MAX_CANDIDATES:
-        top = np.argpartition(-scores, _MAX_CANDIDATES)[:_MAX_CANDIDATES]
-        boxes, scores, class_ids = boxes[top], scores[top], class_ids[top]
-    if layout in ("yolov8", "yolov5"):
-        xywh = boxes.copy()
-        xywh[:, 2:] -= xywh[:, :2]
-        if options.agnostic:
-            idx = cv2.dnn.NMSBoxes(xywh, scores, options.confidence, options.iou, top_k=options.max_detections)  # type: ignore[arg-type]
-        else:
-            idx = cv2.dnn.NMSBoxesBatched(
-                xywh,  # type: ignore[arg-type]
-                scores,  # type: ignore[arg-type]
-                class_ids.astype(np.int32),  # type: ignore[arg-type]
-                options.confidence,
-                options.iou,
-                top_k=options.max_detections,
+    def decode(self, outputs: Sequence[np.ndarray], letterbox: Letterbox, options: DecodeOptions) -> Decoded:
+        """`outputs`: the model's outputs for this image, the batch axis already indexed."""
+        head = self.head
+        out = np.asarray(outputs[head.output], dtype=np.float32)
+        if head.layout == "classify":
+            return Decoded(
+                classification=top_classes(
+                    out,
+                    self.class_names,
+                    logits=self.logits,
+                    keep_class_ids=options.keep_class_ids,
+                    max_classes=options.max_detections,
+                )
             )
-        order = np.asarray(idx, dtype=np.int64).reshape(-1)
-    else:
-        order = np.argsort(-scores, kind="stable")
-    order = order[: options.max_detections]
-    mapped = letterbox.to_original(boxes[order])
-    keep_area = (mapped[:, 2] > mapped[:, 0]) & (mapped[:, 3] > mapped[:, 1])
-    detections: list[Detection] = []
-    for (x1, y1, x2, y2), score, cid, ok in zip(
-        mapped.tolist(), scores[order].tolist(), class_ids[order].tolist(), keep_area.tolist(), strict=True
-    ):
-        if not ok:
-            continue
-        label = class_names[cid] if 0 <= cid < len(class_names) else str(cid)
-        detections.append(Detection(label, int(cid), float(score), (x1, y1, x2, y2)))
-    return detections
+        found = self._candidates(out, options)
+        if head.needs_nms:
+            found = self._suppress(found, options)
+        if not len(found.scores):
+            return Decoded()
+        protos = None if head.proto is None else outputs[head.proto]
+        return Decoded(self._detections(found, letterbox, protos))
+
+    def _candidates(self, out: np.ndarray, options: DecodeOptions) -> _Candidates:
+        head = self.head
+        c, conf = head.num_classes, options.confidence
+        if head.layout == "yolov8":  # [4+C+E, N]
+            assert c is not None
+            class_scores = out[4 : 4 + c]
+            class_ids = class_scores.argmax(axis=0)
+            scores = class_scores[class_ids, np.arange(class_scores.shape[1])]
+            keep = scores > conf
+            found = _Candidates(out[:4, keep].T, scores[keep], class_ids[keep], out[4 + c :, keep].T)
+        elif head.layout == "yolov5":  # [N, 5+C+E]
+            assert c is not None
+            rows = out[out[:, 4] > conf]  # score = objectness x class score <= objectness: a cheap first cut
+            class_scores = rows[:, 5 : 5 + c] * rows[:, 4:5]
+            class_ids = class_scores.argmax(axis=1)
+            scores = class_scores[np.arange(len(rows)), class_ids]
+            keep = scores > conf
+            found = _Candidates(rows[keep, :4], scores[keep], class_ids[keep], rows[keep, 5 + c :])
+        else:  # end2end / rows: box, score, class, extras; the graph's first `max_det` over the threshold
+            rows = out[out[:, 4] > conf][: options.max_detections]
+            found = _Candidates(rows[:, :4], rows[:, 4], rows[:, 5].astype(np.int64), rows[:, 6:])
+        if head.layout in ("yolov8", "yolov5") and head.task != "obb":
+            found = _Candidates(_xyxy(found.boxes), found.scores, found.class_ids, found.extras)
+        if options.keep_class_ids is not None and len(found.scores):
+            wanted = np.fromiter(options.keep_class_ids, dtype=np.int64)
+            found = found.take(np.isin(found.class_ids, wanted))
+        return found
+
+    def _suppress(self, found: _Candidates, options: DecodeOptions) -> _Candidates:
+        top = nms.top_candidates(found.scores)
+        if top is not None:
+            found = found.take(top)
+        if self.head.task == "obb":
+            xywhr = np.concatenate([found.boxes, found.extras[:, -1:]], axis=1)
+            kept = nms.nms_rotated(xywhr, found.scores, found.class_ids, options.iou, options.agnostic)
+        else:
+            kept = nms.nms_boxes(found.boxes, found.scores, found.class_ids, options.iou, options.agnostic)
+        return found.take(kept[: options.max_detections])
+
+    def _detections(self, found: _Candidates, letterbox: Letterbox, protos: np.ndarray | None) -> tuple[Detection, ...]:
+        head = self.head
+        names = self.class_names
+        masks = None if protos is None else MaskMaker(protos, self.input_hw, letterbox)
+        rotated = self._rotated(found, letterbox) if head.task == "obb" else None
+        boxes = (
+            np.array([_bound(r, letterbox) for r in rotated], dtype=np.float32).reshape(-1, 4)
+            if rotated is not None
+            else letterbox.to_original(found.boxes)
+        )
+        keypoints = None
+        if head.kpt_shape is not None:
+            keypoints = found.extras.reshape(len(found.scores), *head.kpt_shape).copy()
+            keypoints[..., :2] = letterbox.points_to_original(keypoints[..., :2])
+        detections: list[Detection] = []
+        for i, ((x1, y1, x2, y2), score, cid) in enumerate(
+            zip(boxes.tolist(), found.scores.tolist(), found.class_ids.tolist(), strict=True)
+        ):
+            if not (x2 > x1 and y2 > y1):  # nothing of it inside the frame
+                continue
+            mask = None
+            if masks is not None:
+                mask = masks.mask(found.extras[i], found.boxes[i])
+                if mask is None:
+                    continue
+            detections.append(
+                Detection(
+                    names[cid] if 0 <= cid < len(names) else str(cid),
+                    int(cid),
+                    float(score),
+                    (x1, y1, x2, y2),
+                    mask=mask,
+                    keypoints=None if keypoints is None else tuple(tuple(k) for k in keypoints[i].tolist()),
+                    obb=None if rotated is None else rotated[i],
+                )
+            )
+        return tuple(detections)
+
+    @staticmethod
+    def _rotated(found: _Candidates, letterbox: Letterbox) -> list[RotatedBox]:
+        centres = letterbox.points_to_original(found.boxes[:, :2], clip=False)
+        sizes = found.boxes[:, 2:4] / letterbox.scale
+        angles = found.extras[:, -1]
+        return [
+            RotatedBox(float(cx), float(cy), float(w), float(h), float(a))
+            for (cx, cy), (w, h), a in zip(centres.tolist(), sizes.tolist(), angles.tolist(), strict=True)
+        ]
+
+
+def _bound(box: RotatedBox, letterbox: Letterbox) -> tuple[float, float, float, float]:
+    """The axis-aligned bound of a rotated box's corners, clipped to the frame."""
+    xs, ys = zip(*box.corners(), strict=True)
+    return (
+        min(max(min(xs), 0.0), letterbox.width),
+        min(max(min(ys), 0.0), letterbox.height),
+        min(max(max(xs), 0.0), letterbox.width),
+        min(max(max(ys), 0.0), letterbox.height),
+    )
