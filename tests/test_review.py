@@ -6,8 +6,8 @@ module copying what the twin's `review` asks for - a band below the confidence t
 
 from __future__ import annotations
 
-import hashlib
 import dataclasses
+import hashlib
 import os
 from datetime import UTC, datetime
 from pathlib import Path
