@@ -27,6 +27,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
+from edge_inference.log import WarnOnce
 from edge_inference.names import shown
 from edge_inference.ops.alarms import RETENTION_BEHIND, AlarmRegistry
 from edge_inference.ops.metrics import MetricsRegistry
@@ -87,7 +88,7 @@ class OutputRetention:
         self._over_since: dict[str, float] = {}  # folder -> when it was first seen over its size
         self._mounts = {f: share_mount(output_dir / f) for f in CATALOGUED}  # a folder may be a share of its own
         self._refused: str = ""
-        self._warned: set[str] = set()
+        self._warn_once = WarnOnce(log)
 
     @property
     def active(self) -> bool:
@@ -228,10 +229,3 @@ class OutputRetention:
             )
         elif self.alarms.is_active(RETENTION_BEHIND):
             self.alarms.clear(RETENTION_BEHIND, message="output retention has caught up")
-
-    def _warn_once(self, key: str, msg: str, *args: object) -> None:
-        if key not in self._warned:
-            if len(self._warned) > 10_000:
-                self._warned.clear()
-            self._warned.add(key)
-            log.warning(msg, *args)

@@ -33,6 +33,7 @@ from typing import Protocol
 
 import numpy as np
 
+from edge_inference.log import WarnOnce
 from edge_inference.share.folder_index import PENDING, Folder, FolderIndex, name_hash, signature_hash
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ class ShareScanner:
         self.finished = finished
         self.exclude_dirs = exclude_dirs
         self.hot_seconds = hot_seconds
-        self._warned: set[str] = set()
+        self._warn_once = WarnOnce(log)
         self._away = False  # the last folder read failed with a share error
 
     # -- poll ---------------------------------------------------------------------------------------------------
@@ -306,11 +307,4 @@ class ShareScanner:
 
     def _answered(self) -> None:
         self._away = False
-        self._warned.discard("")
-
-    def _warn_once(self, key: str, msg: str, *args: object) -> None:
-        if key not in self._warned:
-            if len(self._warned) > 10_000:
-                self._warned.clear()
-            self._warned.add(key)
-            log.warning(msg, *args)
+        self._warn_once.again("")

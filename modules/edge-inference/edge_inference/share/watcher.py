@@ -30,6 +30,7 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
 from edge_inference.errors import WorkerDied
+from edge_inference.log import WarnOnce
 from edge_inference.share.candidates import CandidateTable, FrameOffer
 from edge_inference.share.candidates import Offer as Offer  # intake's verdicts, re-exported where they are used
 from edge_inference.share.folder_index import FolderIndex
@@ -96,7 +97,7 @@ class FrameWatcher:
         self.keeps = keeps
         self.max_candidates = max_candidates
         self._observer: BaseObserver | None = None
-        self._warned: set[str] = set()
+        self._warn_once = WarnOnce(log)
         self.index = FolderIndex(str(input_dir))
         self.candidates = CandidateTable(
             self.index, self.settle, self.trust_mtime, max_candidates, keeps=keeps, warn=self._warn_once
@@ -258,13 +259,6 @@ class FrameWatcher:
         if self.running and not self._observer_alive():
             raise WorkerDied("the file-system observer thread of the input watcher died")
         self.candidates.settle_once(self._offer, lambda: self._settler.stopping)
-
-    def _warn_once(self, key: str, msg: str, *args: object, exc_info: bool = False) -> None:
-        if key not in self._warned:
-            if len(self._warned) > 10_000:  # bounded: a share of ever-new bad names must not grow it forever
-                self._warned.clear()
-            self._warned.add(key)
-            log.warning(msg, *args, exc_info=exc_info)
 
 
 class _EventHandler(FileSystemEventHandler):
