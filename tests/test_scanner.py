@@ -328,3 +328,24 @@ def test_while_a_backlog_waits_for_room_the_next_sweep_comes_later(tmp_path: Pat
     start = time.monotonic()
     w2._scan_tick()  # nothing waits: the sweep's own interval
     assert start + 29.0 <= w2._next_sweep <= time.monotonic() + 30.0
+
+
+def test_a_refill_lists_only_as_many_waiting_folders_as_the_table_has_room_for(
+    tmp_path: Path, listings: list[str]
+) -> None:
+    # given 1,000 frames in 10 folders and room for 100: the sweep notes one folder's frames, nine folders wait
+    root = tmp_path / "input"
+    tree(root, 10, 100)
+    intake = Intake()
+    w = watcher(root, intake, keeps=False, max_candidates=100)
+    w.sweep()
+    settle(w, intake)
+    for rel in intake.offers:
+        (root / rel).unlink()  # taken off the share
+    time.sleep(w.scanner.hot_seconds + 0.1)  # past the window in which listed folders are listed again
+    listings.clear()
+    # when a poll refills the emptied table
+    w.scanner.poll()
+    # then it stops listing waiting folders once the table is full again: the folder that changed, and one more
+    assert w.pending == 100
+    assert len(listings) == 2, listings

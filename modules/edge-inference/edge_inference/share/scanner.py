@@ -121,7 +121,9 @@ class ShareScanner:
                     return noted  # the share does not answer: the next poll tries again
                 continue
             changed = st.st_mtime_ns != folder.mtime_ns
-            waiting = refill and folder.incomplete
+            # a folder of frames waiting for room is listed only while there is room left for them: listing the
+            # rest of a million-frame backlog would only count it again (the sweep's estimate stands)
+            waiting = refill and folder.incomplete and self.candidates.room() > 0
             if not (waiting or (relist_changed and (changed or folder.mtime_lies or now < folder.hot_until))):
                 continue
             source = "scan" if waiting and not changed else "poll"  # a refill: frames a sweep counted
