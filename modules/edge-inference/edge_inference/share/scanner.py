@@ -16,7 +16,8 @@ A listing only looks closer at names it does not know (folder_index.py): a known
 New frame files become candidates of the watcher while its table has room; the rest are counted (`unseen`,
 the backlog estimate of the progress report) and their folder is marked to be listed again once there is
 room. So a million-frame backlog is never held in memory: the sweep streams it through a bounded table.
-In keep mode a new file the ledger has already finished (a restart) is remembered at once, never offered.
+In keep mode a new file the ledger has already finished (a restart) is remembered, never offered; while the table
+is full such files are only counted, so after a restart the backlog estimate is high until the refills reach them.
 """
 
 from __future__ import annotations
@@ -232,11 +233,13 @@ class ShareScanner:
     def _note(self, folder: Folder, new: list[os.DirEntry[str]], source: str) -> Listing:
         prefix = f"{folder.rel}/" if folder.rel else ""
         wanted = [(prefix + e.name, e) for e in new if self.candidates.wanted(prefix + e.name)]
+        room = self.candidates.room()
+        if room <= 0:  # a full table: only counted (the folder is listed again when there is room, and looked at then)
+            return Listing(unseen=len(wanted))
         wanted = [(rel, e) for rel, e in wanted if not self.candidates.has(rel)]
         if self.keeps and wanted:
             wanted = self._drop_finished(wanted)
         listing = Listing()
-        room = self.candidates.room()
         for rel, _entry in wanted:
             if room <= 0:
                 listing.unseen += 1
