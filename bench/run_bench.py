@@ -26,9 +26,11 @@ the start and end of every case. `--memory` runs the flat-memory soak instead (2
     bench/run_bench.py --memory             # RSS over 20,000 frames
     bench/run_bench.py --models none --smb  # only the SMB share case (bench/smb_latency.py)
     bench/run_bench.py --case share-scale   # only the share-scale case (bench/share_scale.py; about 7 minutes)
+    bench/run_bench.py --models none --rollout   # only the model rollout case (bench/rollout_bench.py)
 
-Every full run ends with the SMB case (drop-to-result latency of frames written over SMB, bench/smb_latency.py)
-and the share-scale case (idle polling CPU over 10,000 and 100,000 kept frames, a million-frame backlog,
+Every full run ends with the SMB case (drop-to-result latency of frames written over SMB, bench/smb_latency.py),
+the model rollout case (what a candidate and a swap cost the active model, bench/rollout_bench.py) and the
+share-scale case (idle polling CPU over 10,000 and 100,000 kept frames, a million-frame backlog,
 bench/share_scale.py), whose table has a section of its own in docs/PERFORMANCE.md.
 """
 
@@ -1190,6 +1192,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default="all",
         help="share-scale: only the share-scale case (idle polling CPU, a million-frame backlog; long)",
     )
+    p.add_argument("--rollout", action="store_true", help="run the model rollout case (always in a full run)")
     args = p.parse_args(argv)
     args.argv = list(argv if argv is not None else sys.argv[1:])
     args.seconds = args.seconds or (1.0 if args.quick else 4.0)
@@ -1253,6 +1256,11 @@ def run(args: argparse.Namespace) -> int:
 
             smb_frames = args.smb_frames or (4 if args.quick else 20)
             report["smb"] = run_smb_latency(workdir, smb_frames, args.providers)
+        if args.rollout or not args.quick:
+            from bench.rollout_bench import run_rollout_bench
+
+            report["rollout"] = run_rollout_bench(workdir, args.providers, args.quick)
+            print(json.dumps(report["rollout"], indent=1), flush=True)
         if not args.quick and not args.smb:
             from bench import share_scale
 

@@ -125,7 +125,7 @@ def test_the_hourly_cap_holds_across_a_restart_and_opens_at_the_next_hour(tmp_pa
     metrics = MetricsRegistry()
 
     def selector() -> ReviewSelector:
-        return ReviewSelector(ReviewWriter(out, catalog, ["scratch"]), claims, catalog, metrics, lambda: now[0])
+        return ReviewSelector(ReviewWriter(out, catalog, lambda: ["scratch"]), claims, catalog, metrics, lambda: now[0])
 
     first = selector()
     copied = [first.consider(_finished(inp, f"cam/{i}.jpg", i, live)) for i in range(2)]

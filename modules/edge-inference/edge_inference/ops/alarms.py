@@ -9,6 +9,10 @@
     inputShareUnavailable    critical  pipeline/gate.py (intake paused: the input share does not answer)
     outputShareUnavailable   critical  pipeline/gate.py (intake paused: the output share does not answer)
     retentionBehind          warning   share/retention.py (old output files cannot be removed fast enough)
+    modelRolloutFailed       warning   rollout/controller.py (a twin model or candidate was refused; the model in
+                                       force serves on; cleared when a rollout starts again or a model swaps in)
+    modelRolledBack          critical  rollout/controller.py (the module rolled a model back by itself: frames
+                                       failed on it, or it crashed the module; cleared by the next swap)
 
 A raise and a clear each send one message on `alerts` (raising an alarm that is already active updates its
 text and details silently), set `edge_inference_alarm_active{alarm}`, log one line, and tell the listeners
@@ -45,6 +49,8 @@ OUTBOX_OVERFLOW = "outboxOverflow"
 INPUT_SHARE_UNAVAILABLE = "inputShareUnavailable"
 OUTPUT_SHARE_UNAVAILABLE = "outputShareUnavailable"
 RETENTION_BEHIND = "retentionBehind"
+MODEL_ROLLOUT_FAILED = "modelRolloutFailed"
+MODEL_ROLLED_BACK = "modelRolledBack"
 
 SEVERITY: dict[str, str] = {
     OUTPUT_SHARE_LOW: "critical",
@@ -55,6 +61,8 @@ SEVERITY: dict[str, str] = {
     INPUT_SHARE_UNAVAILABLE: "critical",
     OUTPUT_SHARE_UNAVAILABLE: "critical",
     RETENTION_BEHIND: "warning",
+    MODEL_ROLLOUT_FAILED: "warning",
+    MODEL_ROLLED_BACK: "critical",
 }
 ALARMS = tuple(SEVERITY)
 

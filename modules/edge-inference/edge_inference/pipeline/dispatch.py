@@ -1,6 +1,7 @@
 """The dispatcher: inferred queue -> postprocess with the live settings (vision/postprocess.py: thresholds,
-NMS, boxes, masks, keypoints and rotated boxes mapped back to the original pixels, or the top classes) -> a
-`FrameResult`.
+NMS, boxes, masks, keypoints and rotated boxes mapped back to the original pixels, or the top classes) by the
+model that made the output -> a `FrameResult` naming it. A share frame the model judged is then offered to the
+candidate shadow (rollout/shadow.py `ShadowInbox`: a sampled, bounded hand-over that never blocks).
 
 A /predict request is answered here (its future completed, its own confidence threshold honoured); share frames
 are gathered into a group - whatever else is already done joins it, up to `DISPATCH_GROUP` - and handed to the
@@ -16,7 +17,7 @@ import queue
 import time
 from dataclasses import replace
 
-from edge_inference.entities import FrameResult
+from edge_inference.entities import FrameResult, PreparedFrame
 from edge_inference.errors import FrameError
 from edge_inference.names import shown
 from edge_inference.ops.live_settings import LiveSettings, TwinSettings
@@ -25,9 +26,11 @@ from edge_inference.pipeline.envelopes import Failed, Finished, Inferred, Reques
 from edge_inference.pipeline.finish import Finisher
 from edge_inference.pipeline.outcomes import FrameCounters, ResultMaker
 from edge_inference.pipeline.predict import PendingRequests
+from edge_inference.rollout.shadow import ShadowFrame, ShadowInbox
 from edge_inference.settings import Settings
 from edge_inference.vision import postprocess
 from edge_inference.vision.model import OnnxModel
+from edge_inference.vision.serving import ModelSlot, decode
 from edge_inference.workers import Supervisor, Worker
 
 log = logging.getLogger(__name__)
@@ -41,7 +44,7 @@ class Dispatcher(Worker):
     def __init__(
         self,
         settings: Settings,
-        model: OnnxModel,
+        slot: ModelSlot,
         live: LiveSettings,
         queues: StageQueues,
         requests: PendingRequests,
@@ -49,11 +52,13 @@ class Dispatcher(Worker):
         counters: FrameCounters,
         finisher: Finisher,
         metrics: MetricsRegistry,
+        shadow: ShadowInbox,
         supervisor: Supervisor | None = None,
     ) -> None:
         super().__init__("dispatch", supervisor, daemon=False)
         self.settings = settings
-        self.model = model
+        self.slot = slot
+        self.shadow = shadow
         self.live = live
         self.queues = queues
         self.requests = requests
@@ -61,7 +66,6 @@ class Dispatcher(Worker):
         self.counters = counters
         self.finisher = finisher
         self.metrics = metrics
-        self._class_ids = {name: i for i, name in enumerate(model.class_names)}
 
     def run(self) -> None:
         while not self.stopping:
@@ -79,10 +83,11 @@ class Dispatcher(Worker):
                 self.finisher.finish(finished)
             self.queues.show(self.metrics)
 
-    def _keep_ids(self, live: TwinSettings) -> frozenset[int] | None:
+    @staticmethod
+    def _keep_ids(model: OnnxModel, live: TwinSettings) -> frozenset[int] | None:
         if not live.classes:
             return None
-        return frozenset(self._class_ids[name] for name in live.classes if name in self._class_ids)
+        return frozenset(model.class_ids[name] for name in live.classes if name in model.class_ids)
 
     def dispatch(self, done: Inferred) -> Finished | None:
         """Postprocess one frame; /predict requests are answered here, share frames returned for writing."""
@@ -94,29 +99,41 @@ class Dispatcher(Worker):
         if isinstance(item, Failed) and self.finisher.hold_for_writer(job, item.error):
             return None
         live = self.live.current()
+        model = done.model or self.slot.active  # a frame that failed before inference: the model serving now
         request = self.requests.take(job) if job.source == "http" else None
         band_hit = False
         try:
-            result, band_hit = self._postprocess(done, live, request)
+            result, band_hit = self._postprocess(done, model, live, request)
         except Exception as exc:  # this frame's output cannot be read: it fails alone
             log.error("%s: postprocessing failed", shown(job.rel_path), exc_info=exc)
             error = FrameError(FrameError.POSTPROCESS_FAILED, f"postprocessing failed: {type(exc).__name__}: {exc}")
-            result = self.results.make(job, None, error=error, timings=done.timings_ms, live=live)
+            result = self.results.make(job, None, model.info(), error=error, timings=done.timings_ms, live=live)
         if request is not None:
             self.counters.answered(result)
             request.future.set_result(result)
             return None
         if job.source == "http":
             return None  # a request given up (timed out) while in flight: nobody waits for its answer
+        if self.shadow.rate and isinstance(item, PreparedFrame) and result.ok and model is self.slot.active:
+            active_ms = done.timings_ms.get("inference", 0.0)
+            self.shadow.offer(
+                ShadowFrame(
+                    job.frame_id, item.tensor, item.letterbox, item.transform, result.detections, active_ms, live
+                )
+            )
         return Finished(job, item, result, live, band_hit)
 
-    def _postprocess(self, done: Inferred, live: TwinSettings, request: Request | None) -> tuple[FrameResult, bool]:
+    def _postprocess(
+        self, done: Inferred, model: OnnxModel, live: TwinSettings, request: Request | None
+    ) -> tuple[FrameResult, bool]:
         """The frame's result, and whether a detection below the confidence threshold lies in the review band
         (decoded down to the band's low end when the band reaches below the threshold; the result keeps only
-        the detections at or above the threshold, exactly as a decode at the threshold would)."""
+        the detections over the threshold, exactly as a decode at the threshold would)."""
         item = done.item
         if isinstance(item, Failed):
-            return self.results.make(item.job, None, error=item.error, timings=done.timings_ms, live=live), False
+            return self.results.make(
+                item.job, None, model.info(), error=item.error, timings=done.timings_ms, live=live
+            ), False
         t0 = time.monotonic()
         confidence = request.confidence if request and request.confidence is not None else live.confidence_threshold
         band = live.review.band if request is None and live.review.enabled else None
@@ -126,11 +143,11 @@ class Dispatcher(Worker):
             iou=live.iou_threshold,
             max_detections=live.max_detections,
             agnostic=self.settings.agnostic_nms,
-            keep_class_ids=self._keep_ids(live),
+            keep_class_ids=self._keep_ids(model, live),
         )
         if done.output is None:
             raise ValueError("no model output for this frame")
-        decoded = self.model.decoder.decode(done.output, item.letterbox, options)
+        decoded = decode(model, done.output, item.letterbox, options)
         detections = decoded.detections
         band_hit = False
         if floor < confidence and band is not None:  # kept: over the threshold, strictly, as a decode at it keeps
@@ -140,6 +157,7 @@ class Dispatcher(Worker):
         result = self.results.make(
             item.job,
             item,
+            model.info(),
             detections=detections,
             classification=decoded.classification,
             timings=timings,

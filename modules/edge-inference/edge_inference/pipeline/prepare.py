@@ -1,9 +1,10 @@
 """The decode pool: frames queue -> read, decode, letterbox (vision/) -> prepared queue.
 
 `FramePreparer` turns one job into a `PreparedFrame` (tensor, letterbox geometry, sha256, the decoded image when
-annotation is wanted) or a `Failed` envelope with the frame's error; a file that cannot be read because its share
-went away is marked `vanished` (not the frame's fault: it stays claimed). It serves the decode workers and the
-/predict callers alike, and counts the frames inside it so that the batcher knows more are coming.
+annotation is wanted: then decoded at full size, whatever JPEG_REDUCED_DECODE says) or a `Failed` envelope with
+the frame's error; a file that cannot be read because its share went away is marked `vanished` (not the frame's
+fault: it stays claimed). It serves the decode workers and the /predict callers alike, and counts the frames
+inside it so that the batcher knows more are coming.
 
 Per-frame errors stay per-frame by construction: each start of a share frame is counted first (quarantine.py: a
 frame that keeps dying is set aside), the header is checked before a pixel is decoded (vision/decode.py), the
@@ -34,8 +35,8 @@ from edge_inference.share import share_fs
 from edge_inference.share.guard import ShareGuard
 from edge_inference.vision import decode as decoding
 from edge_inference.vision.decode_guard import DecodeGuard
-from edge_inference.vision.model import OnnxModel
 from edge_inference.vision.preprocess import prepare_frame
+from edge_inference.vision.serving import ModelSlot
 from edge_inference.workers import Supervisor, Worker
 
 log = logging.getLogger(__name__)
@@ -49,14 +50,14 @@ class FramePreparer:
     def __init__(
         self,
         settings: Settings,
-        model: OnnxModel,
+        slot: ModelSlot,
         live: LiveSettings,
         guard: ShareGuard,
         attempts: FrameAttempts,
         stopping: threading.Event,
     ) -> None:
         self.settings = settings
-        self.model = model
+        self.slot = slot  # frames are letterboxed for the model serving when they are decoded
         self.live = live
         self.guard = guard
         self.attempts = attempts
@@ -90,14 +91,16 @@ class FramePreparer:
             if quarantined is not None:
                 return Failed(job, quarantined, timings)
         s = self.settings
+        keep = self.live.current().save_annotated if keep_image is None else keep_image
         try:
             data = job.data if job.data is not None else self._read_share_frame(job)
             t1 = time.monotonic()
             header = decoding.check_header(
                 data, s.max_image_pixels, max_scans=s.jpeg_max_scans, max_decode_bytes=s.max_decode_bytes
             )
-            transform = self.model.transform
-            scale = transform.scale(*header.display_size) if s.jpeg_reduced_decode else None
+            transform = self.slot.active.transform  # a swap between two frames: each is made for its model
+            # a frame to annotate is decoded whole: annotated/ gets the full resolution, never the reduced decode
+            scale = transform.scale(*header.display_size) if s.jpeg_reduced_decode and not keep else None
             frame = self.decode_guard.run(
                 header.decode_bytes,
                 lambda: decoding.decode_checked(data, header, scale),
@@ -125,8 +128,9 @@ class FramePreparer:
             return Failed(job, FrameError(FrameError.PREPARE_FAILED, message[:500]), timings)
         timings["read"] = (t1 - t0) * 1000
         timings["decode"] = (t2 - t1) * 1000
-        keep = self.live.current().save_annotated if keep_image is None else keep_image
-        return PreparedFrame(job, tensor, box, hashlib.sha256(data).hexdigest(), timings, image if keep else None)
+        return PreparedFrame(
+            job, tensor, box, hashlib.sha256(data).hexdigest(), timings, image if keep else None, transform
+        )
 
     def _read_share_frame(self, job: FrameJob) -> bytes:
         """The bytes of a claimed frame, read through the folders the claim area checked (never a symlink)."""

@@ -22,7 +22,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import cv2
@@ -69,11 +69,11 @@ def crop_box(box: Sequence[float], padding: float, width: int, height: int) -> t
 class ReviewWriter:
     """Writes review copies, their label files and crops to the output share."""
 
-    def __init__(self, output_dir: Path, catalog: OutputCatalog, class_names: Sequence[str]) -> None:
+    def __init__(self, output_dir: Path, catalog: OutputCatalog, class_names: Callable[[], Sequence[str]]) -> None:
         self.output_dir = output_dir
         self.catalog = catalog
-        self._classes = "".join(f"{name}\n" for name in class_names)
-        self._classes_written = False
+        self._class_names = class_names  # the serving model's (a model rollout may change them)
+        self._classes_written = ""
         self._mount = share_mount(output_dir / "review")  # review/ may be a share of its own (DEPLOY.md 5a)
 
     def copy(
@@ -121,7 +121,9 @@ class ReviewWriter:
         return [crop for crop, _ in items]
 
     def _write_classes(self) -> None:
-        """review/classes.txt, written (atomically) before the first copy of this process."""
-        if not self._classes_written:
-            share_fs.write_in_place(self.output_dir, CLASSES_FILE, self._classes.encode())
-            self._classes_written = True
+        """review/classes.txt, written before the first copy of this process and again when a model swap changed
+        the class names."""
+        classes = "".join(f"{name}\n" for name in self._class_names())
+        if classes != self._classes_written:
+            share_fs.write_in_place(self.output_dir, CLASSES_FILE, classes.encode())
+            self._classes_written = classes

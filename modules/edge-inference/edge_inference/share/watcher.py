@@ -8,7 +8,8 @@ that changed, and what the watcher has dealt with is kept out of every listing (
 share/folder_index.py), so an idle share costs what its folders cost, not its files. The table holds at most
 MAX_CANDIDATES paths: a backlog of a million frames streams through it, while the scan remembers which folders
 hold frames it had no room for (`frames_left` is the backlog the progress report shows). Temp and hidden names
-are ignored (`is_frame_name`, `_wanted`: the one name check of every source); symlinks are never followed.
+are ignored (`is_frame_name`, `_wanted`: the one name check of every source); any other name without an image
+extension is named once in a WARNING line and left where it is; symlinks are never followed.
 Frames wait on the share, not in memory.
 
 Threads (`workers.py`): `watcher-settle` offers candidates once complete and checks that the observer is still
@@ -31,6 +32,7 @@ from watchdog.observers.api import BaseObserver
 
 from edge_inference.errors import WorkerDied
 from edge_inference.log import WarnOnce
+from edge_inference.names import shown
 from edge_inference.share.candidates import CandidateTable, FrameOffer
 from edge_inference.share.candidates import Offer as Offer  # intake's verdicts, re-exported where they are used
 from edge_inference.share.folder_index import FolderIndex
@@ -46,14 +48,17 @@ MAX_CANDIDATES = 10_000  # paths held at once; more frames wait on the share, co
 BACKLOG_SWEEP_FACTOR = 10  # while a sweep's frames wait for room, the next sweep comes this many times later
 
 
+TAKEN_EXTENSIONS = ", ".join(sorted(IMAGE_EXTENSIONS))  # as the "ignoring" line and the README show them
+
+
+def is_temp_name(name: str) -> bool:
+    """A hidden or temporary name (a writer's file in progress): ignored without a word."""
+    return name.startswith((".", "~$")) or name.lower().endswith(_TEMP_SUFFIXES)
+
+
 def is_frame_name(name: str) -> bool:
     """An image file name that is not hidden or temporary."""
-    if name.startswith(".") or name.startswith("~$"):
-        return False
-    lower = name.lower()
-    if lower.endswith(_TEMP_SUFFIXES):
-        return False
-    return os.path.splitext(lower)[1] in IMAGE_EXTENSIONS
+    return not is_temp_name(name) and os.path.splitext(name.lower())[1] in IMAGE_EXTENSIONS
 
 
 def resolve_mode(input_dir: Path, mode: str) -> str:
@@ -190,6 +195,7 @@ class FrameWatcher:
         if parts[0] in self.exclude_dirs or any(p.startswith(".") for p in parts[:-1]):
             return False
         if not is_frame_name(parts[-1]):
+            self._never_taken("/".join(parts), parts[-1])
             return False
         if any("\\" in p for p in parts):
             # legal on Linux, but safe_join() refuses it: offering it would kill the watcher (a crash loop)
@@ -259,6 +265,11 @@ class FrameWatcher:
         if self.running and not self._observer_alive():
             raise WorkerDied("the file-system observer thread of the input watcher died")
         self.candidates.settle_once(self._offer, lambda: self._settler.stopping)
+
+    def _never_taken(self, rel: str, name: str) -> None:
+        """A file that is no frame and no temp file (notes.txt, a .raw frame): said once, left where it is."""
+        if not is_temp_name(name):
+            self._warn_once(rel, "ignoring %s: not an image file name (frames end in %s)", shown(rel), TAKEN_EXTENSIONS)
 
 
 class _EventHandler(FileSystemEventHandler):
