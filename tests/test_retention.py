@@ -207,27 +207,26 @@ def test_telemetry_jsonl_is_kept_within_its_size_and_age_by_rotation(tmp_path: P
     out.mkdir()
     # an old telemetry.jsonl found at start (its first line years old)
     (out / "telemetry.jsonl").write_text(json.dumps({"body": {"processedAt": "2020-01-01T00:00:00.000Z"}}) + "\n")
-    with open(os.devnull, "w") as quiet:
-        sink = LocalTelemetrySink(out, stream=quiet)
-        try:
-            sink.keep_within(0, 2 * DAY)  # first line older than half the age limit: rotated
-            assert (out / "telemetry.jsonl.1").exists() and (out / "telemetry.jsonl").stat().st_size == 0
-            for i in range(30):
-                sink.publish(_message(i, "2026-11-30T10:00:00.000Z"))
-            size = sink.keep_within(10_000, 0)  # over half of 10 kB: rotated again, the old .1 replaced
-            assert size <= 10_000
-            lines = (out / "telemetry.jsonl.1").read_text().splitlines()
-            assert len(lines) == 30 and json.loads(lines[0])["messageId"] == "m0"
-            os.utime(out / "telemetry.jsonl.1", (time.time() - DAY, time.time() - DAY))
-            sink.keep_within(0, 2 * DAY)  # its last line half the age limit old: removed
-            assert not (out / "telemetry.jsonl.1").exists()
-            for i in range(60):  # a burst over the whole cap between two checks: the rotated file alone is over it
-                sink.publish(_message(100 + i, "2026-11-30T10:00:01.000Z"))
-            assert sink.keep_within(10_000, 0) == 0 and not (out / "telemetry.jsonl.1").exists()
-            sink.publish(_message(99, "2026-11-30T10:00:01.000Z"))  # the sink still appends after rotations
-            assert json.loads((out / "telemetry.jsonl").read_text().splitlines()[-1])["messageId"] == "m99"
-        finally:
-            sink.close()
+    sink = LocalTelemetrySink(out)
+    try:
+        sink.keep_within(0, 2 * DAY)  # first line older than half the age limit: rotated
+        assert (out / "telemetry.jsonl.1").exists() and (out / "telemetry.jsonl").stat().st_size == 0
+        for i in range(30):
+            sink.publish(_message(i, "2026-11-30T10:00:00.000Z"))
+        size = sink.keep_within(10_000, 0)  # over half of 10 kB: rotated again, the old .1 replaced
+        assert size <= 10_000
+        lines = (out / "telemetry.jsonl.1").read_text().splitlines()
+        assert len(lines) == 30 and json.loads(lines[0])["messageId"] == "m0"
+        os.utime(out / "telemetry.jsonl.1", (time.time() - DAY, time.time() - DAY))
+        sink.keep_within(0, 2 * DAY)  # its last line half the age limit old: removed
+        assert not (out / "telemetry.jsonl.1").exists()
+        for i in range(60):  # a burst over the whole cap between two checks: the rotated file alone is over it
+            sink.publish(_message(100 + i, "2026-11-30T10:00:01.000Z"))
+        assert sink.keep_within(10_000, 0) == 0 and not (out / "telemetry.jsonl.1").exists()
+        sink.publish(_message(99, "2026-11-30T10:00:01.000Z"))  # the sink still appends after rotations
+        assert json.loads((out / "telemetry.jsonl").read_text().splitlines()[-1])["messageId"] == "m99"
+    finally:
+        sink.close()
 
 
 def test_the_module_keeps_processed_under_its_cap_and_keeps_every_result(start, shares) -> None:  # type: ignore[no-untyped-def]
