@@ -27,6 +27,7 @@ def test_valid_patch_applied_with_acks() -> None:
             "saveAnnotated": True,
             "telemetry": {"mode": "summary"},
             "paused": False,
+            "review": {"classes": ["dent"], "confidenceBand": [0.3, 0.6], "sampleRate": 0.01, "crops": True},
             "$version": 7,
             "$metadata": {"$lastUpdated": "x"},
         },
@@ -41,6 +42,15 @@ def test_valid_patch_applied_with_acks() -> None:
     assert set(acks) == set(TWIN_PROPERTIES)
     assert acks["confidenceThreshold"] == {"value": 0.8, "ac": 200, "av": 7, "ad": "applied"}
     assert acks["telemetry"]["value"] == {"mode": "summary", "summaryIntervalSeconds": 60.0, "includeEmpty": True}
+    assert new.review.classes == ("dent",) and new.review.band == (0.3, 0.6) and new.review.crops is True
+    assert acks["review"]["value"] == {
+        "classes": ["dent"],
+        "confidenceBand": [0.3, 0.6],
+        "sampleRate": 0.01,
+        "maxPerHour": 500,
+        "crops": True,
+        "padding": 0.1,
+    }
 
 
 @pytest.mark.timeout(10)
@@ -188,6 +198,8 @@ def _valid(key: str, value: Any) -> bool:
         )
     if key in ("saveAnnotated", "paused"):
         return isinstance(value, bool)
+    if key == "review":
+        return _valid_review(value)
     if key == "telemetry":
         if not isinstance(value, dict):
             return False
@@ -203,6 +215,33 @@ def _valid(key: str, value: Any) -> bool:
             and 1 <= s <= 86400
         )
     return False
+
+
+def _valid_review(value: Any) -> bool:
+    if not isinstance(value, dict):
+        return False
+    fields = {k: v for k, v in value.items() if not k.startswith("$")}
+    if set(fields) - {"classes", "confidenceBand", "sampleRate", "maxPerHour", "crops", "padding"}:
+        return False
+
+    def unit(v: Any) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 1
+
+    band = fields.get("confidenceBand", [])
+    per_hour = fields.get("maxPerHour", 500)
+    return (
+        _valid("classes", fields.get("classes", []))
+        and (
+            band in ([], None)
+            or (isinstance(band, list) and len(band) == 2 and all(map(unit, band)) and band[0] <= band[1])
+        )
+        and unit(fields.get("sampleRate", 0))
+        and unit(fields.get("padding", 0.1))
+        and isinstance(fields.get("crops", False), bool)
+        and not isinstance(per_hour, bool)
+        and (isinstance(per_hour, int) or (isinstance(per_hour, float) and per_hour.is_integer()))
+        and 0 <= per_hour <= 100_000
+    )
 
 
 def check_patch(patch: dict[str, Any]) -> None:

@@ -15,6 +15,9 @@ Rules (DESIGN.md "Module twin"):
 - `saveAnnotated`, `paused`: true or false;
 - `telemetry`: an object with any of `mode` (perFrame | summary | off), `summaryIntervalSeconds` (1..86400),
   `includeEmpty` (bool), merged with the values in force; an unknown or invalid field refuses the object;
+- `review`: an object with any of `classes` (as `classes` above), `confidenceBand` ([lo, hi], 0 <= lo <= hi <= 1,
+  or [] for none), `sampleRate` (0..1), `maxPerHour` (0..100000), `crops` (bool), `padding` (0..1), merged with
+  the values in force; an unknown or invalid field refuses the object;
 - `model`, `candidate`: checked by rollout/spec.py (`parse_request`) in `TwinState.apply`, then handed to the
   model rollout (`ModelRequests`, rollout/controller.py), which acknowledges them: `ac: 202` while it fetches,
   verifies and warms, then 200, 400 or 500 (README "Updating the model in the field");
@@ -32,17 +35,15 @@ properties waiting to be sent are `ReportedProperties`, which the model rollout 
 from __future__ import annotations
 
 import logging
-import math
 import threading
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
+from edge_inference.iot.twin_values import MAX_UNKNOWN_ACKS, Invalid, convert
 from edge_inference.ops.live_settings import (
     TWIN_PROPERTIES,
     LiveSettings,
-    TelemetryMode,
-    TelemetrySettings,
     TwinSettings,
 )
 from edge_inference.ops.metrics import MetricsRegistry
@@ -58,127 +59,6 @@ from edge_inference.rollout.spec import (
 )
 
 log = logging.getLogger(__name__)
-
-MAX_LIST_ITEMS = 1000
-MAX_NAME_CHARS = 128
-MAX_UNKNOWN_ACKS = 20
-TELEMETRY_MODES = ("perFrame", "summary", "off")
-_TELEMETRY_FIELDS = {"mode", "summaryIntervalSeconds", "includeEmpty"}
-
-
-class _Invalid(Exception):
-    """A desired value that is refused; the message becomes the ack's `ad`."""
-
-
-def _shown(value: Any) -> str:
-    """A short text for a refused value; never raises (a 5,000-digit int cannot even be turned into text)."""
-    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
-        return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
-    try:
-        return repr(value)[:40]
-    except Exception:  # RecursionError, ValueError: a value too deep or too big to show
-        return f"a {type(value).__name__}"
-
-
-def _describe(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "an object"
-    return _shown(value)
-
-
-def _number(value: Any, lo: float, hi: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _Invalid(f"expected a number from {lo:g} to {hi:g}, got {_describe(value)}")
-    try:
-        number = float(value)
-    except OverflowError:  # an integer past float's range (10**400)
-        number = math.inf
-    if not math.isfinite(number) or not lo <= number <= hi:
-        raise _Invalid(f"expected a number from {lo:g} to {hi:g}, got {_shown(value)}")
-    return number
-
-
-def _integer(value: Any, lo: int, hi: int) -> int:
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _Invalid(f"expected an integer from {lo} to {hi}, got {_describe(value)}")
-    if not lo <= value <= hi:
-        raise _Invalid(f"expected an integer from {lo} to {hi}, got {_shown(value)}")
-    return value
-
-
-def _boolean(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise _Invalid(f"expected true or false, got {_describe(value)}")
-    return value
-
-
-def _names(value: Any) -> tuple[str, ...]:
-    if not isinstance(value, list):
-        raise _Invalid(f"expected a list of class names, got {_describe(value)}")
-    if len(value) > MAX_LIST_ITEMS:
-        raise _Invalid(f"expected at most {MAX_LIST_ITEMS} class names, got {len(value)}")
-    names: list[str] = []
-    for item in value:
-        if not isinstance(item, str) or not item.strip():
-            raise _Invalid(f"class names must be non-empty strings, got {_describe(item)}")
-        if len(item) > MAX_NAME_CHARS:
-            raise _Invalid(f"class names must be at most {MAX_NAME_CHARS} characters")
-        if item not in names:
-            names.append(item)
-    return tuple(names)
-
-
-def _telemetry(value: Any, current: TelemetrySettings) -> TelemetrySettings:
-    if not isinstance(value, dict):
-        raise _Invalid(f"expected an object {{mode, summaryIntervalSeconds, includeEmpty}}, got {_describe(value)}")
-    fields = {k: v for k, v in value.items() if not str(k).startswith("$")}
-    unknown = sorted(str(k) for k in fields if k not in _TELEMETRY_FIELDS)
-    if unknown:
-        raise _Invalid(f"unknown field telemetry.{unknown[0][:64]}")
-    new = current
-    if "mode" in fields:
-        mode = fields["mode"]
-        if mode not in TELEMETRY_MODES or not isinstance(mode, str):
-            raise _Invalid(f"telemetry.mode: expected one of {', '.join(TELEMETRY_MODES)}, got {_describe(mode)}")
-        new = replace(new, mode=cast(TelemetryMode, mode))
-    if "summaryIntervalSeconds" in fields:
-        try:
-            seconds = _number(fields["summaryIntervalSeconds"], 1, 86400)
-        except _Invalid as e:
-            raise _Invalid(f"telemetry.summaryIntervalSeconds: {e}") from None
-        new = replace(new, summary_interval_seconds=seconds)
-    if "includeEmpty" in fields:
-        try:
-            include = _boolean(fields["includeEmpty"])
-        except _Invalid as e:
-            raise _Invalid(f"telemetry.includeEmpty: {e}") from None
-        new = replace(new, include_empty=include)
-    return new
-
-
-def _convert(name: str, value: Any, current: TwinSettings) -> Any:
-    """The TwinSettings field value for a desired property, or _Invalid."""
-    if name in ("confidenceThreshold", "iouThreshold"):
-        return _number(value, 0.0, 1.0)
-    if name == "maxDetections":
-        return _integer(value, 1, 1000)
-    if name in ("classes", "alertClasses"):
-        return _names(value)
-    if name in ("saveAnnotated", "paused"):
-        return _boolean(value)
-    if name == "telemetry":
-        return _telemetry(value, current.telemetry)
-    raise _Invalid("unknown property")  # pragma: no cover - callers check TWIN_PROPERTIES first
 
 
 def desired_version(desired: Any) -> int | None:
@@ -207,8 +87,8 @@ def validate_desired(desired: dict[str, Any], current: TwinSettings) -> tuple[Tw
                 acks[key[:128]] = {"value": None, "ac": 400, "av": version, "ad": "unknown property"}
             continue
         try:
-            changes[field_name] = _convert(key, value, current)
-        except _Invalid as e:
+            changes[field_name] = convert(key, value, current)
+        except Invalid as e:
             acks[key] = {"ac": 400, "av": version, "ad": f"refused: {e}"}
         except Exception as e:  # a value no rule foresaw: refused, never the whole patch lost
             acks[key] = {"ac": 400, "av": version, "ad": f"refused: the value cannot be read ({type(e).__name__})"}

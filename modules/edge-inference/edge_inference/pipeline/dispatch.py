@@ -101,8 +101,9 @@ class Dispatcher(Worker):
         live = self.live.current()
         model = done.model or self.slot.active  # a frame that failed before inference: the model serving now
         request = self.requests.take(job) if job.source == "http" else None
+        band_hit = False
         try:
-            result = self._postprocess(done, model, live, request)
+            result, band_hit = self._postprocess(done, model, live, request)
         except Exception as exc:  # this frame's output cannot be read: it fails alone
             log.error("%s: postprocessing failed", shown(job.rel_path), exc_info=exc)
             error = FrameError(FrameError.POSTPROCESS_FAILED, f"postprocessing failed: {type(exc).__name__}: {exc}")
@@ -120,18 +121,25 @@ class Dispatcher(Worker):
                     job.frame_id, item.tensor, item.letterbox, item.transform, result.detections, active_ms, live
                 )
             )
-        return Finished(job, item, result, live)
+        return Finished(job, item, result, live, band_hit)
 
     def _postprocess(
         self, done: Inferred, model: OnnxModel, live: TwinSettings, request: Request | None
-    ) -> FrameResult:
+    ) -> tuple[FrameResult, bool]:
+        """The frame's result, and whether a detection below the confidence threshold lies in the review band
+        (decoded down to the band's low end when the band reaches below the threshold; the result keeps only
+        the detections over the threshold, exactly as a decode at the threshold would)."""
         item = done.item
         if isinstance(item, Failed):
-            return self.results.make(item.job, None, model.info(), error=item.error, timings=done.timings_ms, live=live)
+            return self.results.make(
+                item.job, None, model.info(), error=item.error, timings=done.timings_ms, live=live
+            ), False
         t0 = time.monotonic()
         confidence = request.confidence if request and request.confidence is not None else live.confidence_threshold
+        band = live.review.band if request is None and live.review.enabled else None
+        floor = min(confidence, band[0]) if band else confidence
         options = postprocess.DecodeOptions(
-            confidence=confidence,
+            confidence=floor,
             iou=live.iou_threshold,
             max_detections=live.max_detections,
             agnostic=self.settings.agnostic_nms,
@@ -140,16 +148,21 @@ class Dispatcher(Worker):
         if done.output is None:
             raise ValueError("no model output for this frame")
         decoded = decode(model, done.output, item.letterbox, options)
+        detections = decoded.detections
+        band_hit = False
+        if floor < confidence and band is not None:  # kept: over the threshold, strictly, as a decode at it keeps
+            band_hit = any(band[0] <= d.confidence <= band[1] for d in detections if d.confidence <= confidence)
+            detections = tuple(d for d in detections if d.confidence > confidence)
         timings = {**done.timings_ms, "postprocess": (time.monotonic() - t0) * 1000}
         result = self.results.make(
             item.job,
             item,
             model.info(),
-            detections=decoded.detections,
+            detections=detections,
             classification=decoded.classification,
             timings=timings,
             live=live,
         )
         if request is not None and request.confidence is not None:
             result = replace(result, confidence_threshold=request.confidence)
-        return result
+        return result, band_hit
