@@ -17,18 +17,8 @@ from edge_inference.settings.reader import (
     read_settings,
     unknown_variable_warnings,
 )
-from edge_inference.settings.table import (
-    DEFAULT_MODEL_PATH,
-    OUTPUT_FOLDERS,
-    PACKAGE_DIR,
-    Disposition,
-    PerFolder,
-    Settings,
-    Spec,
-    WatchMode,
-    parse_providers,
-    setting,
-)
+from edge_inference.settings.table import DEFAULT_MODEL_PATH, PACKAGE_DIR, Disposition, Settings, WatchMode
+from edge_inference.settings.values import OUTPUT_FOLDERS, PerFolder, Spec, parse_providers, setting
 
 __all__ = [
     "DEFAULT_MODEL_PATH",

@@ -19,7 +19,8 @@ from typing import Any, Literal
 
 from edge_inference.errors import SettingsError
 from edge_inference.settings.edge import EDGEHUB_VARIABLES, IOTEDGE_VARIABLES
-from edge_inference.settings.table import Settings, Spec
+from edge_inference.settings.table import Settings
+from edge_inference.settings.values import Spec
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
