@@ -32,6 +32,7 @@ from edge_inference.errors import EdgeInferenceError, GpuError, ModelError, Prov
 from edge_inference.frame_memory import keep_frame_buffers
 from edge_inference.iot.client import IoTEdgeClient
 from edge_inference.iot.outbox import Outbox, open_outbox
+from edge_inference.iot.profile_rules import ServedModel
 from edge_inference.log import setup_logging
 from edge_inference.ops.alarms import GPU_LOST, AlarmRegistry
 from edge_inference.ops.health import DiskSpaceMonitor, GpuMonitor
@@ -135,6 +136,7 @@ class Module:
                 self.alarms,
                 self.commands.runtime_info,
                 self.commands.stats,
+                served=lambda: ServedModel(self.model.name, self.model.class_names),
                 supervisor=self.supervisor,
             )
             if self.outbox is not None

@@ -35,6 +35,7 @@ from edge_inference.iot.calls import SdkCaller
 from edge_inference.iot.file_events import parse_file_events
 from edge_inference.iot.methods import MethodDispatcher
 from edge_inference.iot.outbox import Outbox
+from edge_inference.iot.profile_rules import ServedModel
 from edge_inference.iot.twin import TwinState, desired_version
 from edge_inference.ops.alarms import OUTBOX_OVERFLOW, AlarmRegistry
 from edge_inference.ops.live_settings import LiveSettings
@@ -79,6 +80,7 @@ class IoTEdgeClient(Worker):
         *,
         stats_interval_s: float = 30.0,
         client_factory: Callable[[], Any] = _default_factory,
+        served: Callable[[], ServedModel] | None = None,
         supervisor: Supervisor | None = None,
     ) -> None:
         super().__init__("iot-edge-client", supervisor, daemon=True)
@@ -94,7 +96,7 @@ class IoTEdgeClient(Worker):
         self.client_factory = client_factory
         self.timeout = settings.iot_timeout_seconds
         self.methods = MethodDispatcher(control)
-        self.twin = TwinState(live, metrics)
+        self.twin = TwinState(live, metrics, served)
         self.outbox.subscribe(self.wake)
         self._dropped_seen = outbox.dropped()
         self._caller = SdkCaller()

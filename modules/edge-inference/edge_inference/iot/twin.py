@@ -15,6 +15,8 @@ Rules (DESIGN.md "Module twin"):
 - `saveAnnotated`, `paused`: true or false;
 - `telemetry`: an object with any of `mode` (perFrame | summary | off), `summaryIntervalSeconds` (1..86400),
   `includeEmpty` (bool), merged with the values in force; an unknown or invalid field refuses the object;
+- `classThresholds`, `profiles`: checked by iot/profile_rules.py against the model in service (its name and
+  class names); a profile list that fails any rule is refused whole;
 - `$version` / `$metadata` and other `$` keys are ignored; any other unknown key gets `ac: 400`
   ("unknown property") without blocking the rest (at most MAX_UNKNOWN_ACKS of them are acknowledged, so a
   huge document cannot blow up the reported properties).
@@ -29,11 +31,18 @@ properties waiting to be sent.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, cast
 
+from edge_inference.iot import profile_rules
+from edge_inference.iot.profile_rules import ServedModel
+from edge_inference.iot.twin_values import Invalid as _Invalid
+from edge_inference.iot.twin_values import boolean as _boolean
+from edge_inference.iot.twin_values import describe as _describe
+from edge_inference.iot.twin_values import integer as _integer
+from edge_inference.iot.twin_values import names as _names
+from edge_inference.iot.twin_values import number as _number
 from edge_inference.ops.live_settings import (
     TWIN_PROPERTIES,
     LiveSettings,
@@ -45,83 +54,9 @@ from edge_inference.ops.metrics import MetricsRegistry
 
 log = logging.getLogger(__name__)
 
-MAX_LIST_ITEMS = 1000
-MAX_NAME_CHARS = 128
 MAX_UNKNOWN_ACKS = 20
 TELEMETRY_MODES = ("perFrame", "summary", "off")
 _TELEMETRY_FIELDS = {"mode", "summaryIntervalSeconds", "includeEmpty"}
-
-
-class _Invalid(Exception):
-    """A desired value that is refused; the message becomes the ack's `ad`."""
-
-
-def _shown(value: Any) -> str:
-    """A short text for a refused value; never raises (a 5,000-digit int cannot even be turned into text)."""
-    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
-        return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
-    try:
-        return repr(value)[:40]
-    except Exception:  # RecursionError, ValueError: a value too deep or too big to show
-        return f"a {type(value).__name__}"
-
-
-def _describe(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "an object"
-    return _shown(value)
-
-
-def _number(value: Any, lo: float, hi: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _Invalid(f"expected a number from {lo:g} to {hi:g}, got {_describe(value)}")
-    try:
-        number = float(value)
-    except OverflowError:  # an integer past float's range (10**400)
-        number = math.inf
-    if not math.isfinite(number) or not lo <= number <= hi:
-        raise _Invalid(f"expected a number from {lo:g} to {hi:g}, got {_shown(value)}")
-    return number
-
-
-def _integer(value: Any, lo: int, hi: int) -> int:
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _Invalid(f"expected an integer from {lo} to {hi}, got {_describe(value)}")
-    if not lo <= value <= hi:
-        raise _Invalid(f"expected an integer from {lo} to {hi}, got {_shown(value)}")
-    return value
-
-
-def _boolean(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise _Invalid(f"expected true or false, got {_describe(value)}")
-    return value
-
-
-def _names(value: Any) -> tuple[str, ...]:
-    if not isinstance(value, list):
-        raise _Invalid(f"expected a list of class names, got {_describe(value)}")
-    if len(value) > MAX_LIST_ITEMS:
-        raise _Invalid(f"expected at most {MAX_LIST_ITEMS} class names, got {len(value)}")
-    names: list[str] = []
-    for item in value:
-        if not isinstance(item, str) or not item.strip():
-            raise _Invalid(f"class names must be non-empty strings, got {_describe(item)}")
-        if len(item) > MAX_NAME_CHARS:
-            raise _Invalid(f"class names must be at most {MAX_NAME_CHARS} characters")
-        if item not in names:
-            names.append(item)
-    return tuple(names)
 
 
 def _telemetry(value: Any, current: TelemetrySettings) -> TelemetrySettings:
@@ -152,8 +87,12 @@ def _telemetry(value: Any, current: TelemetrySettings) -> TelemetrySettings:
     return new
 
 
-def _convert(name: str, value: Any, current: TwinSettings) -> Any:
+def _convert(name: str, value: Any, current: TwinSettings, model: ServedModel | None) -> Any:
     """The TwinSettings field value for a desired property, or _Invalid."""
+    if name == "profiles":
+        return profile_rules.profiles(value, model)
+    if name == "classThresholds":
+        return profile_rules.class_thresholds(value, model)
     if name in ("confidenceThreshold", "iouThreshold"):
         return _number(value, 0.0, 1.0)
     if name == "maxDetections":
@@ -172,8 +111,11 @@ def desired_version(desired: Any) -> int | None:
     return version if isinstance(version, int) and not isinstance(version, bool) else None
 
 
-def validate_desired(desired: dict[str, Any], current: TwinSettings) -> tuple[TwinSettings, dict[str, dict[str, Any]]]:
-    """Validate a whole desired patch against the settings in force.
+def validate_desired(
+    desired: dict[str, Any], current: TwinSettings, model: ServedModel | None = None
+) -> tuple[TwinSettings, dict[str, dict[str, Any]]]:
+    """Validate a whole desired patch against the settings in force (and the model in service: the class names and
+    model name that `classThresholds` and `profiles` may use; None: not checked).
 
     Returns the new settings (valid properties applied, invalid ones kept at their current value) and the
     acknowledgement per property for the reported properties. Never raises."""
@@ -193,7 +135,7 @@ def validate_desired(desired: dict[str, Any], current: TwinSettings) -> tuple[Tw
                 acks[key[:128]] = {"value": None, "ac": 400, "av": version, "ad": "unknown property"}
             continue
         try:
-            changes[field_name] = _convert(key, value, current)
+            changes[field_name] = _convert(key, value, current, model)
         except _Invalid as e:
             acks[key] = {"ac": 400, "av": version, "ad": f"refused: {e}"}
         except Exception as e:  # a value no rule foresaw: refused, never the whole patch lost
@@ -222,9 +164,12 @@ class TwinState:
     the version in force is skipped. `take_reported()` hands the queue over for one reported-properties patch;
     `put_back()` returns it after a failed send, under anything queued meanwhile."""
 
-    def __init__(self, live: LiveSettings, metrics: MetricsRegistry) -> None:
+    def __init__(
+        self, live: LiveSettings, metrics: MetricsRegistry, served: Callable[[], ServedModel] | None = None
+    ) -> None:
         self.live = live
         self.metrics = metrics
+        self.served = served  # the model in service, which `profiles` and `classThresholds` are checked against
         self.applied_version: int | None = None
         self._pending: dict[str, Any] = {}
         self._runtime_reported = False
@@ -268,7 +213,7 @@ class TwinState:
             log.info("twin patch $version %s older than the applied %s: skipped", version, self.applied_version)
             return
         current = self.live.current()
-        new, acks = validate_desired(desired, current)
+        new, acks = validate_desired(desired, current, self.served() if self.served else None)
         changes = {
             field: getattr(new, field)
             for field in TWIN_PROPERTIES.values()

@@ -1,6 +1,7 @@
 """The batcher: prepared queue -> batches of up to BATCH_SIZE (or what arrives within BATCH_MAX_WAIT_MS) ->
 the one ONNX Runtime session (vision/model.py) -> inferred queue, one envelope per frame with its slice of the
-output.
+output. A tiled frame's views (its tiles and full-frame pass) count one each towards the batch: a 4K frame cut
+in tiles is a batch of its own, its envelope carries every view's output.
 
 A batch is run at once when nothing else is in the pipe (no frame decoding or waiting to be): holding it open
 for frames that will not come only adds latency. Frames that failed before inference pass straight through.
@@ -77,7 +78,7 @@ class Batcher(Worker):
                     self._pass_on(Inferred(item, None, item.timings_ms))
                 else:
                     batch.append(item)
-                if len(batch) >= self.max_batch:
+                if sum(1 + len(p.tiles) for p in batch) >= self.max_batch:
                     break
                 remaining = deadline - time.monotonic()
                 if remaining > 0 and prepared.empty() and not self._more_coming():
@@ -89,7 +90,7 @@ class Batcher(Worker):
             if not batch:
                 continue
             t0 = time.monotonic()
-            outputs = self._infer(batch)
+            outputs = self._infer_frames(batch)
             elapsed = (time.monotonic() - t0) * 1000
             self.metrics.batch_size.observe(len(batch))
             failures = [out for out in outputs if isinstance(out, Exception)]
@@ -99,25 +100,42 @@ class Batcher(Worker):
                     error = FrameError(FrameError.INFERENCE_FAILED, f"inference failed: {out}"[:500])
                     self._pass_on(Inferred(Failed(p.job, error, p.timings_ms), None, p.timings_ms))
                 else:
-                    self._pass_on(Inferred(p, out, {**p.timings_ms, "inference": elapsed}))
+                    self._pass_on(Inferred(p, out[0], {**p.timings_ms, "inference": elapsed}, out[1:]))
             if consecutive_failures >= FATAL_BATCH_FAILURES:  # the model itself fails, not a frame
                 raise InferenceError(f"{consecutive_failures} inference batches failed in a row: {failures[-1]}")
 
-    def _infer(self, batch: list[PreparedFrame]) -> list[tuple[np.ndarray, ...] | Exception]:
-        """Each frame's outputs, or the exception that stands for it. A failed batch is run again frame by frame,
-        so that one frame the model cannot take fails alone. Frames of different input sizes (a model padded
-        to its stride, not to a fixed size) run as one batch per size."""
-        if len({p.tensor.shape for p in batch}) > 1:
+    def _infer_frames(self, batch: list[PreparedFrame]) -> list[tuple[tuple[np.ndarray, ...], ...] | Exception]:
+        """Each frame's outputs, one per view (PreparedFrame.views: the tiles of a tiled frame run in the same
+        batches as the frames beside them, at most the model's batch size at a time), or the exception that
+        stands for the frame (the first of its views that failed)."""
+        views = [(p, view.tensor) for p in batch for view in p.views]
+        outs: list[tuple[np.ndarray, ...] | Exception] = []
+        for start in range(0, len(views), self.max_batch):
+            outs.extend(self._infer(views[start : start + self.max_batch]))
+        results: list[tuple[tuple[np.ndarray, ...], ...] | Exception] = []
+        at = 0
+        for p in batch:
+            mine = outs[at : at + 1 + len(p.tiles)]
+            at += len(mine)
+            failed = next((out for out in mine if isinstance(out, Exception)), None)
+            results.append(failed if failed is not None else tuple(o for o in mine if not isinstance(o, Exception)))
+        return results
+
+    def _infer(self, batch: list[tuple[PreparedFrame, np.ndarray]]) -> list[tuple[np.ndarray, ...] | Exception]:
+        """Each input's outputs (frame, tensor), or the exception that stands for it. A failed batch is run again
+        input by input, so that one frame the model cannot take fails alone. Inputs of different sizes (a model
+        padded to its stride, not to a fixed size; tiles beside a full-frame pass) run as one batch per size."""
+        if len({tensor.shape for _, tensor in batch}) > 1:
             by_shape: dict[tuple[int, ...], list[int]] = {}
-            for i, p in enumerate(batch):
-                by_shape.setdefault(p.tensor.shape, []).append(i)
+            for i, (_, tensor) in enumerate(batch):
+                by_shape.setdefault(tensor.shape, []).append(i)
             results: list[tuple[np.ndarray, ...] | Exception] = [ValueError()] * len(batch)
             for indices in by_shape.values():
                 for i, out in zip(indices, self._infer([batch[i] for i in indices]), strict=True):
                     results[i] = out
             return results
         try:
-            outputs = self.model.run(self._stack([p.tensor for p in batch]))
+            outputs = self.model.run(self._stack([tensor for _, tensor in batch]))
             if self.model.layout == "rows":
                 return [tuple(outputs)]
             return [tuple(o[i] for o in outputs) for i in range(len(batch))]
@@ -125,10 +143,10 @@ class Batcher(Worker):
             raise  # the GPU failed, not these frames: they stay claimed and run again after the restart
         except Exception as exc:
             if len(batch) == 1:
-                log.error("inference failed for %s: %s", shown(batch[0].job.rel_path), exc)
+                log.error("inference failed for %s: %s", shown(batch[0][0].job.rel_path), exc)
                 return [exc]
-            log.warning("inference failed for a batch of %d (%s): running its frames one by one", len(batch), exc)
-            return [self._infer([p])[0] for p in batch]
+            log.warning("inference failed for a batch of %d (%s): running its inputs one by one", len(batch), exc)
+            return [self._infer([one])[0] for one in batch]
 
     def _stack(self, tensors: list[np.ndarray]) -> np.ndarray:
         """One [B, 3, H, W] input from per-frame [1, 3, H, W] tensors, copied into a buffer kept for the next

@@ -1,6 +1,7 @@
-"""The dispatcher: inferred queue -> postprocess with the live settings (vision/postprocess.py: thresholds,
-NMS, boxes, masks, keypoints and rotated boxes mapped back to the original pixels, or the top classes) -> a
-`FrameResult`.
+"""The dispatcher: inferred queue -> postprocess with the live settings that judge the frame (the global ones with
+its camera profile's laid over them: ops/live_settings.py `for_frame`) (vision/postprocess.py: thresholds,
+NMS, boxes, masks, keypoints and rotated boxes mapped back to the original pixels, or the top classes; for a
+frame cut in views, vision/views.py merges its tiles and applies its ROI) -> a `FrameResult`.
 
 A /predict request is answered here (its future completed, its own confidence threshold honoured); share frames
 are gathered into a group - whatever else is already done joins it, up to `DISPATCH_GROUP` - and handed to the
@@ -27,6 +28,7 @@ from edge_inference.pipeline.outcomes import FrameCounters, ResultMaker
 from edge_inference.pipeline.predict import PendingRequests
 from edge_inference.settings import Settings
 from edge_inference.vision import postprocess
+from edge_inference.vision import views as frame_views
 from edge_inference.vision.model import OnnxModel
 from edge_inference.workers import Supervisor, Worker
 
@@ -94,6 +96,8 @@ class Dispatcher(Worker):
         if isinstance(item, Failed) and self.finisher.hold_for_writer(job, item.error):
             return None
         live = self.live.current()
+        if job.source != "http":
+            live = live.for_frame(job.rel_path)  # its camera profile's settings laid over the global ones
         request = self.requests.take(job) if job.source == "http" else None
         try:
             result = self._postprocess(done, live, request)
@@ -121,10 +125,17 @@ class Dispatcher(Worker):
             max_detections=live.max_detections,
             agnostic=self.settings.agnostic_nms,
             keep_class_ids=self._keep_ids(live),
+            class_thresholds=tuple(
+                (self._class_ids[name], threshold)
+                for name, threshold in live.class_thresholds
+                if name in self._class_ids
+            ),
         )
         if done.output is None:
             raise ValueError("no model output for this frame")
-        decoded = self.model.decoder.decode(done.output, item.letterbox, options)
+        decoded = frame_views.read(
+            self.model.decoder, (done.output, *done.tile_outputs), item.views, options, live.profile, item.size
+        )
         timings = {**done.timings_ms, "postprocess": (time.monotonic() - t0) * 1000}
         result = self.results.make(
             item.job,

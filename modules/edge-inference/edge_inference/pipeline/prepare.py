@@ -1,7 +1,8 @@
 """The decode pool: frames queue -> read, decode, letterbox (vision/) -> prepared queue.
 
 `FramePreparer` turns one job into a `PreparedFrame` (tensor, letterbox geometry, sha256, the decoded image when
-annotation is wanted) or a `Failed` envelope with the frame's error; a file that cannot be read because its share
+annotation is wanted; for a frame whose camera profile (ops/profiles.py) has an ROI or tiling, the views that
+vision/views.py cuts: the ROI crop, the tiles) or a `Failed` envelope with the frame's error; a file that cannot be read because its share
 went away is marked `vanished` (not the frame's fault: it stays claimed). It serves the decode workers and the
 /predict callers alike, and counts the frames inside it so that the batcher knows more are coming.
 
@@ -22,7 +23,7 @@ import os
 import threading
 import time
 
-from edge_inference.entities import FrameJob, PreparedFrame
+from edge_inference.entities import FrameJob, FrameView, PreparedFrame
 from edge_inference.errors import FrameError, UnavailableError
 from edge_inference.names import shown
 from edge_inference.ops.live_settings import LiveSettings
@@ -33,6 +34,7 @@ from edge_inference.settings import Settings
 from edge_inference.share import share_fs
 from edge_inference.share.guard import ShareGuard
 from edge_inference.vision import decode as decoding
+from edge_inference.vision import views as frame_views
 from edge_inference.vision.decode_guard import DecodeGuard
 from edge_inference.vision.model import OnnxModel
 from edge_inference.vision.preprocess import prepare_frame
@@ -97,14 +99,22 @@ class FramePreparer:
                 data, s.max_image_pixels, max_scans=s.jpeg_max_scans, max_decode_bytes=s.max_decode_bytes
             )
             transform = self.model.transform
-            scale = transform.scale(*header.display_size) if s.jpeg_reduced_decode else None
+            judged = self.live.current().for_frame(job.rel_path)
+            profile = judged.profile if job.data is None else None  # /predict: the global settings
+            geometry = profile is not None and (profile.roi is not None or profile.tiling is not None)
+            reduce = s.jpeg_reduced_decode and not geometry  # a crop or tiles need every pixel
+            scale = transform.scale(*header.display_size) if reduce else None
             frame = self.decode_guard.run(
                 header.decode_bytes,
                 lambda: decoding.decode_checked(data, header, scale),
                 None if job.data is not None else lambda: not self.stopping.is_set(),  # /predict: 503, never a wait
             )
             image = frame.image
-            tensor, box = prepare_frame(image, (frame.width, frame.height), transform)
+            if geometry:
+                views = frame_views.cut(image, transform, profile)
+            else:
+                tensor, box = prepare_frame(image, (frame.width, frame.height), transform)
+                views = (FrameView(tensor, box),)
             t2 = time.monotonic()
         except FrameError as exc:
             timings["decode"] = (time.monotonic() - t0) * 1000
@@ -125,8 +135,22 @@ class FramePreparer:
             return Failed(job, FrameError(FrameError.PREPARE_FAILED, message[:500]), timings)
         timings["read"] = (t1 - t0) * 1000
         timings["decode"] = (t2 - t1) * 1000
-        keep = self.live.current().save_annotated if keep_image is None else keep_image
-        return PreparedFrame(job, tensor, box, hashlib.sha256(data).hexdigest(), timings, image if keep else None)
+        first, tiles = views[0], views[1:]
+        if first.tile or tiles:
+            timings["tiles"] = len(tiles) + first.tile
+        keep = judged.save_annotated if keep_image is None else keep_image
+        return PreparedFrame(
+            job,
+            first.tensor,
+            first.letterbox,
+            hashlib.sha256(data).hexdigest(),
+            timings,
+            image if keep else None,
+            origin=first.origin,
+            frame_wh=(frame.width, frame.height) if geometry else None,
+            tiles=tiles,
+            first_is_tile=first.tile,
+        )
 
     def _read_share_frame(self, job: FrameJob) -> bytes:
         """The bytes of a claimed frame, read through the folders the claim area checked (never a symlink)."""
