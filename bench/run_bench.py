@@ -25,8 +25,11 @@ the start and end of every case. `--memory` runs the flat-memory soak instead (2
                                             # --yolov8n-model with a file built elsewhere (bench/yolov8n_model.py).
     bench/run_bench.py --memory             # RSS over 20,000 frames
     bench/run_bench.py --models none --smb  # only the SMB share case (bench/smb_latency.py)
+    bench/run_bench.py --models none --tiling  # only the tiling case (bench/tiling_bench.py)
 
-Every full run ends with the SMB case: drop-to-result latency of frames written over SMB (bench/smb_latency.py).
+Every full run ends with the SMB case: drop-to-result latency of frames written over SMB (bench/smb_latency.py),
+and the tiling case: recall of defects a few pixels wide on 4K frames without and with tiling, and its fps cost
+(bench/tiling_bench.py).
 """
 
 from __future__ import annotations
@@ -1131,6 +1134,10 @@ def markdown_table(report: dict[str, Any]) -> str:
         from bench.smb_latency import markdown
 
         lines += markdown(report["smb"])
+    if "tiling" in report:
+        from bench.tiling_bench import markdown as tiling_markdown
+
+        lines += tiling_markdown(report["tiling"])
     return "\n".join(lines)
 
 
@@ -1179,6 +1186,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--keep", action="store_true", help="keep the temp work folder (module logs, results)")
     p.add_argument("--smb", action="store_true", help="run the SMB share case (always in a full run)")
     p.add_argument("--smb-frames", type=int, default=0, help="frames per SMB writer kind (0: 20, quick 4)")
+    p.add_argument("--tiling", action="store_true", help="run the tiling case (always in a full run)")
+    p.add_argument("--tiling-frames", type=int, default=0, help="4K frames in the tiling case (0: 10, quick 2)")
     args = p.parse_args(argv)
     args.argv = list(argv if argv is not None else sys.argv[1:])
     args.seconds = args.seconds or (1.0 if args.quick else 4.0)
@@ -1240,6 +1249,11 @@ def run(args: argparse.Namespace) -> int:
 
             smb_frames = args.smb_frames or (4 if args.quick else 20)
             report["smb"] = run_smb_latency(workdir, smb_frames, args.providers)
+        if args.tiling or not args.quick:
+            from bench.tiling_bench import run_tiling
+
+            demo = load_module_model(DEMO_MODEL, args.providers, workdir)
+            report["tiling"] = run_tiling(demo, args.tiling_frames or (2 if args.quick else 10))
         report["goals"] = goals(report["cases"])
         report["loadEnd"] = load_average()
         report["seconds"] = round(time.monotonic() - started, 1)

@@ -7,10 +7,12 @@ tiles only when the region is more than `autoFactor` times the model's input alo
 
 Merge, after each view's own NMS and once every box is in frame pixels: a box that touches a tile's edge
 inside the region (not the frame's own border) is a piece that the edge may have cut. Boxes are taken whole ones
-first, best first: a whole box that overlaps a kept one of its class by more than the IoU threshold is a
-duplicate (dropped: the overlap between tiles and the full-frame pass see the same object twice); a piece that
-overlaps a kept box of its class (or touches it across the cut) is joined to it: the kept box grows to hold both,
-its confidence is the better one. Masks, keypoints and rotated boxes stay those of the box that was kept first.
+first, best first. A box that overlaps (or meets edge to edge) a kept box of its class found in another view is
+the same object seen again (the tiles overlap, and the full-frame pass sees everything once more): a whole box is
+a duplicate and dropped, a piece is joined to it (the kept box grows to hold both; its confidence is the better
+one). Boxes of one view never merge with each other: that view's NMS already told them apart. Masks, keypoints
+and rotated boxes stay those of the box kept first. The price: two objects of one class that touch, each seen by
+a different view only, come out as one box.
 """
 
 from __future__ import annotations
@@ -78,18 +80,6 @@ def _cut(box: tuple[float, float, float, float], region: Rect, frame_wh: tuple[i
     )
 
 
-def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-    inter = _intersection(a, b)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
-def _intersection(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-    w = min(a[2], b[2]) - max(a[0], b[0])
-    h = min(a[3], b[3]) - max(a[1], b[1])
-    return max(0.0, w) * max(0.0, h)
-
-
 def _touch(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
     """Overlapping, or meeting edge to edge (within EDGE_PX) along a shared stretch."""
     gap_x = max(a[0], b[0]) - min(a[2], b[2])
@@ -98,27 +88,37 @@ def _touch(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
 
 
 def merge(
-    views: Sequence[ViewDetections], frame_wh: tuple[int, int], iou: float, *, agnostic: bool, max_detections: int
+    views: Sequence[ViewDetections], frame_wh: tuple[int, int], *, agnostic: bool, max_detections: int
 ) -> tuple[Detection, ...]:
     """One list of detections from the views of a frame (tiles and the full-frame pass), best first."""
-    found = [(d, view.tile and _cut(d.box, view.region, frame_wh)) for view in views for d in view.detections]
-    found.sort(key=lambda item: (item[1], -item[0].confidence))  # whole boxes first, then best first
+    found = [
+        (d, index, view.tile and _cut(d.box, view.region, frame_wh))
+        for index, view in enumerate(views)
+        for d in view.detections
+    ]
+    found.sort(key=lambda item: (item[2], -item[0].confidence))  # whole boxes first, then best first
     kept: list[Detection] = []
-    for detection, piece in found:
-        same = [i for i, k in enumerate(kept) if agnostic or k.class_id == detection.class_id]
-        if piece:
-            joined = [i for i in same if _touch(kept[i].box, detection.box)]
-            if joined:
-                _join(kept, joined, detection)
-                continue
-        elif any(_iou(kept[i].box, detection.box) > iou for i in same):
-            continue
-        kept.append(detection)
+    seen_in: list[set[int]] = []  # the views each kept box was seen in
+    for detection, index, piece in found:
+        same = [
+            i
+            for i, k in enumerate(kept)
+            if (agnostic or k.class_id == detection.class_id)
+            and index not in seen_in[i]  # one view's own boxes are separate objects (its NMS said so)
+            and _touch(k.box, detection.box)
+        ]
+        if not same:
+            kept.append(detection)
+            seen_in.append({index})
+        elif piece:
+            _join(kept, seen_in, same, detection, index)
+        else:
+            seen_in[same[0]].add(index)  # the same object seen whole again: a duplicate
     kept.sort(key=lambda d: -d.confidence)
     return tuple(kept[:max_detections])
 
 
-def _join(kept: list[Detection], indices: list[int], piece: Detection) -> None:
+def _join(kept: list[Detection], seen_in: list[set[int]], indices: list[int], piece: Detection, view: int) -> None:
     """Grow the first of `kept[indices]` to hold the piece and the others it now bridges; drop those others."""
     head = kept[indices[0]]
     boxes = [head.box, piece.box, *(kept[i].box for i in indices[1:])]
@@ -130,5 +130,8 @@ def _join(kept: list[Detection], indices: list[int], piece: Detection) -> None:
     )
     confidence = max(head.confidence, piece.confidence, *(kept[i].confidence for i in indices[1:]))
     kept[indices[0]] = replace(head, box=union, confidence=confidence)
+    seen_in[indices[0]].add(view)
     for i in sorted(indices[1:], reverse=True):
+        seen_in[indices[0]] |= seen_in[i]
         del kept[i]
+        del seen_in[i]

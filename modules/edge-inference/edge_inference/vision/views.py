@@ -72,9 +72,7 @@ def read(
         moved = tuple(regions.shifted(d, dx, dy) for d in answer.detections)
         found.append(tiling.ViewDetections(moved, region, view.tile))
     if len(found) > 1:
-        detections = tiling.merge(
-            found, frame_wh, options.iou, agnostic=options.agnostic, max_detections=options.max_detections
-        )
+        detections = tiling.merge(found, frame_wh, agnostic=options.agnostic, max_detections=options.max_detections)
     else:
         detections = found[0].detections
     roi = profile.roi if profile else None
