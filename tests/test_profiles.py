@@ -5,6 +5,8 @@ twin patch of `profiles` changing the next frame of the matching folder and no o
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +15,7 @@ from edge_inference.iot.profile_rules import ServedModel
 from edge_inference.iot.twin import TwinState, validate_desired
 from edge_inference.ops.live_settings import TwinSettings
 from edge_inference.ops.profiles import first_match
+from edge_inference.vision import roi as regions
 from tests.test_pipeline import frame, model_path, results_of, start  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.timeout(60)
@@ -182,3 +185,21 @@ def test_a_crop_roi_maps_boxes_back_to_the_frame_exactly(start, shares) -> None:
     # and 39..49 x 27..37 are 75..125 x 135..185 and 195..245 x 135..185 in the crop, + (100, 80) in the frame
     assert [d.box for d in result.detections] == [(175.0, 215.0, 225.0, 265.0), (295.0, 215.0, 345.0, 265.0)]
     assert (result.width, result.height) == (640, 480) and result.profile == "crop"
+
+
+def test_the_readme_example_of_a_line_with_three_cameras_is_accepted_and_judges_as_it_says() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("<!-- profiles-example -->")[1].split("<!-- /profiles-example -->")[0]
+    desired = json.loads(block.strip().removeprefix("```json").removesuffix("```"))
+    live, acks = validate_desired(desired, TwinSettings(), SERVED)
+    assert {key: ack["ac"] for key, ack in acks.items()} == dict.fromkeys(desired, 200)
+    cam1, cam2, cam3, other = (
+        live.for_frame(f"{cam}/2026/0001.jpg") for cam in ("line1/cam1", "line1/cam2", "Line1/Cam3", "line2/cam1")
+    )
+    assert cam1.classes == ("scratch",) and dict(cam1.class_thresholds) == {"spot": 0.6, "scratch": 0.35}
+    assert cam1.profile is not None and cam1.profile.roi is not None and cam1.profile.roi.exclude
+    assert cam2.confidence_threshold == 0.4 and dict(cam2.class_thresholds) == {"spot": 0.6}
+    assert cam2.profile is not None and cam2.profile.tiling is not None and cam2.profile.tiling.mode == "auto"
+    assert cam3.save_annotated and cam3.alert_classes == ("dent",)
+    assert cam3.profile is not None and regions.crop_rect(cam3.profile.roi, 1920, 1080) == (400, 300, 1500, 900)
+    assert other.profile is None and other.confidence_threshold == 0.5
