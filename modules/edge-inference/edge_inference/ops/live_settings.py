@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from edge_inference.ops.profiles import Profile, first_match
+from edge_inference.ops.profiles import OVERRIDDEN, Profile, first_match
 from edge_inference.settings import Settings
 
 TelemetryMode = Literal["perFrame", "summary", "off"]
@@ -82,14 +82,9 @@ class TwinSettings:
         return replace(self, **dict(profile.settings), class_thresholds=tuple(thresholds.items()), profile=profile)
 
 
-# twin property name -> TwinSettings field name
+# twin property name -> TwinSettings field name (the first ones a camera profile may set too)
 TWIN_PROPERTIES: dict[str, str] = {
-    "confidenceThreshold": "confidence_threshold",
-    "iouThreshold": "iou_threshold",
-    "maxDetections": "max_detections",
-    "classes": "classes",
-    "alertClasses": "alert_classes",
-    "saveAnnotated": "save_annotated",
+    **OVERRIDDEN,
     "telemetry": "telemetry",
     "paused": "paused",
     "classThresholds": "class_thresholds",
