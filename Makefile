@@ -16,6 +16,14 @@ OUTPUT_DIR ?= $(CURDIR)/data/output
 STATE_DIR ?= $(CURDIR)/data/state
 export INPUT_DIR OUTPUT_DIR STATE_DIR
 
+# Live settings of `make run` / `make demo`: a JSON file of twin desired properties (LOCAL_TWIN_PATH), acks beside it.
+LOCAL_TWIN_PATH ?= $(CURDIR)/data/twin.json
+# `make simulate PATCH='{"saveAnnotated": true}'` pushes that desired patch; SIMULATE_ARGS passes more options.
+PATCH ?=
+SIMULATE_ARGS ?=
+# `make demo DEMO_ARGS='--count 5 --interval 0.2'`: options of tools/demo.py after the defaults
+DEMO_ARGS ?=
+
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
@@ -24,7 +32,7 @@ INSTALL_DOWNLOAD := 450 MB
 INSTALL_DISK := 1.1 GB
 INSTALL_BIGGEST := onnxruntime-gpu alone is 277 MB, opencv 60 MB
 
-.PHONY: help install lock run demo simulate test test-faults lint bench soak gpu-smoke model config validate deploy-check build push clean apt-deps settings-doc
+.PHONY: help install lock run demo simulate simulate-rollout test test-faults lint bench soak gpu-smoke model config validate deploy-check build push clean apt-deps settings-doc
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -69,19 +77,22 @@ apt-deps: ## install the Debian packages the tests need (mosquitto broker, Samba
 	    || { echo "make apt-deps: apt-get install$$missing failed; as root run: apt-get install$$missing" >&2; exit 1; }; \
 	fi
 
-run: install ## run the module locally on the bundled demo model (folders under data/)
+run: install ## run the module locally on the bundled demo model (folders under data/, live settings in data/twin.json)
 	@mkdir -p "$(INPUT_DIR)" "$(OUTPUT_DIR)" "$(STATE_DIR)"
 	@echo "edge-inference: drop frames into $(INPUT_DIR); results appear in $(OUTPUT_DIR)/results"
-	@echo "  (make demo drops synthetic defect frames for you)"
-	$(PY) -m edge_inference
+	@echo "  live settings: edit $(LOCAL_TWIN_PATH) (acks in twin.reported.json beside it); make demo drops frames for you"
+	@LOCAL_TWIN_PATH="$(LOCAL_TWIN_PATH)" exec $(PY) -m edge_inference
 
-demo: install ## run the module and drop synthetic defect frames into the input folder
+demo: install ## run the module and drop 20 synthetic defect frames into the input folder (progress line; Ctrl-C stops both)
 	@mkdir -p "$(INPUT_DIR)" "$(OUTPUT_DIR)" "$(STATE_DIR)"
-	$(PY) tools/drop_frames.py --to "$(INPUT_DIR)" --count 20 --interval 1.0 --delay 3 & \
-	  trap 'kill $$! 2>/dev/null' EXIT; $(PY) -m edge_inference
+	@LOCAL_TWIN_PATH="$(LOCAL_TWIN_PATH)" exec $(PY) tools/demo.py --input "$(INPUT_DIR)" --output "$(OUTPUT_DIR)" \
+	  --count 20 --interval 1.0 --delay 3 $(DEMO_ARGS)
 
-simulate: install apt-deps ## run the module against the local edgeHub rig (mosquitto + hub emulator)
-	$(PY) tools/simulate.py
+simulate: install apt-deps ## run the module against the local edgeHub rig (mosquitto + hub emulator); PATCH='{...}' pushes that desired patch
+	@exec $(PY) tools/simulate.py $${PATCH:+--patch "$$PATCH"} $(SIMULATE_ARGS)
+
+simulate-rollout: install apt-deps ## a model rollout and rollback from the twin, against the edgeHub rig and a loopback HTTPS server
+	$(PY) tools/simulate_rollout.py
 
 test: install apt-deps ## run the whole test suite
 	$(PY) -m pytest $(PYTEST_ARGS)

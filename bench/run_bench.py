@@ -26,10 +26,12 @@ the start and end of every case. `--memory` runs the flat-memory soak instead (2
     bench/run_bench.py --memory             # RSS over 20,000 frames
     bench/run_bench.py --models none --smb  # only the SMB share case (bench/smb_latency.py)
     bench/run_bench.py --models none --tiling  # only the tiling case (bench/tiling_bench.py)
+    bench/run_bench.py --models none --rollout   # only the model rollout case (bench/rollout_bench.py)
 
 Every full run ends with the SMB case: drop-to-result latency of frames written over SMB (bench/smb_latency.py),
-and the tiling case: recall of defects a few pixels wide on 4K frames without and with tiling, and its fps cost
-(bench/tiling_bench.py).
+the tiling case: recall of defects a few pixels wide on 4K frames without and with tiling, and its fps cost
+(bench/tiling_bench.py), and the model rollout case: what a candidate and a swap cost the active model
+(bench/rollout_bench.py).
 """
 
 from __future__ import annotations
@@ -1188,6 +1190,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--smb-frames", type=int, default=0, help="frames per SMB writer kind (0: 20, quick 4)")
     p.add_argument("--tiling", action="store_true", help="run the tiling case (always in a full run)")
     p.add_argument("--tiling-frames", type=int, default=0, help="4K frames in the tiling case (0: 10, quick 2)")
+    p.add_argument("--rollout", action="store_true", help="run the model rollout case (always in a full run)")
     args = p.parse_args(argv)
     args.argv = list(argv if argv is not None else sys.argv[1:])
     args.seconds = args.seconds or (1.0 if args.quick else 4.0)
@@ -1254,6 +1257,11 @@ def run(args: argparse.Namespace) -> int:
 
             demo = load_module_model(DEMO_MODEL, args.providers, workdir)
             report["tiling"] = run_tiling(demo, args.tiling_frames or (2 if args.quick else 10))
+        if args.rollout or not args.quick:
+            from bench.rollout_bench import run_rollout_bench
+
+            report["rollout"] = run_rollout_bench(workdir, args.providers, args.quick)
+            print(json.dumps(report["rollout"], indent=1), flush=True)
         report["goals"] = goals(report["cases"])
         report["loadEnd"] = load_average()
         report["seconds"] = round(time.monotonic() - started, 1)

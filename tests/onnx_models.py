@@ -27,9 +27,16 @@ def build_constant_model(
     input_type: int = TensorProto.FLOAT,
     input_shape: list[int | str] | None = None,
     batched_output: bool = True,
+    version: str = "0.0.1",
+    fail_above: float | None = None,
 ) -> Path:
-    """A model whose output is `output` (shape [1, ...] when batched) for every image of the batch."""
-    meta = {"names": names} if names is not None else {}
+    """A model whose output is `output` (shape [1, ...] when batched) for every image of the batch.
+
+    `fail_above`: the run fails (a Gather index out of range, as a model with a bug fails) when the batch's mean
+    pixel is above it: bright frames fail, the warm-up's grey and ordinary frames do not."""
+    meta = {"version": version}
+    if names is not None:
+        meta["names"] = names
     if end2end is not None:
         meta["end2end"] = str(end2end)
     return build_model(
@@ -41,6 +48,7 @@ def build_constant_model(
         input_type=input_type,
         input_shape=input_shape,
         batched_output=batched_output,
+        fail_above=fail_above,
     )
 
 
@@ -55,6 +63,7 @@ def build_model(
     output_type: int = TensorProto.FLOAT,
     input_shape: list[int | str] | None = None,
     batched_output: bool = True,
+    fail_above: float | None = None,
 ) -> Path:
     """A model with these constant outputs (each [1, ...], broadcast over the batch when batched), the given
     metadata (Ultralytics' keys: task, names, imgsz, stride, kpt_shape, end2end, args) and input/output types:
@@ -97,8 +106,30 @@ def build_model(
                 helper.make_node("Cast", [value], [name], to=output_type),
             ]
         graph_outputs.append(helper.make_tensor_value_info(name, output_type, out_shape))
+    if fail_above is not None:  # output0 goes through an index that is out of range on bright frames
+        _fail_when_bright(nodes, inits, src, fail_above)
     save(path, helper.make_graph(nodes, "tiny", [images], graph_outputs, initializer=inits), metadata or {})
     return path
+
+
+def _fail_when_bright(nodes: list[onnx.NodeProto], inits: list[onnx.TensorProto], src: str, above: float) -> None:
+    """Route `output0` through a Gather whose index is 5 (out of range) when the batch's mean pixel is above
+    `above`: ONNX Runtime then fails the run, as a model with a bug does."""
+    producer = next(n for n in nodes if "output0" in n.output)
+    producer.output[list(producer.output).index("output0")] = "output_ok"
+    nodes += [
+        helper.make_node("ReduceMean", [src], ["all_mean"], keepdims=0),
+        helper.make_node("Greater", ["all_mean", "fail_above"], ["bright"]),
+        helper.make_node("Cast", ["bright"], ["bright_i"], to=TensorProto.INT64),
+        helper.make_node("Mul", ["bright_i", "five"], ["index"]),
+        helper.make_node("Gather", ["pair", "index"], ["picked"], axis=0),
+        helper.make_node("Add", ["output_ok", "picked"], ["output0"]),
+    ]
+    inits += [
+        numpy_helper.from_array(np.array(above, np.float32), "fail_above"),
+        numpy_helper.from_array(np.array(5, np.int64), "five"),
+        numpy_helper.from_array(np.zeros((2,), np.float32), "pair"),
+    ]
 
 
 def save(path: Path, graph: onnx.GraphProto, metadata: dict[str, str]) -> None:

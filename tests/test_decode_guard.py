@@ -62,3 +62,21 @@ def test_an_error_in_the_decode_reaches_the_caller() -> None:
     with pytest.raises(ValueError, match="bad bytes"):
         guard.run(10, broken)
     assert guard.reserved_bytes == 0
+
+
+def test_helper_threads_are_kept_between_decodes_and_an_abandoned_one_does_not_hold_up_the_next() -> None:
+    guard = DecodeGuard(0.3, 1000, max_overruns=2)
+    names = {guard.run(10, lambda: threading.current_thread().name) for _ in range(5)}
+    idents = {guard.run(10, threading.get_ident) for _ in range(5)}
+    assert len(idents) == 1 and names == {"decode-run"}  # one kept helper, not a thread per decode
+    release = threading.Event()
+    with pytest.raises(FrameError):
+        guard.run(10, lambda: release.wait(10))
+    # the helper running the abandoned decode is busy: the next decode gets a helper of its own at once
+    other = guard.run(10, threading.get_ident)  # within its 0.3 s budget, or FrameError
+    assert other not in idents and guard.overruns == 1
+    release.set()
+    deadline = time.monotonic() + 5
+    while guard.overruns and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert guard.overruns == 0

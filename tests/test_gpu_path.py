@@ -20,7 +20,7 @@ import pytest
 
 from edge_inference.errors import GpuError
 from edge_inference.settings import read_settings
-from edge_inference.vision import model as model_module
+from edge_inference.vision import providers as providers_module
 from edge_inference.vision.model import CPU, CUDA, OnnxModel
 from tests import gpu_fakes
 from tests.gpu_fakes import FakeGpuSession
@@ -85,7 +85,7 @@ def test_tensorrt_that_fails_for_real_hands_over_to_cuda_with_cudas_options(
     tmp_path: Path, fake_gpu: type[FakeGpuSession], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # given the TensorRT libraries "load" but ONNX Runtime's TensorRT provider really cannot start here
-    monkeypatch.setattr(model_module, "load_tensorrt_libraries", lambda: None)
+    monkeypatch.setattr(providers_module, "load_tensorrt_libraries", lambda: None)
     model = OnnxModel(settings(tmp_path, tiny(tmp_path), EXECUTION_PROVIDERS="tensorrt,cuda,cpu", BATCH_SIZE="4"))
     trt, cuda = model.attempts[0], model.attempts[1]
     # then the TensorRT attempt failed with ONNX Runtime's reason, carrying its profile for batch 1..4

@@ -22,7 +22,7 @@ import requests
 
 from edge_inference.control.http_api import HttpServer, build_http_server
 from edge_inference.entities import FrameResult
-from edge_inference.errors import FrameError
+from edge_inference.errors import FrameError, PortInUseError
 from edge_inference.ops.metrics import MetricsRegistry
 from edge_inference.settings import Settings
 from tests.http_support import (
@@ -437,7 +437,7 @@ def test_port_in_use_fails_in_the_constructor() -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        with pytest.raises(OSError):
+        with pytest.raises(PortInUseError, match=f"HTTP_PORT={port} is already in use on 127.0.0.1"):
             build_http_server(DecodingPredictor(), MetricsRegistry(), Settings(http_host="127.0.0.1", http_port=port))
 
 

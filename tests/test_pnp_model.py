@@ -1,18 +1,21 @@
 """The IoT Plug and Play model (DTDL v2) against the code: writable properties, telemetry, commands, model ID.
 
 Given modules/edge-inference/pnp/dtmi/edgeinference/edgeinference-1.json, its writable properties are exactly the
-twin properties the module validates, its commands exactly the direct methods it serves, every top-level field of
-every message the code builds (per frame, alert, health alarm, summary) is a declared telemetry whose schema the
-real value fits, the reported `runtime` of a real ONNX Runtime session fits its schema, and the module
-announces the interface's id (the live check against the SDK is in test_iot_e2e).
+twin properties the module validates (the model rollout's `model` and `candidate` included), its commands exactly
+the direct methods it serves, every top-level field of every message the code builds (per frame, alert, health
+alarm, summary, a candidate's evaluation) is a declared telemetry whose schema the real value fits, the reported
+`runtime` of a real ONNX Runtime session fits its schema, and the module announces the interface's id (the live
+check against the SDK is in test_iot_e2e; the rollout's acknowledgements are checked in test_rollout_e2e).
 """
 
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import replace
 from typing import Any
 
+import numpy as np
 import pytest
 
 from edge_inference.entities import (
@@ -30,6 +33,7 @@ from edge_inference.iot.twin import validate_desired
 from edge_inference.ops.alarms import ActiveAlarm, build_health_message
 from edge_inference.ops.live_settings import TWIN_PROPERTIES, TwinSettings
 from edge_inference.ops.telemetry import SummaryWindow, build_alert_message, build_detection_message
+from edge_inference.rollout.spec import MODEL_PROPERTIES
 from tests.dtdl import MAX_DEPTH, MODEL_FILE, conformance, contents, depth, interface
 
 pytestmark = pytest.mark.timeout(60)
@@ -37,8 +41,15 @@ pytestmark = pytest.mark.timeout(60)
 DTMI = re.compile(
     r"^dtmi:[A-Za-z](?:[A-Za-z0-9_]*[A-Za-z0-9])?(?::[A-Za-z](?:[A-Za-z0-9_]*[A-Za-z0-9])?)*;[1-9][0-9]*$"
 )
-# Top-level body fields the interface cannot declare (one schema per name in DTDL), by message type.
-NOT_DECLARED = {"summary": {"detections"}, "health": {"details"}}
+# Top-level body fields the interface cannot declare (one schema per name in DTDL), by message type: a result's
+# `model` object shares its name with the writable property `model` (the model rollout), which wins.
+NOT_DECLARED = {
+    "summary": {"detections", "model"},
+    "health": {"details"},
+    "detection": {"model"},
+    "alert": {"model"},
+    "cut": {"model"},
+}
 
 
 def _task_results() -> list[FrameResult]:
@@ -64,7 +75,7 @@ def _result(*, error: dict[str, str] | None = None, n: int = 2) -> FrameResult:
         1920,
         1080,
         "ab" * 32,
-        ModelInfo("demo", "1.0.0", "CPUExecutionProvider"),
+        ModelInfo("demo", "1.0.0", "CPUExecutionProvider", "cd" * 32),
         0.5,
         0.45,
         detections if error is None else (),
@@ -72,6 +83,33 @@ def _result(*, error: dict[str, str] | None = None, n: int = 2) -> FrameResult:
         "2026-11-30T10:00:00.123Z",
         error,
     )
+
+
+def _evaluation() -> dict[str, Any]:
+    """A real candidate evaluation: the demo model judged against itself on one frame."""
+    from edge_inference.entities import Letterbox
+    from edge_inference.ops.live_settings import LiveSettings, TwinSettings
+    from edge_inference.rollout.shadow import CandidateShadow, ShadowFrame, ShadowInbox
+    from edge_inference.settings import read_settings
+    from edge_inference.vision.model import OnnxModel
+    from tests.rollout_support import ListSink
+
+    settings = read_settings({"EXECUTION_PROVIDERS": "cpu"})
+    model = OnnxModel(settings)
+    sink = ListSink()
+    inbox = ShadowInbox()
+    shadow = CandidateShadow(settings, inbox, lambda: True, sink, LiveSettings(TwinSettings()))
+    with shadow:
+        shadow.begin(model, model.describe(), model, 1.0, None)
+        tensor = np.full((1, 3, *model.input_hw), 0.5, np.float32)
+        box = Letterbox(1.0, 0.0, 0.0, model.input_hw[1], model.input_hw[0])
+        inbox.offer(ShadowFrame("ff" * 16, tensor, box, None, (), 3.0, TwinSettings()))
+        deadline = time.monotonic() + 10
+        while (shadow.stats() or {}).get("framesCompared", 0) < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        shadow.end("a test")
+    assert sink.sent and sink.sent[-1].output == "modelEvaluation"
+    return sink.sent[-1].body
 
 
 def _messages() -> dict[str, list[dict[str, Any]]]:
@@ -92,6 +130,7 @@ def _messages() -> dict[str, list[dict[str, Any]]]:
             build_health_message(alarm, False, "2026-11-30T10:05:00.000Z").body,
         ],
         "summary": [window.message().body],
+        "evaluation": [_evaluation()],
     }
 
 
@@ -112,7 +151,7 @@ def test_the_interface_is_dtdl_v2_with_the_id_the_module_announces() -> None:
 
 def test_writable_properties_are_the_twin_properties_and_fit_their_schemas() -> None:
     writable = contents("Property", writable=True)
-    assert set(writable) == set(TWIN_PROPERTIES)
+    assert set(writable) == set(TWIN_PROPERTIES) | set(MODEL_PROPERTIES)
     changed, _acks = validate_desired(
         {"classes": ["scratch"], "telemetry": {"mode": "summary", "summaryIntervalSeconds": 30}, "$version": 2},
         TwinSettings(),
@@ -145,11 +184,14 @@ def test_every_field_of_every_message_is_declared_telemetry_that_fits() -> None:
 def test_runtime_of_a_real_session_fits_the_read_only_property(tmp_path: Any) -> None:
     import importlib.metadata as md
 
+    from edge_inference.control.commands import runtime_report
     from edge_inference.settings import read_settings
     from edge_inference.vision.model import OnnxModel
 
     model = OnnxModel(read_settings({"EXECUTION_PROVIDERS": "cpu", "STATE_DIR": str(tmp_path)}))
-    runtime = {**model.runtime_info(), "moduleVersion": "0.1.0", "packages": {"numpy": md.version("numpy")}}
+    rollout = {"state": "fetching", "since": "2026-11-30T10:00:00.000Z", "bytes": 10, "totalBytes": 20}
+    runtime = runtime_report(model, {**rollout, "target": {"name": "d", "version": "7", "sha256": "ab" * 32}})
+    assert runtime["packages"]["numpy"] == md.version("numpy")
     properties = contents("Property", writable=False)
     assert set(properties) == {"runtime", "stats"}
     assert conformance(runtime, properties["runtime"]["schema"], "runtime") == []

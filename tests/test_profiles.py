@@ -15,7 +15,10 @@ from edge_inference.iot.profile_rules import ServedModel
 from edge_inference.iot.twin import TwinState, validate_desired
 from edge_inference.ops.live_settings import TwinSettings
 from edge_inference.ops.profiles import first_match
+from edge_inference.settings import read_settings
 from edge_inference.vision import roi as regions
+from edge_inference.vision.model import OnnxModel
+from tests.onnx_models import build_constant_model, yolov8_output
 from tests.test_pipeline import frame, model_path, results_of, start  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.timeout(60)
@@ -139,7 +142,7 @@ def test_overlapping_rules_and_globs_that_match_nothing_yet_are_accepted() -> No
 def test_a_twin_patch_of_profiles_changes_the_next_frame_of_the_matching_folder_and_no_other(start, shares) -> None:  # type: ignore[no-untyped-def]
     run = start()
     module = run.module
-    twin = TwinState(module.live, module.metrics, lambda: ServedModel(module.model.name, module.model.class_names))
+    twin = TwinState(module.live, module.metrics, module.reported, served=module.served_model)
     frame(shares["input"] / "line1" / "cam2" / "0001.jpg", 640, 480)
     frame(shares["input"] / "line1" / "cam3" / "0001.jpg", 640, 480, seed=1)
     before = run.collector.wait_for(2)
@@ -157,6 +160,23 @@ def test_a_twin_patch_of_profiles_changes_the_next_frame_of_the_matching_folder_
     assert cam3.profile is None and [d.label for d in cam3.detections] == ["scratch", "dent"]
     body = results_of(shares["output"])["line1/cam2/0002.jpg"]
     assert body["profile"] == "cam2"
+
+    # and after a rollout swaps in a model with other class names, profiles are checked against that model
+    relabelled = build_constant_model(
+        shares["output"].parent / "relabelled.onnx", yolov8_output([(20, 20, 8, 8)], [[0.9]]), names="{0: 'crack'}"
+    )
+    new = OnnxModel(read_settings({"MODEL_PATH": str(relabelled), "STATE_DIR": str(shares["output"].parent)}))
+    module.slot.swap(new)
+    assert module.served_model() == ServedModel(new.name, ("crack",))
+    twin.apply(
+        {"profiles": [{"name": "cam2", "match": "line1/cam2/**", "classes": ["dent"]}], "$version": 6}, full=False
+    )
+    refused = twin.take_reported()["profiles"]
+    assert refused["ac"] == 400 and "dent" in refused["ad"], refused
+    twin.apply(
+        {"profiles": [{"name": "cam2", "match": "line1/cam2/**", "classes": ["crack"]}], "$version": 7}, full=False
+    )
+    assert twin.take_reported()["profiles"]["ac"] == 200
 
 
 def test_a_crop_roi_maps_boxes_back_to_the_frame_exactly(start, shares) -> None:  # type: ignore[no-untyped-def]

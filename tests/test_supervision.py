@@ -55,7 +55,7 @@ def make_module(tmp_path: Path) -> Iterator[Callable[..., Module]]:
     )
     modules: list[Module] = []
 
-    def make(env: dict[str, str] | None = None) -> Module:
+    def make(env: dict[str, str] | None = None, **overrides: Any) -> Module:
         settings = in_process_settings(
             tmp_path,
             model,
@@ -63,6 +63,7 @@ def make_module(tmp_path: Path) -> Iterator[Callable[..., Module]]:
             decode_workers=1,
             shutdown_timeout_seconds=5,
             iot_timeout_seconds=5,
+            **overrides,
         )
         module = Module(settings, env={} if env is None else env)
         modules.append(module)
@@ -123,6 +124,18 @@ def test_a_killed_thread_stops_the_module_with_exit_code_1(
     # then the module stops with exit code 1, saying which thread died and of what
     assert exit_code_after(module) == EXIT_FATAL
     assert f"stopping: {thread_name} died: Killed" in caplog.text
+
+
+@pytest.mark.timeout(60)
+def test_a_killed_local_twin_watch_stops_the_module_with_exit_code_1(
+    make_module: Callable[..., Module], tmp_path: Path
+) -> None:
+    # outside IoT Edge the local twin file's watch takes the IoT client's place: watched the same way
+    module = make_module(local_twin_path=tmp_path / "twin.json")
+    assert module.local_twin is not None
+    kill(named("local-twin"))
+    assert exit_code_after(module) == EXIT_FATAL
+    assert module.supervisor.describe_death().startswith("local-twin died: Killed")
 
 
 @pytest.mark.timeout(60)

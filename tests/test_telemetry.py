@@ -3,8 +3,8 @@ tests/test_alarms.py)."""
 
 from __future__ import annotations
 
-import io
 import json
+import logging
 from dataclasses import replace
 from pathlib import Path
 
@@ -60,8 +60,9 @@ def sdk_size(message: OutgoingMessage) -> int:
 
 
 @pytest.mark.timeout(10)
-def test_outputs_are_the_two_routed_names() -> None:
-    assert OUTPUTS == ("detections", "alerts")
+def test_outputs_are_the_three_routed_names() -> None:
+    # the templates route each one (test_manifests checks the routes); modelEvaluation: the candidate's reports
+    assert OUTPUTS == ("detections", "alerts", "modelEvaluation")
 
 
 @pytest.mark.timeout(10)
@@ -225,16 +226,20 @@ def test_a_failing_sink_never_stops_the_pipeline() -> None:
 
 
 @pytest.mark.timeout(10)
-def test_local_sink_prints_and_appends_json_lines(tmp_path: Path) -> None:
-    stream = io.StringIO()
-    sink = LocalTelemetrySink(tmp_path, stream=stream)
+def test_local_sink_appends_json_lines_and_logs_them_only_at_debug(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sink = LocalTelemetrySink(tmp_path)
     message = build_detection_message(make_result(detections=[("dent", 0.9)]))
-    sink.publish(message)
-    sink.publish(message)
+    with caplog.at_level(logging.INFO, logger="edge_inference.ops.publisher"):
+        sink.publish(message)
+    with caplog.at_level(logging.DEBUG, logger="edge_inference.ops.publisher"):
+        sink.publish(message)
     sink.close()
     lines = (tmp_path / "telemetry.jsonl").read_text(encoding="utf-8").splitlines()
     assert len(lines) == 2
-    assert stream.getvalue().splitlines() == lines
+    assert capsys.readouterr().out == ""  # the console gets a readable line per frame instead (ops/console.py)
+    assert [r.getMessage() for r in caplog.records] == [f"telemetry {lines[1]}"]
     record = json.loads(lines[0])
     assert record == {
         "output": "detections",

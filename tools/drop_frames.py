@@ -35,6 +35,11 @@ def write_atomically(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def frame_name(run: str, index: int) -> str:
+    """The name of the `index`-th frame of a run (`--prefix`, else the start time)."""
+    return f"{run}-{index:04d}.jpg"
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Drop synthetic defect frames into a watched folder.")
     parser.add_argument("--to", type=Path, required=True, help="the watched input folder")
@@ -47,9 +52,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: a fresh one each run)")
     parser.add_argument("--quality", type=int, default=90, help="JPEG quality (default 90)")
     parser.add_argument("--truth-dir", type=Path, default=None, help="write <frame>.truth.json here")
+    parser.add_argument("--prefix", default=None, help="frame names <prefix>-0000.jpg... (default: the start time)")
     args = parser.parse_args(argv)
     if args.count < 0 or args.interval < 0 or args.delay < 0:
         parser.error("--count, --interval and --delay must not be negative")
+    if args.prefix is not None and (not args.prefix or "/" in args.prefix or args.prefix.startswith(".")):
+        parser.error("--prefix must be a plain, visible file name prefix")
     if Path(args.subdir).is_absolute() or ".." in Path(args.subdir).parts:
         parser.error("--subdir must be a relative path inside --to")
     if args.truth_dir is not None and _inside(args.truth_dir, args.to):
@@ -69,12 +77,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if truth_folder is not None:
         truth_folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(args.seed)
-    run = time.strftime("%Y%m%d-%H%M%S")
+    run = args.prefix or time.strftime("%Y%m%d-%H%M%S")
     if args.delay:
         time.sleep(args.delay)
     for index in range(args.count):
         image, defects = generate_frame(rng, args.width, args.height)
-        name = f"{run}-{index:04d}.jpg"
+        name = frame_name(run, index)
         if truth_folder is not None:
             truth = {
                 "frame": f"{args.subdir}/{name}",

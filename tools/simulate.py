@@ -2,31 +2,50 @@
 
 Starts the rig on 127.0.0.1, runs `python -m edge_inference` with the rig's edgeHub variables and folders under
 data/simulate/, drops demo frames with tools/drop_frames.py (when present), prints every message the module sends and
-every reported-properties change, pushes one desired patch (confidenceThreshold 0.7) after a few frames, invokes
-`getStatus`, and stops on Ctrl-C or after --seconds. Also `python -m tools.edgehub_rig`.
+every reported-properties change, pushes one desired patch after a few frames (`--patch`, from `make simulate
+PATCH='{"saveAnnotated": true}'`; default `{"confidenceThreshold": 0.7}`), invokes `getStatus`, and stops on Ctrl-C,
+SIGTERM or SIGHUP (tools/child_processes.py: the module, the dropper, mosquitto and the hub emulator all stop with
+it) or after --seconds. Also `python -m tools.edgehub_rig`.
+
+Exit codes: 0 when stopped, the module's code when it stopped by itself (2: a bad setting or a port in use, which
+the module names), 2 when the rig's MQTT port is taken or `--patch` is not a JSON object.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 for _path in (REPO / "modules" / "edge-inference", REPO):  # run as a script without PYTHONPATH
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
-from tools.edgehub_rig import CapturedMessage, EdgeHubRig  # noqa: E402
+from tools.child_processes import ChildProcesses, Stopped, stop_on_signals  # noqa: E402
+from tools.edgehub_rig import MQTTS_PORT, BrokerError, CapturedMessage, EdgeHubRig  # noqa: E402
 from tools.module_process import module_process_env  # noqa: E402
 
 DATA_DIR = REPO / "data" / "simulate"
-DESIRED_PATCH = {"confidenceThreshold": 0.7}
+DESIRED_PATCH: dict[str, Any] = {"confidenceThreshold": 0.7}
+EXIT_USAGE = 2
+MODULE_GRACE_SECONDS = 30.0  # the module drains within SHUTDOWN_TIMEOUT_SECONDS (20) on SIGTERM
+
+
+def desired_patch(text: str) -> dict[str, Any]:
+    """`--patch`: one JSON object of desired properties (argparse turns a ValueError into a usage error)."""
+    try:
+        patch = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc}): {text!r}") from None
+    if not isinstance(patch, dict):
+        raise argparse.ArgumentTypeError(f"expected one JSON object of desired properties, got {text!r}")
+    return patch
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -35,6 +54,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--host", default="127.0.0.1", help="loopback address of the rig (127.0.0.1..127.0.0.20)")
     p.add_argument("--frames", type=int, default=10, help="demo frames to drop")
     p.add_argument("--interval", type=float, default=1.0, help="seconds between dropped frames")
+    p.add_argument(
+        "--patch",
+        type=desired_patch,
+        default=DESIRED_PATCH,
+        help=f"the desired patch to push (JSON object; default {json.dumps(DESIRED_PATCH)})",
+    )
     p.add_argument("--patch-after", type=int, default=3, help="push the desired patch after this many messages")
     p.add_argument("--data-dir", type=Path, default=DATA_DIR, help="input/, output/, state/ live here")
     return p.parse_args(argv)
@@ -81,7 +106,9 @@ def _module_env(rig: EdgeHubRig, data_dir: Path) -> dict[str, str]:
     return module_process_env(**rig.env(), **folders, PYTHONUNBUFFERED="1")
 
 
-def _start_dropper(args: argparse.Namespace, input_dir: Path) -> subprocess.Popen[bytes] | None:
+def _start_dropper(
+    children: ChildProcesses, args: argparse.Namespace, input_dir: Path
+) -> subprocess.Popen[bytes] | None:
     script = REPO / "tools" / "drop_frames.py"
     if not script.exists():
         _say("frames", f"{script.relative_to(REPO)} not found; drop frames into {input_dir} yourself")
@@ -89,21 +116,7 @@ def _start_dropper(args: argparse.Namespace, input_dir: Path) -> subprocess.Pope
     cmd = [sys.executable, str(script), "--to", str(input_dir), "--count", str(args.frames)]
     cmd += ["--interval", str(args.interval)]
     _say("frames", f"dropping {args.frames} demo frames into {input_dir}")
-    return subprocess.Popen(cmd, cwd=REPO, start_new_session=True)
-
-
-def _stop(proc: subprocess.Popen[bytes] | None, name: str, timeout: float) -> int | None:
-    if proc is None:
-        return None
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            _say("stop", f"{name} did not stop within {timeout:.0f}s; killing it")
-            proc.kill()
-            proc.wait(5)
-    return proc.returncode
+    return children.start("drop_frames", cmd, cwd=REPO)
 
 
 class _Reporter:
@@ -128,11 +141,12 @@ class _Reporter:
         self.seen_patches = len(patches)
 
 
-def _run(args: argparse.Namespace, rig: EdgeHubRig) -> int:
+def _run(args: argparse.Namespace, rig: EdgeHubRig, children: ChildProcesses) -> int:
     env = _module_env(rig, args.data_dir)
-    _say("rig", f"edgeHub rig up on {rig.host}:8883 in {rig.start_seconds or 0:.2f}s; starting the module")
-    module = subprocess.Popen([sys.executable, "-m", "edge_inference"], cwd=REPO, env=env, start_new_session=True)
-    dropper: subprocess.Popen[bytes] | None = None
+    _say("rig", f"edgeHub rig up on {rig.host}:{MQTTS_PORT} in {rig.start_seconds or 0:.2f}s; starting the module")
+    module = children.start(
+        "the module", [sys.executable, "-m", "edge_inference"], grace=MODULE_GRACE_SECONDS, cwd=REPO, env=env
+    )
     reporter = _Reporter(rig)
     started = time.monotonic()
     deadline = None if args.seconds is None else started + args.seconds
@@ -149,14 +163,14 @@ def _run(args: argparse.Namespace, rig: EdgeHubRig) -> int:
             if connected_at is None and rig.connected_clients() > 0:
                 connected_at = time.monotonic()
                 _say("module", f"connected to edgeHub after {connected_at - started:.1f}s")
-                dropper = _start_dropper(args, args.data_dir / "input")
+                _start_dropper(children, args, args.data_dir / "input")
             reporter.poll()
             if connected_at is not None and patched_at is None:
                 enough = len(rig.messages()) >= args.patch_after
                 if enough or time.monotonic() - connected_at > 20:
-                    version = rig.set_desired(DESIRED_PATCH)
+                    version = rig.set_desired(args.patch)
                     patched_at = time.monotonic()
-                    _say("desired", f"pushed {json.dumps(DESIRED_PATCH)} as $version {version}")
+                    _say("desired", f"pushed {json.dumps(args.patch)} as $version {version}")
             if patched_at is not None and not status_asked and time.monotonic() - patched_at > 2:
                 status_asked = True
                 try:
@@ -166,20 +180,37 @@ def _run(args: argparse.Namespace, rig: EdgeHubRig) -> int:
                 except TimeoutError as e:
                     _say("method", f"getStatus: {e}")
             time.sleep(0.2)
-    except KeyboardInterrupt:
-        _say("stop", "Ctrl-C")
-    finally:
-        _stop(dropper, "drop_frames", 5)
-        code = _stop(module, "the module", 30)
-        reporter.poll()
-        _say("stop", f"module exit code {code}; {len(rig.messages())} message(s) captured; results in {args.data_dir}")
-    return 1 if early_exit else 0
+    except Stopped as stop:
+        _say("stop", f"{stop}: stopping the dropper, the module and the rig")
+    children.stop_all()  # the dropper, then the module (it drains what it took)
+    reporter.poll()
+    code = module.returncode
+    _say("stop", f"module exit code {code}; {len(rig.messages())} message(s) captured; results in {args.data_dir}")
+    return early_exit or 0
 
 
 def main(argv: list[str] | None = None) -> int:
+    stop_on_signals()  # from here on SIGINT, SIGTERM and SIGHUP unwind through every `with` below
     args = _parse(argv)
-    with tempfile.TemporaryDirectory(prefix="edgehub-rig-") as tmp, EdgeHubRig(Path(tmp), host=args.host) as rig:
-        return _run(args, rig)
+    try:
+        with (
+            tempfile.TemporaryDirectory(prefix="edgehub-rig-") as tmp,
+            EdgeHubRig(Path(tmp), host=args.host) as rig,
+            ChildProcesses() as children,
+        ):
+            return _run(args, rig, children)
+    except BrokerError as exc:
+        if "already in use" not in str(exc):
+            raise
+        _say(
+            "rig",
+            f"port {MQTTS_PORT} on {args.host} (the edgeHub rig's MQTT port; the IoT SDK always uses {MQTTS_PORT}) is"
+            " already in use: another make simulate or MQTT broker is running there; stop it, or run the rig on"
+            " another loopback address: make simulate SIMULATE_ARGS='--host 127.0.0.2'",
+        )
+        return EXIT_USAGE
+    except Stopped:
+        return 0
 
 
 if __name__ == "__main__":

@@ -36,11 +36,14 @@ if str(MODULE_DIR) not in sys.path:
 from edge_inference.iot.methods import METHODS  # noqa: E402
 from edge_inference.ops.live_settings import TWIN_PROPERTIES  # noqa: E402
 from edge_inference.ops.telemetry import OUTPUTS  # noqa: E402
+from edge_inference.rollout.spec import MODEL_PROPERTIES  # noqa: E402
 from edge_inference.settings import ENV_VARS  # noqa: E402
 
 INPUTS: tuple[str, ...] = ("fileEvents",)  # Azure Stack Edge share file events
 SETTING_NAMES = frozenset(v.name for v in ENV_VARS)
-__all__ = ["ENV_VARS", "INPUTS", "METHODS", "OUTPUTS", "SETTING_NAMES", "TWIN_PROPERTIES"]
+# every desired property the module takes: the live settings and the model rollout's `model` and `candidate`
+WRITABLE_PROPERTIES: tuple[str, ...] = (*TWIN_PROPERTIES, *MODEL_PROPERTIES)
+__all__ = ["ENV_VARS", "INPUTS", "METHODS", "OUTPUTS", "SETTING_NAMES", "TWIN_PROPERTIES", "WRITABLE_PROPERTIES"]
 
 
 def module_spec() -> dict[str, Any]:

@@ -19,7 +19,7 @@ from tools.manifest.project import (
     MODULE_NAME,
     OUTPUTS,
     SETTING_NAMES,
-    TWIN_PROPERTIES,
+    WRITABLE_PROPERTIES,
     is_debug_image,
 )
 
@@ -113,12 +113,12 @@ def module_problems(
             )
     twin = (content.get(MODULE_NAME) or {}).get("properties.desired") or {}
     for key in twin:
-        if key not in TWIN_PROPERTIES:
+        if key not in WRITABLE_PROPERTIES:
             problems.append(
                 Problem(
                     "module/twin-unknown",
                     f"modulesContent.{MODULE_NAME}.properties.desired.{key}",
-                    f"the module has no twin property {key!r}; it has {', '.join(TWIN_PROPERTIES)}",
+                    f"the module has no twin property {key!r}; it has {', '.join(WRITABLE_PROPERTIES)}",
                 )
             )
     opts = options.get(MODULE_NAME, {})

@@ -2,16 +2,22 @@
 
 Build order (each part gets what it needs in its constructor):
     settings -> metrics, supervisor, live settings -> telemetry sink (the durable outbox in IoT Edge, local mode's
-    sink otherwise) -> alarm registry -> telemetry publisher -> model (checked, warmed) -> state (ledger, claims,
-    result writer) -> pipeline -> watcher -> commands -> HTTP and metrics servers -> IoT client -> monitors
-Start order: HTTP and metrics servers -> IoT client (the twin applied before the first frame) -> pipeline ->
-watcher -> monitors. Stop order is the reverse, within SHUTDOWN_TIMEOUT_SECONDS: the monitors and the watcher
+    sink otherwise) -> alarm registry -> telemetry publisher (local mode: behind the console's line per frame) ->
+    model downloader (MODEL_CA_FILE checked) -> model store and the model to start on (rollout/startup.py: the one
+    the twin rolled out, else MODEL_PATH; checked, warmed) in its slot -> reported properties -> state (ledger,
+    claims, result writer) -> pipeline -> watcher -> candidate shadow and model rollout -> commands -> HTTP and
+    metrics servers -> IoT client (local mode: the local twin file, LOCAL_TWIN_PATH) -> monitors
+Start order: HTTP and metrics servers -> IoT client or local twin file (the twin applied before the first frame)
+-> pipeline -> model rollout and candidate shadow -> watcher -> monitors. Stop order is the reverse, within
+SHUTDOWN_TIMEOUT_SECONDS: the monitors, the local twin file and the watcher stop, the candidate and the rollout
 stop, the pipeline drains what it took, HTTP closes, telemetry flushes, the IoT client drains the outbox and
-disconnects, the stores close.
+disconnects, the stores close, and the rollout notes the clean stop (a stop after a worker died is not clean: a
+model on probation is then taken for the cause at the next start).
 Every long-lived thread is a `Worker` (workers.py) reporting to one `Supervisor`; when any of them dies the
-module stops and exits with code 1, so that IoT Edge restarts it. Exit codes: 0 after SIGTERM/SIGINT, 1 when a
-worker died, 2 on bad settings or a model that cannot be served (REQUIRE_GPU without a working GPU included: at
-start, or when the GPU fails under the running session; `gpuLost` is raised first).
+module stops and exits with code 1, so that IoT Edge restarts it. Exit codes: 0 after SIGTERM/SIGINT/SIGHUP, 1
+when a worker died, 2 on bad settings, a port in use (HTTP_PORT, METRICS_PORT) or a model that cannot be served
+(REQUIRE_GPU without a working GPU included: at start, or when the GPU fails under the running session; `gpuLost`
+is raised first).
 """
 
 from __future__ import annotations
@@ -24,17 +30,27 @@ from collections.abc import Mapping
 from types import FrameType
 
 from edge_inference import __version__
-from edge_inference.control.commands import ModuleCommands
+from edge_inference.control.commands import ModuleCommands, runtime_report
 from edge_inference.control.http_api import HttpServer, build_http_server
 from edge_inference.control.http_server import ConnectionLimits
 from edge_inference.control.metrics_server import MetricsServer
-from edge_inference.errors import EdgeInferenceError, GpuError, ModelError, ProviderError, SettingsError
+from edge_inference.errors import (
+    EdgeInferenceError,
+    GpuError,
+    ModelError,
+    PortInUseError,
+    ProviderError,
+    SettingsError,
+)
 from edge_inference.frame_memory import keep_frame_buffers
 from edge_inference.iot.client import IoTEdgeClient
+from edge_inference.iot.local_twin import LocalTwinFile
 from edge_inference.iot.outbox import Outbox, open_outbox
 from edge_inference.iot.profile_rules import ServedModel
+from edge_inference.iot.twin import ReportedProperties
 from edge_inference.log import setup_logging
 from edge_inference.ops.alarms import GPU_LOST, AlarmRegistry
+from edge_inference.ops.console import FrameConsole
 from edge_inference.ops.health import DiskSpaceMonitor, GpuMonitor
 from edge_inference.ops.live_settings import LiveSettings, TwinSettings
 from edge_inference.ops.metrics import MetricsRegistry
@@ -42,18 +58,28 @@ from edge_inference.ops.publisher import LocalTelemetrySink, NullSink, Telemetry
 from edge_inference.ops.telemetry import TelemetrySink
 from edge_inference.pipeline.finish import ResultListener
 from edge_inference.pipeline.runner import Pipeline
+from edge_inference.rollout.controller import ModelRollout
+from edge_inference.rollout.fetch import FetchPolicy, ModelDownloader
+from edge_inference.rollout.prepare import ModelPreparer
+from edge_inference.rollout.record import RolloutRecord
+from edge_inference.rollout.shadow import CandidateShadow, ShadowInbox
+from edge_inference.rollout.spec import SpecRules
+from edge_inference.rollout.startup import starting_model
+from edge_inference.rollout.store import ModelStore
+from edge_inference.rollout.verify import ModelVerifier
 from edge_inference.settings import Settings, iot_edge_environment, read_settings, unknown_variable_warnings
 from edge_inference.share import tempfiles
 from edge_inference.share.claims import ClaimArea
 from edge_inference.share.ledger import Ledger
 from edge_inference.share.results import ResultWriter
 from edge_inference.share.watcher import FrameWatcher
-from edge_inference.vision.model import OnnxModel
+from edge_inference.vision.serving import ModelSlot
 from edge_inference.workers import PeriodicWorker, Supervisor
 
 log = logging.getLogger("edge_inference")
 
 EXIT_OK, EXIT_FATAL, EXIT_CONFIG = 0, 1, 2
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)  # SIGHUP: the terminal of `make run` closed
 
 
 class Module:
@@ -61,7 +87,8 @@ class Module:
 
     `env` is the environment that says whether IoT Edge is there (default: the process's); `stop_event` is what
     a signal sets (main() installs the handlers before the model loads). `telemetry` replaces the telemetry
-    publisher as the pipeline's result listener (tests that collect results use it)."""
+    publisher as the pipeline's result listener (tests that collect results use it); `fetch_policy` the model
+    downloads' retries and timeouts (tests of stalling servers shorten them)."""
 
     def __init__(
         self,
@@ -70,6 +97,7 @@ class Module:
         *,
         stop_event: threading.Event | None = None,
         telemetry: ResultListener | None = None,
+        fetch_policy: FetchPolicy | None = None,
     ) -> None:
         s = self.settings = settings
         self.stop_event = stop_event or threading.Event()
@@ -86,22 +114,33 @@ class Module:
         )
         self.alarms = AlarmRegistry(self.sink, self.metrics)
         self.publisher = TelemetryPublisher(self.sink, self.live, self.metrics)
-        self.model = OnnxModel(s)
+        listener: ResultListener = telemetry or self.publisher
+        if not self.in_iot_edge:  # local mode: a readable line per frame on the console
+            listener = FrameConsole(listener)
+        rules = SpecRules(s.model_allow_http, s.models_dir is not None, s.model_max_bytes)
+        downloader = ModelDownloader(rules, s.model_ca_file, fetch_policy)
+        self.store = ModelStore(s.models_cache_dir, s.model_cache_count)
+        starting = starting_model(s, self.store)
+        self.model = starting.model  # the model the module starts on; `slot.active` is the one serving now
+        self.slot = ModelSlot(self.model)
         self.metrics.provider.info({"provider": self.model.provider})
-        self.metrics.model.info({"name": self.model.name, "version": self.model.version, "sha256": self.model.sha256})
+        self.metrics.model.info(self.model.describe())
+        self.reported = ReportedProperties()
         self.ledger = Ledger(s.state_dir / "ledger.sqlite")
         claims = ClaimArea(s.input_dir, s.output_dir, s.replica_id, s.input_disposition, s.claim_stale_seconds)
+        shadow_inbox = ShadowInbox()
         self.pipeline = Pipeline(
             s,
-            self.model,
+            self.slot,
             self.live,
             self.ledger,
             claims,
             ResultWriter(s.output_dir),
             self.metrics,
             self.alarms,
-            telemetry or self.publisher,
+            listener,
             self.supervisor,
+            shadow=shadow_inbox,
             telemetry_tick=self.publisher.tick,
         )
         self.watcher = FrameWatcher(
@@ -113,8 +152,25 @@ class Module:
             rescan_interval=s.rescan_interval_seconds,
             supervisor=self.supervisor,
         )
+        self.shadow = CandidateShadow(s, shadow_inbox, self.pipeline.idle, self.sink, self.live, self.supervisor)
+        record = RolloutRecord(self.store, self.reported, self.slot, runtime_report)
+        verifier = ModelVerifier(s, self.slot)
+        preparer = ModelPreparer(s, self.store, downloader, verifier, record)
+        self.rollout = ModelRollout(
+            s,
+            self.slot,
+            starting,
+            self.store,
+            preparer,
+            self.shadow,
+            record,
+            self.alarms,
+            self.metrics,
+            rules,
+            self.supervisor,
+        )
         self.commands = ModuleCommands(
-            s, self.model, self.live, self.pipeline, self.watcher, self.alarms, self.supervisor
+            s, self.slot, self.live, self.pipeline, self.watcher, self.alarms, self.supervisor, self.rollout
         )
         self.http: HttpServer | None = (
             build_http_server(self.commands, self.metrics, s, self.supervisor) if s.http_port else None
@@ -136,12 +192,31 @@ class Module:
                 self.alarms,
                 self.commands.runtime_info,
                 self.commands.stats,
-                served=lambda: ServedModel(self.model.name, self.model.class_names),
+                reported=self.reported,
+                models=self.rollout,
+                served=self.served_model,
                 supervisor=self.supervisor,
             )
             if self.outbox is not None
             else None
         )
+        self.local_twin = (
+            LocalTwinFile(
+                s.local_twin_path,
+                self.live,
+                self.metrics,
+                self.commands.runtime_info,
+                self.commands.stats,
+                supervisor=self.supervisor,
+                reported=self.reported,
+                models=self.rollout,
+                served=self.served_model,
+            )
+            if self.iot is None and s.local_twin_path is not None
+            else None
+        )
+        if self.iot is not None and s.local_twin_path is not None:
+            log.warning("LOCAL_TWIN_PATH is ignored inside IoT Edge: the module twin sets the live settings")
         volumes = {"output": s.output_dir, "state": s.state_dir}
         self.monitors: list[PeriodicWorker] = [
             DiskSpaceMonitor(
@@ -160,6 +235,12 @@ class Module:
             )
 
     # -- run ----------------------------------------------------------------------------------------------------
+    def served_model(self) -> ServedModel:
+        """The model in service now, which twin `profiles` and `classThresholds` are checked against: read from
+        the slot at each patch, so after a rollout (or a rollback) it is the model serving then, not the boot one."""
+        active = self.slot.active
+        return ServedModel(active.name, active.class_names)
+
     def start(self) -> None:
         s = self.settings
         tempfiles.set_tag(s.replica_id)
@@ -175,7 +256,11 @@ class Module:
             self.metrics_server.start()
         if self.iot is not None:
             self.iot.connect(timeout=s.iot_timeout_seconds)  # the twin is applied before the first frame
+        if self.local_twin is not None:
+            self.local_twin.start()  # so is the local twin file
         self.pipeline.start()
+        self.rollout.start()
+        self.shadow.start()
         self.watcher.start()
         for monitor in self.monitors:
             monitor.start()
@@ -202,24 +287,29 @@ class Module:
             details = {"phase": "inference", "error": str(error), "provider": self.model.provider}
             self.alarms.raise_alarm(GPU_LOST, details)
             log.error("stopping: %s; frames in flight stay claimed and are taken again at restart", error)
-            self.shutdown()
+            self.shutdown(clean=False)
             return EXIT_CONFIG if self.settings.require_gpu else EXIT_FATAL
         log.error("stopping: %s", self.supervisor.describe_death())
-        self.shutdown()
+        self.shutdown(clean=False)
         return EXIT_FATAL
 
     def request_stop(self) -> None:
         self.stop_event.set()
 
-    def shutdown(self) -> None:
-        """Stop everything in reverse order within SHUTDOWN_TIMEOUT_SECONDS (once; later calls do nothing)."""
+    def shutdown(self, *, clean: bool = True) -> None:
+        """Stop everything in reverse order within SHUTDOWN_TIMEOUT_SECONDS (once; later calls do nothing).
+        `clean=False` (a worker died): the rollout does not note a clean stop."""
         if self._shut_down:
             return
         self._shut_down = True
         deadline = time.monotonic() + self.settings.shutdown_timeout_seconds
         for monitor in self.monitors:
             monitor.stop()
+        if self.local_twin is not None:
+            self.local_twin.stop()
         self.watcher.stop(timeout=2.0)
+        self.shadow.stop(timeout=1.0)
+        self.rollout.stop(timeout=1.0)  # a daemon: a verify under way is left to the process's end
         drained = self.pipeline.stop(deadline)
         if self.http is not None:
             self.http.stop(timeout=2.0)
@@ -230,13 +320,14 @@ class Module:
             self.iot.stop(timeout=max(1.0, deadline - time.monotonic()))
         self.sink.close()
         self.ledger.close()
+        if clean:
+            self.rollout.close()
         log.info("stopped (%s)", "drained" if drained else "deadline reached; unfinished frames resume at restart")
 
 
 def main(env: Mapping[str, str] | None = None) -> int:
     """`python -m edge_inference`: read settings, run until SIGTERM, exit with a meaningful code."""
     keep_frame_buffers()  # before any thread: every frame's large buffers reused, not faulted in again
-    in_iot_edge = iot_edge_environment(env)
     in_iot_edge = iot_edge_environment(env)
     try:
         settings = read_settings(env)
@@ -254,12 +345,19 @@ def main(env: Mapping[str, str] | None = None) -> int:
         log.info("signal %s received: draining", signal.Signals(signum).name)
         stop.set()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    for signum in STOP_SIGNALS:
+        if signum != signal.SIGHUP or signal.getsignal(signum) is not signal.SIG_IGN:  # `nohup make run`: ignored
+            signal.signal(signum, on_signal)
     try:
         module = Module(settings, env, stop_event=stop)
     except (ModelError, ProviderError) as exc:
         log.error("cannot serve the model: %s", exc)
+        return EXIT_CONFIG
+    except SettingsError as exc:  # MODEL_CA_FILE, read when the downloader is built
+        log.error("invalid setting: %s", exc)
+        return EXIT_CONFIG
+    except PortInUseError as exc:
+        log.error("cannot start: %s", exc)
         return EXIT_CONFIG
     except EdgeInferenceError as exc:
         log.error("cannot start: %s", exc)
@@ -269,5 +367,5 @@ def main(env: Mapping[str, str] | None = None) -> int:
     except EdgeInferenceError as exc:
         log.error("cannot start: %s", exc)
         module.shutdown()
-        return EXIT_FATAL
+        return EXIT_CONFIG if isinstance(exc, PortInUseError) else EXIT_FATAL
     return module.wait()

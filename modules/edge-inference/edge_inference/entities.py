@@ -109,6 +109,9 @@ class PreparedFrame:
     frame_wh: tuple[int, int] | None = None  # the whole frame's size when `tensor` is a region of it
     tiles: tuple[FrameView, ...] = ()
     first_is_tile: bool = False  # `tensor` is a tile (tiling without the full-frame pass)
+    # the vision/preprocess.py InputTransform that made `tensor`: after a model swap, a frame made for the old
+    # model's input is made again for the new one (vision/serving.py `refit`); None: the serving model's
+    transform: Any = None
 
     @property
     def size(self) -> tuple[int, int]:
@@ -219,11 +222,23 @@ class Classification:
 
 @dataclass(frozen=True)
 class ModelInfo:
+    """The model that made a result (vision/model.py `OnnxModel.info()`), as every result names it."""
+
     name: str
     version: str
     provider: str
     sha256: str = ""
     task: str = "detect"
+
+    def as_dict(self) -> dict[str, str]:
+        """The `model` object of results, messages and reports: every one names the model that made it."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "provider": self.provider,
+            "sha256": self.sha256,
+            "task": self.task,
+        }
 
 
 def utc_now_iso() -> str:
@@ -267,13 +282,7 @@ class FrameResult:
         body: dict[str, Any] = {
             "schemaVersion": SCHEMA_VERSION,
             "frame": {"path": shown(self.rel_path), "width": self.width, "height": self.height, "sha256": self.sha256},
-            "model": {
-                "name": self.model.name,
-                "version": self.model.version,
-                "provider": self.model.provider,
-                "sha256": self.model.sha256,
-                "task": self.model.task,
-            },
+            "model": self.model.as_dict(),
             "profile": self.profile,
             "thresholds": {"confidence": self.confidence_threshold, "iou": self.iou_threshold},
             "detections": [d.as_dict() for d in self.detections],

@@ -7,6 +7,7 @@
     │   └── GpuError              the GPU failed under a running session (CUDA error, device lost): the
     │                             inference stage stops, frames stay claimed, and the module exits to restart
     ├── ShareError                a share cannot be used as the module needs it at start (one sentence, exit 1)
+    ├── PortInUseError            HTTP_PORT or METRICS_PORT is taken by another process (one sentence, exit 2)
     ├── UnavailableError          the module cannot take the request now (not ready, overloaded, paused);
     │                             `retry_after` seconds is a hint (HTTP 503 + Retry-After)
     ├── FrameError                one frame cannot be processed; stays per-frame (result with `error`, file
@@ -17,6 +18,10 @@
     ├── InferenceError            several inference batches failed in a row: the model cannot run any more, the
     │                             inference stage dies (each frame of a failed batch already got its own result)
     ├── SdkCallTimeout            an IoT SDK call did not return within IOT_TIMEOUT_SECONDS (retried with back-off)
+    ├── RolloutError              a twin model (or candidate) was refused: the model in force keeps serving; `ac`
+    │                             is the acknowledgement code (400: the value names a model that cannot be had or
+    │                             served, 500: it could not be fetched or loaded now); the message never holds a
+    │                             URL's query (its SAS token)
     └── WorkerDied                a long-lived thread ended without being asked to (see workers.py)
 
 Anything else escaping a stage is a bug: the stage dies, the module exits non-zero and IoT Edge restarts it.
@@ -51,6 +56,19 @@ class GpuError(ProviderError):
 
 class ShareError(EdgeInferenceError):
     """A share cannot be used as the module needs it (e.g. its state folder is a plain file)."""
+
+
+class PortInUseError(EdgeInferenceError):
+    """A port the module must listen on is taken (another copy of the module still running?); the message names
+    the port and the setting that chooses it."""
+
+    def __init__(self, setting: str, host: str, port: int) -> None:
+        self.setting = setting
+        self.port = port
+        super().__init__(
+            f"{setting}={port} is already in use on {host or 'all addresses'}: another edge-inference (make run,"
+            f" make demo, make simulate) may still be running; stop it, or set {setting} to a free port"
+        )
 
 
 class FrameError(EdgeInferenceError):
@@ -99,6 +117,14 @@ class OutputFullError(EdgeInferenceError):
 
 class InferenceError(EdgeInferenceError):
     """Inference failed for several batches in a row: the stage that runs the model gives up."""
+
+
+class RolloutError(EdgeInferenceError):
+    """A model rollout (or candidate) was refused; `ac` is 400 (bad value) or 500 (failed to fetch or load)."""
+
+    def __init__(self, message: str, ac: int = 500) -> None:
+        super().__init__(message)
+        self.ac = ac
 
 
 class SdkCallTimeout(EdgeInferenceError):

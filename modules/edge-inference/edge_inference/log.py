@@ -21,6 +21,7 @@ import logging
 import re
 import sys
 import time
+import warnings
 from typing import Literal
 
 LogFormat = Literal["iotedge", "text"]
@@ -102,3 +103,7 @@ def setup_logging(level: str = "INFO", log_format: LogFormat = "text") -> None:
     root.setLevel(level)
     for noisy in ("azure.iot.device", "paho", "watchdog", "tornado", "urllib3"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # watchdog's inotify observer, watching a folder made under the share a moment ago, adds the same callback to
+    # its watch twice and warns on stderr (a traceback-like pair of lines); the second add replaces the first with
+    # itself, so nothing is lost: the warning only clutters the console
+    warnings.filterwarnings("ignore", r"Callback with id .* already exists for watch", RuntimeWarning, "watchdog")

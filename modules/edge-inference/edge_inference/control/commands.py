@@ -5,10 +5,13 @@ the `Predictor` of the REST API).
     pause       pause()         the `paused` reason of the intake gate (pipeline/gate.py); `resume()` lifts it
     reprocess   reprocess(p)    finished frames matching a path or glob, taken back (archive) or noted again (keep)
     selfTest    self_test()     a frame with known defects through the real model path (control/selftest.py)
+    getModels   models()        the active model, the candidate, rollback targets, the cache (rollout/controller.py)
+    rollbackModel / promoteCandidate  rollback_model(), promote_candidate(): jobs of the model rollout
     fileEvents  enqueue_path()  one file of the input share, handed to the watcher (de-duplicated there)
     /predict    predict()       pipeline/predict.py; /ready: readiness(); /health: active_provider()
 
-The twin's reported `stats` and `runtime` come from here too.
+The twin's reported `stats` and `runtime` come from here too (`runtime_report`: also what the rollout reports
+after a swap). The serving model is read from vision/serving.py's `ModelSlot` at each call.
 """
 
 from __future__ import annotations
@@ -28,12 +31,14 @@ from edge_inference.ops.alarms import AlarmRegistry
 from edge_inference.ops.live_settings import LiveSettings
 from edge_inference.pipeline.gate import PAUSED
 from edge_inference.pipeline.runner import Pipeline
+from edge_inference.rollout.controller import ModelRollout
 from edge_inference.settings import Settings
 from edge_inference.share import output_layout, share_fs
 from edge_inference.share.claims import safe_join
 from edge_inference.share.ledger import LedgerEntry
 from edge_inference.share.watcher import FrameWatcher, is_frame_name
 from edge_inference.vision.model import OnnxModel
+from edge_inference.vision.serving import ModelSlot
 from edge_inference.workers import Supervisor
 
 log = logging.getLogger(__name__)
@@ -42,27 +47,43 @@ RUNTIME_PACKAGES = ("onnxruntime-gpu", "numpy", "opencv-python-headless", "azure
 STATS_KEYS = ("frames", "inFlight", "queues", "lastResultAt", "uptimeSeconds", "intakeBlocked")
 
 
+def runtime_report(model: OnnxModel, rollout: dict[str, Any]) -> dict[str, Any]:
+    """The twin's reported `runtime`: the serving model (`runtime.model`, with the rollout's state under
+    `rollout`), providers, input, classes, module and package versions."""
+    packages = {}
+    for name in RUNTIME_PACKAGES:
+        try:
+            packages[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    info = model.runtime_info()
+    info["model"] = {**info["model"], "rollout": rollout}
+    return {**info, "moduleVersion": __version__, "packages": packages}
+
+
 class ModuleCommands:
     """The running module as its front ends see it."""
 
     def __init__(
         self,
         settings: Settings,
-        model: OnnxModel,
+        slot: ModelSlot,
         live: LiveSettings,
         pipeline: Pipeline,
         watcher: FrameWatcher,
         alarms: AlarmRegistry,
         supervisor: Supervisor,
+        rollout: ModelRollout,
     ) -> None:
         self.settings = settings
-        self.model = model
+        self.slot = slot
+        self.rollout = rollout
         self.live = live
         self.pipeline = pipeline
         self.watcher = watcher
         self.alarms = alarms
         self.supervisor = supervisor
-        self.selftest = SelfTest(pipeline.predictions.predict, model)
+        self.selftest = SelfTest(pipeline.predictions.predict, lambda: slot.active)
         self.started_at = time.time()
 
     # -- Predictor (HTTP) ---------------------------------------------------------------------------------------
@@ -80,22 +101,25 @@ class ModuleCommands:
             return False, "the pipeline is not running"
         if not self.watcher.alive():
             return False, "the input watcher is not running"
-        if self.settings.require_gpu and not self.model.on_gpu:
-            return False, f"REQUIRE_GPU=true and the active provider is {self.model.provider}"
+        model = self.slot.active
+        if self.settings.require_gpu and not model.on_gpu:
+            return False, f"REQUIRE_GPU=true and the active provider is {model.provider}"
         return True, "ready"
 
     def active_provider(self) -> str:
-        return str(self.model.provider)
+        return str(self.slot.active.provider)
 
     # -- ModuleControl (direct methods) -------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         gate = self.pipeline.gate
+        model = self.slot.active
         return {
             "ready": self.readiness()[0],
             "paused": gate.paused,
             "intakeBlocked": gate.blocked,
-            "provider": self.model.provider,
-            "model": {"name": self.model.name, "version": self.model.version, "sha256": self.model.sha256},
+            "provider": model.provider,
+            "model": model.describe(),
+            "rollout": self.rollout.record.state(),
             "settings": self.live.current().as_twin(),
             "frames": self.pipeline.counters.snapshot(),
             "inFlight": gate.in_flight_count,
@@ -164,16 +188,19 @@ class ModuleCommands:
     def self_test(self) -> dict[str, Any]:
         return self.selftest.run()
 
+    def models(self) -> dict[str, Any]:
+        return self.rollout.models()
+
+    def rollback_model(self) -> tuple[int, dict[str, Any]]:
+        return self.rollout.run_job("rollback")
+
+    def promote_candidate(self) -> tuple[int, dict[str, Any]]:
+        return self.rollout.run_job("promote")
+
     # -- the twin's reported properties -------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         status = self.status()
         return {**{k: status[k] for k in STATS_KEYS}, "alarms": self.alarms.active()}
 
     def runtime_info(self) -> dict[str, Any]:
-        packages = {}
-        for name in RUNTIME_PACKAGES:
-            try:
-                packages[name] = importlib.metadata.version(name)
-            except importlib.metadata.PackageNotFoundError:
-                continue
-        return {**self.model.runtime_info(), "moduleVersion": __version__, "packages": packages}
+        return runtime_report(self.slot.active, self.rollout.record.lane("model"))

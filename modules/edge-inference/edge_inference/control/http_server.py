@@ -22,6 +22,7 @@ The event loop never blocks: slow work (a prediction, a scrape) runs on a bounde
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import socket
 import threading
@@ -37,6 +38,7 @@ from tornado.iostream import IOStream
 from tornado.netutil import bind_sockets
 from tornado.web import Application
 
+from edge_inference.errors import PortInUseError
 from edge_inference.settings import Settings
 from edge_inference.workers import Supervisor, Worker
 
@@ -111,7 +113,8 @@ class HardenedHttpServer(Worker):
     """A Tornado `Application` served on its own worker thread (`name`) with `ConnectionLimits`; `port` 0 binds
     any free port.
 
-    The sockets are bound in the constructor (a port in use fails there, not in the thread). `stop(timeout)`
+    The sockets are bound in the constructor (a port in use fails there, not in the thread, with a
+    `PortInUseError` naming `setting`, the variable that chose the port). `stop(timeout)`
     stops accepting, lets requests in flight (`busy()`) finish within `timeout`, then closes every connection.
     An event loop that ends while nobody asked it to is a dead worker: the supervisor hears of it.
     """
@@ -124,6 +127,7 @@ class HardenedHttpServer(Worker):
         limits: ConnectionLimits,
         *,
         name: str = "http",
+        setting: str = "HTTP_PORT",
         busy: Callable[[], bool] = lambda: False,
         supervisor: Supervisor | None = None,
     ) -> None:
@@ -131,7 +135,12 @@ class HardenedHttpServer(Worker):
         self.app = app
         self.limits = limits
         self._busy = busy
-        self._sockets: list[socket.socket] = bind_sockets(port, address=host or None, family=socket.AF_UNSPEC)
+        try:
+            self._sockets: list[socket.socket] = bind_sockets(port, address=host or None, family=socket.AF_UNSPEC)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUseError(setting, host, port) from None
+            raise
         self._started = threading.Event()
         self._ioloop: IOLoop | None = None
         self._server: _GuardedHTTPServer | None = None

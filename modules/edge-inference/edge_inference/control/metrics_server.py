@@ -88,7 +88,13 @@ class MetricsServer:
         )
         try:
             self._server = HardenedHttpServer(
-                app, self.addr, self.requested_port, self.limits, name="metrics-server", supervisor=self.supervisor
+                app,
+                self.addr,
+                self.requested_port,
+                self.limits,
+                name="metrics-server",
+                setting="METRICS_PORT",
+                supervisor=self.supervisor,
             )
             self._server.start()
         except BaseException:

@@ -37,6 +37,18 @@ class ModuleControl(Protocol):
         already done or already queued. Raises ValueError for paths that escape the share."""
         ...
 
+    def models(self) -> dict[str, Any]:
+        """The active model, the candidate, the rollback targets and the cached models, with hashes."""
+        ...
+
+    def rollback_model(self) -> tuple[int, dict[str, Any]]:
+        """Back to the model before the active one: (status, body); 202 while it still loads, 409 with none."""
+        ...
+
+    def promote_candidate(self) -> tuple[int, dict[str, Any]]:
+        """The candidate made active through verify and swap: (status, body); 404 without a candidate."""
+        ...
+
 
 class Predictor(Protocol):
     """What the HTTP API asks of the module: the same batcher and model as the share frames."""

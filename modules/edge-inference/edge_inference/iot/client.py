@@ -15,7 +15,9 @@ iot/calls.py. The outbox is built before this client; the twin's application sta
   idempotent, and a patch older than the version applied is skipped.
 - Telemetry: the owner drains the outbox in order whenever edgeHub answers (send, then ack; on error back off
   and retry). A message the SDK reports failed may have been delivered: its stable id lets upstream drop it.
-- Reported `stats` are throttled (every `stats_interval_s`, only when changed); `runtime` once per process.
+- Reported `stats` are throttled (every `stats_interval_s`, only when changed); `runtime` once per process and
+  again after each model swap (the model rollout puts it, and its `model`/`candidate` acknowledgements, into the
+  shared `ReportedProperties`).
 - When the outbox drops messages at its bound the client raises `outboxOverflow` (ops/alarms.py); it clears it
   once the outbox is back under half its bound.
 - Secrets are never logged: only the hub host, device and module ids.
@@ -36,7 +38,7 @@ from edge_inference.iot.file_events import parse_file_events
 from edge_inference.iot.methods import MethodDispatcher
 from edge_inference.iot.outbox import Outbox
 from edge_inference.iot.profile_rules import ServedModel
-from edge_inference.iot.twin import TwinState, desired_version
+from edge_inference.iot.twin import ModelRequests, ReportedProperties, TwinState, desired_version
 from edge_inference.ops.alarms import OUTBOX_OVERFLOW, AlarmRegistry
 from edge_inference.ops.live_settings import LiveSettings
 from edge_inference.ops.metrics import MetricsRegistry
@@ -80,6 +82,8 @@ class IoTEdgeClient(Worker):
         *,
         stats_interval_s: float = 30.0,
         client_factory: Callable[[], Any] = _default_factory,
+        reported: ReportedProperties | None = None,
+        models: ModelRequests | None = None,
         served: Callable[[], ServedModel] | None = None,
         supervisor: Supervisor | None = None,
     ) -> None:
@@ -96,7 +100,8 @@ class IoTEdgeClient(Worker):
         self.client_factory = client_factory
         self.timeout = settings.iot_timeout_seconds
         self.methods = MethodDispatcher(control)
-        self.twin = TwinState(live, metrics, served)
+        self.twin = TwinState(live, metrics, reported, models, served=served)
+        self.twin.reported.subscribe(self.wake)  # the model rollout reports from its own thread
         self.outbox.subscribe(self.wake)
         self._dropped_seen = outbox.dropped()
         self._caller = SdkCaller()

@@ -1,4 +1,5 @@
-"""Direct methods: `getStatus`, `pause`, `resume`, `reprocess`, `selfTest` (DESIGN.md "Direct methods").
+"""Direct methods: `getStatus`, `pause`, `resume`, `reprocess`, `selfTest` (DESIGN.md "Direct methods"), and the
+model rollout's `getModels`, `rollbackModel`, `promoteCandidate` (rollout/controller.py).
 
 `MethodDispatcher.handle(name, payload)` returns `(status, JSON object)` and never raises: a bad payload is
 400 with a sentence saying what was expected, an unknown method 404, a failure inside the module 500 with the
@@ -15,7 +16,7 @@ from edge_inference.control.protocols import ModuleControl
 
 log = logging.getLogger(__name__)
 
-METHODS = ("getStatus", "pause", "resume", "reprocess", "selfTest")
+METHODS = ("getStatus", "pause", "resume", "reprocess", "selfTest", "getModels", "rollbackModel", "promoteCandidate")
 MAX_PATTERN_CHARS = 1024
 
 
@@ -50,6 +51,9 @@ class MethodDispatcher:
             "resume": self._resume,
             "reprocess": self._reprocess,
             "selfTest": self._self_test,
+            "getModels": lambda payload: (200, dict(self.control.models())),
+            "rollbackModel": lambda payload: self.control.rollback_model(),
+            "promoteCandidate": lambda payload: self.control.promote_candidate(),
         }
 
     def handle(self, name: str, payload: Any) -> tuple[int, dict[str, Any]]:

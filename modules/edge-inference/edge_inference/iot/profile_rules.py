@@ -24,7 +24,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
-from edge_inference.iot.twin_values import MAX_NAME_CHARS, Invalid, boolean, describe, integer, names, number
+from edge_inference.iot.twin_values import (
+    MAX_NAME_CHARS,
+    Invalid,
+    boolean,
+    describe,
+    integer,
+    names,
+    number,
+    object_fields,
+)
 from edge_inference.ops.profiles import OVERRIDDEN, Polygon, Profile, Roi, RoiMode, RoiUnits, Tiling, TilingMode
 
 MAX_PROFILES = 100
@@ -44,16 +53,6 @@ class ServedModel:
 
     name: str
     class_names: tuple[str, ...]
-
-
-def _fields(value: Any, known: tuple[str, ...]) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise Invalid(f"expected an object {{{', '.join(known)}}}, got {describe(value)}")
-    fields = {k: v for k, v in value.items() if not str(k).startswith("$")}
-    unknown = sorted(str(k) for k in fields if k not in known)
-    if unknown:
-        raise Invalid(f"unknown field {unknown[0][:64]}")
-    return fields
 
 
 def _checked(field: str, check: Callable[[Any], Any], value: Any) -> Any:
@@ -135,7 +134,7 @@ def polygons(value: Any, units: RoiUnits) -> tuple[Polygon, ...]:
 
 
 def roi(value: Any) -> Roi:
-    fields = _fields(value, _ROI_FIELDS)
+    fields = object_fields(value, _ROI_FIELDS)
     units = cast(
         RoiUnits, _checked("units", lambda v: _choice(v, ("relative", "pixels")), fields.get("units", "relative"))
     )
@@ -149,7 +148,7 @@ def roi(value: Any) -> Roi:
 
 
 def tiling(value: Any) -> Tiling:
-    fields = _fields(value, _TILING_FIELDS)
+    fields = object_fields(value, _TILING_FIELDS)
     mode = cast(
         TilingMode, _checked("mode", lambda v: _choice(v, ("off", "auto", "always")), fields.get("mode", "auto"))
     )
@@ -187,7 +186,7 @@ def _setting(key: str, value: Any, model: ServedModel | None) -> Any:
 
 
 def profile(value: Any, model: ServedModel | None) -> Profile:
-    fields = _fields(value, _PROFILE_FIELDS)
+    fields = object_fields(value, _PROFILE_FIELDS)
     name = fields.get("name")
     if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME_CHARS:
         raise Invalid(f"name: expected a non-empty name of at most {MAX_NAME_CHARS} characters, got {describe(name)}")

@@ -17,6 +17,9 @@ Rules (DESIGN.md "Module twin"):
   `includeEmpty` (bool), merged with the values in force; an unknown or invalid field refuses the object;
 - `classThresholds`, `profiles`: checked by iot/profile_rules.py against the model in service (its name and
   class names); a profile list that fails any rule is refused whole;
+- `model`, `candidate`: checked by rollout/spec.py (`parse_request`) in `TwinState.apply`, then handed to the
+  model rollout (`ModelRequests`, rollout/controller.py), which acknowledges them: `ac: 202` while it fetches,
+  verifies and warms, then 200, 400 or 500 (README "Updating the model in the field");
 - `$version` / `$metadata` and other `$` keys are ignored; any other unknown key gets `ac: 400`
   ("unknown property") without blocking the rest (at most MAX_UNKNOWN_ACKS of them are acknowledged, so a
   huge document cannot blow up the reported properties).
@@ -24,16 +27,17 @@ A property absent from the patch keeps its value. Nothing here raises on any JSO
 hold (`10**400`), NaN, a huge integer, a wrong type or deep nesting is a 400 with the reason, and a property
 whose check fails in a way nobody foresaw is refused too ("cannot be read") rather than losing the whole patch.
 
-`TwinState` (below) holds what applying them leaves behind: the desired `$version` in force and the reported
-properties waiting to be sent.
+`TwinState` (below) holds what applying them leaves behind: the desired `$version` in force; the reported
+properties waiting to be sent are `ReportedProperties`, which the model rollout also writes (from its thread).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from edge_inference.iot import profile_rules
 from edge_inference.iot.profile_rules import ServedModel
@@ -43,6 +47,7 @@ from edge_inference.iot.twin_values import describe as _describe
 from edge_inference.iot.twin_values import integer as _integer
 from edge_inference.iot.twin_values import names as _names
 from edge_inference.iot.twin_values import number as _number
+from edge_inference.iot.twin_values import object_fields as _fields
 from edge_inference.ops.live_settings import (
     TWIN_PROPERTIES,
     LiveSettings,
@@ -51,21 +56,26 @@ from edge_inference.ops.live_settings import (
     TwinSettings,
 )
 from edge_inference.ops.metrics import MetricsRegistry
+from edge_inference.rollout.spec import (
+    MODEL_PROPERTIES,
+    BadSpec,
+    ModelKind,
+    ModelSpec,
+    Rollback,
+    SpecRules,
+    digest,
+    parse_request,
+)
 
 log = logging.getLogger(__name__)
 
 MAX_UNKNOWN_ACKS = 20
 TELEMETRY_MODES = ("perFrame", "summary", "off")
-_TELEMETRY_FIELDS = {"mode", "summaryIntervalSeconds", "includeEmpty"}
+_TELEMETRY_FIELDS = ("mode", "summaryIntervalSeconds", "includeEmpty")
 
 
 def _telemetry(value: Any, current: TelemetrySettings) -> TelemetrySettings:
-    if not isinstance(value, dict):
-        raise _Invalid(f"expected an object {{mode, summaryIntervalSeconds, includeEmpty}}, got {_describe(value)}")
-    fields = {k: v for k, v in value.items() if not str(k).startswith("$")}
-    unknown = sorted(str(k) for k in fields if k not in _TELEMETRY_FIELDS)
-    if unknown:
-        raise _Invalid(f"unknown field telemetry.{unknown[0][:64]}")
+    fields = _fields(value, _TELEMETRY_FIELDS, "telemetry.")
     new = current
     if "mode" in fields:
         mode = fields["mode"]
@@ -126,8 +136,8 @@ def validate_desired(
     acks: dict[str, dict[str, Any]] = {}
     unknown = 0
     for key, value in desired.items():
-        if not isinstance(key, str) or key.startswith("$"):
-            continue
+        if not isinstance(key, str) or key.startswith("$") or key in MODEL_PROPERTIES:
+            continue  # the model properties: TwinState.apply hands them to the rollout
         field_name = TWIN_PROPERTIES.get(key)
         if field_name is None:
             unknown += 1
@@ -151,47 +161,116 @@ def validate_desired(
 
 
 def rejected_count(acks: dict[str, dict[str, Any]]) -> int:
-    return sum(1 for ack in acks.values() if ack.get("ac") != 200)
+    """Acknowledgements that refuse (400, 500); 200, 202 (in progress) and 203 (boot value) do not."""
+    return sum(1 for ack in acks.values() if ack.get("ac") not in (200, 202, 203))
+
+
+class ModelRequests(Protocol):
+    """The model rollout as the twin sees it (rollout/controller.py): it acknowledges `model` and `candidate`."""
+
+    @property
+    def rules(self) -> SpecRules: ...
+
+    def desired(
+        self,
+        kind: ModelKind,
+        request: ModelSpec | Rollback | BadSpec | None,
+        *,
+        version: int | None,
+        full: bool,
+        absent: bool,
+        fingerprint: str,
+    ) -> dict[str, Any]:
+        """Take a desired value (checked; a BadSpec is a refusal) and return its acknowledgement."""
+        ...
+
+
+class ReportedProperties:
+    """Reported properties waiting to be sent, newest value per key; thread-safe (the IoT client's owner
+    thread sends them, the model rollout adds its acknowledgements and `runtime` from its own thread).
+    `subscribe(wake)`: called after every `put`, so the sender need not wait for its next round."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: dict[str, Any] = {}
+        self._listeners: list[Callable[[], None]] = []
+
+    def subscribe(self, listener: Callable[[], None]) -> None:
+        with self._lock:
+            self._listeners.append(listener)
+
+    def put(self, patch: dict[str, Any]) -> None:
+        with self._lock:
+            self._pending.update(patch)
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener()
+
+    def take(self) -> dict[str, Any]:
+        with self._lock:
+            patch, self._pending = self._pending, {}
+        return patch
+
+    def put_back(self, patch: dict[str, Any]) -> None:
+        with self._lock:
+            self._pending = {**patch, **self._pending}
+
+    def __contains__(self, key: str) -> bool:
+        with self._lock:
+            return key in self._pending
+
+    def __bool__(self) -> bool:
+        with self._lock:
+            return bool(self._pending)
 
 
 class TwinState:
     """The twin's application state on this side: which desired `$version` is in force, and the reported
-    properties waiting to be sent (acknowledgements, `runtime`, `stats`). The IoT client's owner thread is its
-    only user; the SDK calls stay in `iot/client.py`.
+    properties waiting to be sent (acknowledgements, `runtime`, `stats`). The IoT client's owner thread applies
+    patches; the SDK calls stay in `iot/client.py`.
 
     `apply(desired, full=...)` validates a patch (or the whole desired document after a (re)connect), swaps
-    the live settings, counts applied/refused properties and queues their acknowledgements; a patch older than
-    the version in force is skipped. `take_reported()` hands the queue over for one reported-properties patch;
-    `put_back()` returns it after a failed send, under anything queued meanwhile."""
+    the live settings, counts applied/refused properties and queues their acknowledgements; `model` and
+    `candidate` go to the model rollout (`models`), which acknowledges them; a patch older than the version in
+    force is skipped. `take_reported()` hands the queue over for one reported-properties patch; `put_back()`
+    returns it after a failed send, under anything queued meanwhile."""
 
     def __init__(
-        self, live: LiveSettings, metrics: MetricsRegistry, served: Callable[[], ServedModel] | None = None
+        self,
+        live: LiveSettings,
+        metrics: MetricsRegistry,
+        reported: ReportedProperties | None = None,
+        models: ModelRequests | None = None,
+        *,
+        served: Callable[[], ServedModel] | None = None,
     ) -> None:
         self.live = live
         self.metrics = metrics
-        self.served = served  # the model in service, which `profiles` and `classThresholds` are checked against
+        self.reported = reported if reported is not None else ReportedProperties()
+        self.models = models
+        # the model in service (read at each patch: after a rollout, the new one), which `profiles` and
+        # `classThresholds` are checked against; None: not checked
+        self.served = served
         self.applied_version: int | None = None
-        self._pending: dict[str, Any] = {}
         self._runtime_reported = False
         self._last_stats: dict[str, Any] | None = None
 
     @property
     def has_pending(self) -> bool:
-        return bool(self._pending)
+        return bool(self.reported)
 
     def take_reported(self) -> dict[str, Any]:
-        patch, self._pending = self._pending, {}
-        return patch
+        return self.reported.take()
 
     def put_back(self, patch: dict[str, Any]) -> None:
-        self._pending = {**patch, **self._pending}
+        self.reported.put_back(patch)
 
     def report_runtime_once(self, runtime_info: Callable[[], dict[str, Any]]) -> None:
         """Queue `runtime` the first time the twin is synced in this process."""
         if self._runtime_reported:
             return
         try:
-            self._pending["runtime"] = runtime_info()
+            self.reported.put({"runtime": runtime_info()})
         except Exception:
             log.exception("runtime_info failed")
         self._runtime_reported = True
@@ -201,7 +280,7 @@ class TwinState:
         if stats == self._last_stats:
             return False
         self._last_stats = stats
-        self._pending["stats"] = stats
+        self.reported.put({"stats": stats})
         return True
 
     def apply(self, desired: Any, *, full: bool) -> None:
@@ -223,6 +302,7 @@ class TwinState:
             self.live.update(**changes)
         if version is not None:
             self.applied_version = version
+        acks.update(self._model_acks(desired, version, full))
         rejected = rejected_count(acks)
         if len(acks) - rejected:
             self.metrics.twin_updates.labels(result="applied").inc(len(acks) - rejected)
@@ -231,7 +311,7 @@ class TwinState:
             log.warning(
                 "twin: %d desired properties refused: %s",
                 rejected,
-                "; ".join(f"{k}: {a.get('ad')}" for k, a in acks.items() if a.get("ac") != 200)[:1000],
+                "; ".join(f"{k}: {a.get('ad')}" for k, a in acks.items() if rejected_count({k: a}))[:1000],
             )
         if changes:
             log.info("twin $version %s applied: %s", version, ", ".join(sorted(changes)))
@@ -240,4 +320,37 @@ class TwinState:
             for key in TWIN_PROPERTIES:
                 if key not in acks:
                     acks[key] = {"value": in_force[key], "ac": 203, "av": version or 0, "ad": "boot value"}
-        self._pending.update(acks)
+        self.reported.put(acks)
+
+    def _model_acks(self, desired: dict[str, Any], version: int | None, full: bool) -> dict[str, dict[str, Any]]:
+        """`model` and `candidate`: checked here, acknowledged by the rollout."""
+        acks: dict[str, dict[str, Any]] = {}
+        for kind in MODEL_PROPERTIES:
+            absent = kind not in desired
+            if absent and not full:
+                continue
+            value = desired.get(kind)
+            if self.models is None:
+                if not absent:
+                    acks[kind] = {
+                        "value": None,
+                        "ac": 400,
+                        "av": version,
+                        "ad": "refused: model rollout is not available",
+                    }
+                continue
+            request: ModelSpec | Rollback | BadSpec | None
+            try:
+                request = parse_request(kind, value, self.models.rules)
+            except BadSpec as exc:
+                request = exc
+            except Exception as exc:  # a value no rule foresaw: refused, never the whole patch lost
+                request = BadSpec(f"the value cannot be read ({type(exc).__name__})")
+            try:
+                fingerprint = digest(value)
+            except Exception:  # too deep to serialise: refused above already
+                fingerprint = "unreadable"
+            acks[kind] = self.models.desired(
+                kind, request, version=version, full=full, absent=absent, fingerprint=fingerprint
+            )
+        return acks

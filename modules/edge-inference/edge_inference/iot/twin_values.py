@@ -41,6 +41,18 @@ def describe(value: Any) -> str:
     return shown(value)
 
 
+def object_fields(value: Any, known: tuple[str, ...], prefix: str = "") -> dict[str, Any]:
+    """An object's fields (`$` keys ignored), every one among `known`; an unknown one is named in the refusal
+    (with `prefix`: `unknown field telemetry.foo`)."""
+    if not isinstance(value, dict):
+        raise Invalid(f"expected an object {{{', '.join(known)}}}, got {describe(value)}")
+    given = {k: v for k, v in value.items() if not str(k).startswith("$")}
+    unknown = sorted(str(k) for k in given if k not in known)
+    if unknown:
+        raise Invalid(f"unknown field {prefix}{unknown[0][:64]}")
+    return given
+
+
 def number(value: Any, lo: float, hi: float) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise Invalid(f"expected a number from {lo:g} to {hi:g}, got {describe(value)}")

@@ -8,6 +8,10 @@
     outboxOverflow           warning   iot/client.py (the outbox's drainer watches its bound)
     inputShareUnavailable    critical  pipeline/gate.py (intake paused: the input share does not answer)
     outputShareUnavailable   critical  pipeline/gate.py (intake paused: the output share does not answer)
+    modelRolloutFailed       warning   rollout/controller.py (a twin model or candidate was refused; the model in
+                                       force serves on; cleared when a rollout starts again or a model swaps in)
+    modelRolledBack          critical  rollout/controller.py (the module rolled a model back by itself: frames
+                                       failed on it, or it crashed the module; cleared by the next swap)
 
 A raise and a clear each send one message on `alerts` (raising an alarm that is already active updates its
 text and details silently), set `edge_inference_alarm_active{alarm}`, log one line, and tell the listeners
@@ -43,6 +47,8 @@ REPEATED_FAILURES = "repeatedFailures"
 OUTBOX_OVERFLOW = "outboxOverflow"
 INPUT_SHARE_UNAVAILABLE = "inputShareUnavailable"
 OUTPUT_SHARE_UNAVAILABLE = "outputShareUnavailable"
+MODEL_ROLLOUT_FAILED = "modelRolloutFailed"
+MODEL_ROLLED_BACK = "modelRolledBack"
 
 SEVERITY: dict[str, str] = {
     OUTPUT_SHARE_LOW: "critical",
@@ -52,6 +58,8 @@ SEVERITY: dict[str, str] = {
     OUTBOX_OVERFLOW: "warning",
     INPUT_SHARE_UNAVAILABLE: "critical",
     OUTPUT_SHARE_UNAVAILABLE: "critical",
+    MODEL_ROLLOUT_FAILED: "warning",
+    MODEL_ROLLED_BACK: "critical",
 }
 ALARMS = tuple(SEVERITY)
 

@@ -70,6 +70,12 @@ class MetricsRegistry:
         self.paused = Gauge("edge_inference_paused", "1 while intake is paused", ["reason"], registry=r)
         self.provider = Info("edge_inference_execution_provider", "Active ONNX Runtime provider", registry=r)
         self.model = Info("edge_inference_model", "Model name, version and sha256", registry=r)
+        self.model_rollouts = Counter(
+            "edge_inference_model_rollouts",
+            "Model rollouts, by outcome (swapped, refused, rolledBack, autoRolledBack)",
+            ["outcome"],
+            registry=r,
+        )
         self.http_requests = Counter(
             "edge_inference_http_requests",
             "REST API requests, by endpoint and status",

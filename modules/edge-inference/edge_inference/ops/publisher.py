@@ -3,8 +3,9 @@
 `TelemetryPublisher` is what the pipeline's finish stage calls once per processed share frame; it honours the
 live `telemetry` twin settings (perFrame / summary / off) and sends alerts for `alertClasses` on `alerts`
 (health alarms go through `ops/alarms.py`). `GroupedSink` stores the messages of one group of results
-together. `LocalTelemetrySink` is local mode's stand-in for edgeHub: one JSON line per message on stdout and in
-`OUTPUT_DIR/telemetry.jsonl`; `NullSink` takes messages nowhere (LOCAL_TELEMETRY=false).
+together. `LocalTelemetrySink` is local mode's stand-in for edgeHub: one JSON line per message in
+`OUTPUT_DIR/telemetry.jsonl` (the console shows one readable line per frame instead: ops/console.py);
+`NullSink` takes messages nowhere (LOCAL_TELEMETRY=false).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import contextlib
 import json
 import logging
 import math
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -126,13 +126,12 @@ class TelemetryPublisher:
 
 
 class LocalTelemetrySink:
-    """Local mode's edgeHub: each message as one JSON line on `stream` and appended to
-    `output_dir/telemetry.jsonl` (line-buffered and flushed per line; no fsync: a debugging aid)."""
+    """Local mode's edgeHub: each message appended as one JSON line to `output_dir/telemetry.jsonl` (line-buffered
+    and flushed per line; no fsync: a debugging aid), and logged whole at DEBUG (LOG_LEVEL=DEBUG)."""
 
-    def __init__(self, output_dir: Path, stream: TextIO = sys.stdout) -> None:
+    def __init__(self, output_dir: Path) -> None:
         self.path = Path(output_dir) / "telemetry.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.stream = stream
         self._lock = threading.Lock()
         self._file: TextIO | None = open(self.path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
 
@@ -152,11 +151,7 @@ class LocalTelemetrySink:
                 raise RuntimeError("LocalTelemetrySink is closed")
             self._file.write(line + "\n")
             self._file.flush()
-            try:
-                self.stream.write(line + "\n")
-                self.stream.flush()
-            except (OSError, ValueError):  # a closed stdout must not lose the file copy
-                pass
+        log.debug("telemetry %s", line)
 
     def close(self) -> None:
         with self._lock:

@@ -5,7 +5,7 @@ make `OutgoingMessage`s in the form DESIGN.md fixes: the JSON body is the result
 the `message_id` is deterministic (the frame id; `<frame id>-alert` on `alerts`), and application properties
 let edgeHub/IoT Hub routes select messages without reading the body:
 
-    messageType     detection | summary | alert | health
+    messageType     detection | summary | alert | health | evaluation (rollout/shadow.py, on `modelEvaluation`)
     detectionCount  number of detections (the real count, also when the body's list was cut); for a classifier
                     1 when its top class is over the confidence threshold, else 0 (`FrameResult.findings`)
     hasDetections   true | false
@@ -39,8 +39,8 @@ from edge_inference.entities import SCHEMA_VERSION, FrameResult
 
 log = logging.getLogger(__name__)
 
-OUTPUTS = ("detections", "alerts")
-DETECTIONS_OUTPUT, ALERTS_OUTPUT = OUTPUTS
+OUTPUTS = ("detections", "alerts", "modelEvaluation")
+DETECTIONS_OUTPUT, ALERTS_OUTPUT, MODEL_EVALUATION_OUTPUT = OUTPUTS  # the last: rollout/shadow.py's reports
 
 CONTENT_TYPE = "application/json"
 CONTENT_ENCODING = "utf-8"
@@ -252,7 +252,7 @@ class SummaryWindow:
         if self.first_processed_at is None:
             self.first_processed_at = result.processed_at
         self.last_processed_at = result.processed_at
-        self.model = {"name": result.model.name, "version": result.model.version, "provider": result.model.provider}
+        self.model = result.model.as_dict()
 
     @property
     def message_id(self) -> str:

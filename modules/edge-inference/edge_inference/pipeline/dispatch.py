@@ -1,7 +1,10 @@
 """The dispatcher: inferred queue -> postprocess with the live settings that judge the frame (the global ones with
 its camera profile's laid over them: ops/live_settings.py `for_frame`) (vision/postprocess.py: thresholds,
 NMS, boxes, masks, keypoints and rotated boxes mapped back to the original pixels, or the top classes; for a
-frame cut in views, vision/views.py merges its tiles and applies its ROI) -> a `FrameResult`.
+frame cut in views, vision/views.py merges its tiles and applies its ROI) by the model that made the output -> a
+`FrameResult` naming it. A share frame the model judged whole is then offered to the candidate shadow
+(rollout/shadow.py `ShadowInbox`: a sampled, bounded hand-over that never blocks); a frame its profile cut in
+views (an ROI, tiles) is not: the shadow compares one tensor's detections, not a merge of views.
 
 A /predict request is answered here (its future completed, its own confidence threshold honoured); share frames
 are gathered into a group - whatever else is already done joins it, up to `DISPATCH_GROUP` - and handed to the
@@ -17,7 +20,7 @@ import queue
 import time
 from dataclasses import replace
 
-from edge_inference.entities import FrameResult
+from edge_inference.entities import FrameResult, PreparedFrame
 from edge_inference.errors import FrameError
 from edge_inference.names import shown
 from edge_inference.ops.live_settings import LiveSettings, TwinSettings
@@ -26,15 +29,22 @@ from edge_inference.pipeline.envelopes import Failed, Finished, Inferred, Reques
 from edge_inference.pipeline.finish import Finisher
 from edge_inference.pipeline.outcomes import FrameCounters, ResultMaker
 from edge_inference.pipeline.predict import PendingRequests
+from edge_inference.rollout.shadow import ShadowFrame, ShadowInbox
 from edge_inference.settings import Settings
-from edge_inference.vision import postprocess
 from edge_inference.vision import views as frame_views
 from edge_inference.vision.model import OnnxModel
+from edge_inference.vision.serving import ModelSlot, decode_options
 from edge_inference.workers import Supervisor, Worker
 
 log = logging.getLogger(__name__)
 
 DISPATCH_GROUP = 32  # results made durable together (one file-system flush, one ledger/outbox transaction)
+
+
+def judged_whole(frame: PreparedFrame, live: TwinSettings) -> bool:
+    """The frame's detections came from its one tensor, the whole frame (no ROI crop or filter, no tiles): the
+    candidate shadow can run the same tensor and compare. A frame cut in views is skipped by the shadow."""
+    return not frame.tiles and frame.frame_wh is None and (live.profile is None or live.profile.roi is None)
 
 
 class Dispatcher(Worker):
@@ -43,7 +53,7 @@ class Dispatcher(Worker):
     def __init__(
         self,
         settings: Settings,
-        model: OnnxModel,
+        slot: ModelSlot,
         live: LiveSettings,
         queues: StageQueues,
         requests: PendingRequests,
@@ -51,11 +61,13 @@ class Dispatcher(Worker):
         counters: FrameCounters,
         finisher: Finisher,
         metrics: MetricsRegistry,
+        shadow: ShadowInbox,
         supervisor: Supervisor | None = None,
     ) -> None:
         super().__init__("dispatch", supervisor, daemon=False)
         self.settings = settings
-        self.model = model
+        self.slot = slot
+        self.shadow = shadow
         self.live = live
         self.queues = queues
         self.requests = requests
@@ -63,7 +75,6 @@ class Dispatcher(Worker):
         self.counters = counters
         self.finisher = finisher
         self.metrics = metrics
-        self._class_ids = {name: i for i, name in enumerate(model.class_names)}
 
     def run(self) -> None:
         while not self.stopping:
@@ -81,11 +92,6 @@ class Dispatcher(Worker):
                 self.finisher.finish(finished)
             self.queues.show(self.metrics)
 
-    def _keep_ids(self, live: TwinSettings) -> frozenset[int] | None:
-        if not live.classes:
-            return None
-        return frozenset(self._class_ids[name] for name in live.classes if name in self._class_ids)
-
     def dispatch(self, done: Inferred) -> Finished | None:
         """Postprocess one frame; /predict requests are answered here, share frames returned for writing."""
         item = done.item
@@ -98,48 +104,54 @@ class Dispatcher(Worker):
         live = self.live.current()
         if job.source != "http":
             live = live.for_frame(job.rel_path)  # its camera profile's settings laid over the global ones
+        model = done.model or self.slot.active  # a frame that failed before inference: the model serving now
         request = self.requests.take(job) if job.source == "http" else None
         try:
-            result = self._postprocess(done, live, request)
+            result = self._postprocess(done, model, live, request)
         except Exception as exc:  # this frame's output cannot be read: it fails alone
             log.error("%s: postprocessing failed", shown(job.rel_path), exc_info=exc)
             error = FrameError(FrameError.POSTPROCESS_FAILED, f"postprocessing failed: {type(exc).__name__}: {exc}")
-            result = self.results.make(job, None, error=error, timings=done.timings_ms, live=live)
+            result = self.results.make(job, None, model.info(), error=error, timings=done.timings_ms, live=live)
         if request is not None:
             self.counters.answered(result)
             request.future.set_result(result)
             return None
         if job.source == "http":
             return None  # a request given up (timed out) while in flight: nobody waits for its answer
+        if (
+            self.shadow.rate
+            and isinstance(item, PreparedFrame)
+            and result.ok
+            and model is self.slot.active
+            and judged_whole(item, live)
+        ):
+            active_ms = done.timings_ms.get("inference", 0.0)
+            self.shadow.offer(
+                ShadowFrame(
+                    job.frame_id, item.tensor, item.letterbox, item.transform, result.detections, active_ms, live
+                )
+            )
         return Finished(job, item, result, live)
 
-    def _postprocess(self, done: Inferred, live: TwinSettings, request: Request | None) -> FrameResult:
+    def _postprocess(
+        self, done: Inferred, model: OnnxModel, live: TwinSettings, request: Request | None
+    ) -> FrameResult:
         item = done.item
         if isinstance(item, Failed):
-            return self.results.make(item.job, None, error=item.error, timings=done.timings_ms, live=live)
+            return self.results.make(item.job, None, model.info(), error=item.error, timings=done.timings_ms, live=live)
         t0 = time.monotonic()
-        confidence = request.confidence if request and request.confidence is not None else live.confidence_threshold
-        options = postprocess.DecodeOptions(
-            confidence=confidence,
-            iou=live.iou_threshold,
-            max_detections=live.max_detections,
-            agnostic=self.settings.agnostic_nms,
-            keep_class_ids=self._keep_ids(live),
-            class_thresholds=tuple(
-                (self._class_ids[name], threshold)
-                for name, threshold in live.class_thresholds
-                if name in self._class_ids
-            ),
-        )
+        confidence = request.confidence if request else None
+        options = decode_options(model, live, agnostic=self.settings.agnostic_nms, confidence=confidence)
         if done.output is None:
             raise ValueError("no model output for this frame")
         decoded = frame_views.read(
-            self.model.decoder, (done.output, *done.tile_outputs), item.views, options, live.profile, item.size
+            model.decoder, (done.output, *done.tile_outputs), item.views, options, live.profile, item.size
         )
         timings = {**done.timings_ms, "postprocess": (time.monotonic() - t0) * 1000}
         result = self.results.make(
             item.job,
             item,
+            model.info(),
             detections=decoded.detections,
             classification=decoded.classification,
             timings=timings,

@@ -24,6 +24,7 @@ from edge_inference.entities import FrameJob, FrameResult, PreparedFrame
 from edge_inference.errors import FrameError
 from edge_inference.ops.live_settings import TwinSettings
 from edge_inference.ops.metrics import MetricsRegistry
+from edge_inference.vision.model import OnnxModel
 
 WAIT_S = 0.1  # the longest any stage waits before checking whether it is asked to stop
 
@@ -45,13 +46,15 @@ class Failed:
 
 @dataclass(frozen=True)
 class Inferred:
-    """A frame out of the batcher: its slice of each model output (None for a frame that failed earlier) and
-    its timings so far, inference included."""
+    """A frame out of the batcher: its slice of each model output (None for a frame that failed earlier), its
+    timings so far, inference included, and the model that made the output (its head and class names read it;
+    the result names it): after a swap, frames batched before it still come from the old model."""
 
     item: PreparedFrame | Failed
     output: tuple[np.ndarray, ...] | None
     timings_ms: Mapping[str, float]
     tile_outputs: tuple[tuple[np.ndarray, ...], ...] = ()  # the outputs of the frame's other views (its tiles)
+    model: OnnxModel | None = None
 
 
 @dataclass(frozen=True)

@@ -146,7 +146,10 @@ class Finisher:
         error = FrameError(FrameError.WRITE_FAILED, f"cannot write the outputs: {type(exc).__name__}: {exc}"[:500])
         log.error("%s: %s", shown(f.job.rel_path), error.message, exc_info=exc)
         failed = Finished(
-            f.job, Failed(f.job, error, {}), self.results.make(f.job, None, error=error, live=f.live), f.live
+            f.job,
+            Failed(f.job, error, {}),
+            self.results.make(f.job, None, f.result.model, error=error, live=f.live),
+            f.live,
         )
         try:
             self._write_outputs([failed])

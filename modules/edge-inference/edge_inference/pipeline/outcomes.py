@@ -1,7 +1,7 @@
 """A frame's outcome: its `FrameResult` (the one result schema), and the counts every outcome adds to.
 
-`ResultMaker` builds the result of a frame from what the stages learnt (the prepared frame, detections or the
-error, timings, the live settings it was judged by); it also knows how many times each frame was processed again
+`ResultMaker` builds the result of a frame from what the stages learnt (the prepared frame, the model that
+judged it, detections or the error, timings, the live settings it was judged by); it also knows how many times each frame was processed again
 on request (`reprocess`), so that the n-th run's result carries `<frame id>.r<n>` as its message id.
 `FrameCounters` counts finished frames by outcome for getStatus and the metrics.
 """
@@ -25,20 +25,17 @@ from edge_inference.entities import (
 from edge_inference.errors import FrameError
 from edge_inference.ops.live_settings import LiveSettings, TwinSettings
 from edge_inference.ops.metrics import MetricsRegistry
-from edge_inference.vision.model import OnnxModel
+from edge_inference.vision.serving import ModelSlot
 
 
 class ResultMaker:
     """Builds `FrameResult`s; holds the reprocess generation of each frame (from the ledger)."""
 
-    def __init__(self, model: OnnxModel, live: LiveSettings, generations: Mapping[str, int]) -> None:
-        self.model = model
+    def __init__(self, slot: ModelSlot, live: LiveSettings, generations: Mapping[str, int]) -> None:
+        self.slot = slot
         self.live = live
         self._generations = dict(generations)  # frame_id -> times processed again on request
         self._lock = threading.Lock()
-
-    def model_info(self) -> ModelInfo:
-        return ModelInfo(self.model.name, self.model.version, self.model.provider, self.model.sha256, self.model.task)
 
     def reopened(self, generations: Mapping[str, int]) -> None:
         """Frames processed again on request, with their new generation (from `Ledger.reopen`)."""
@@ -55,6 +52,7 @@ class ResultMaker:
         self,
         job: FrameJob,
         prepared: PreparedFrame | None,
+        model: ModelInfo | None = None,
         *,
         detections: tuple[Detection, ...] = (),
         classification: Classification | None = None,
@@ -73,7 +71,7 @@ class ResultMaker:
             width=prepared.size[0] if prepared else None,
             height=prepared.size[1] if prepared else None,
             sha256=prepared.sha256 if prepared else None,
-            model=self.model_info(),
+            model=model or self.slot.active.info(),  # None: a frame no model judged
             confidence_threshold=live.confidence_threshold,
             iou_threshold=live.iou_threshold,
             detections=detections,

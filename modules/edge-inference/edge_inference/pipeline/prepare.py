@@ -1,10 +1,12 @@
 """The decode pool: frames queue -> read, decode, letterbox (vision/) -> prepared queue.
 
 `FramePreparer` turns one job into a `PreparedFrame` (tensor, letterbox geometry, sha256, the decoded image when
-annotation is wanted; for a frame whose camera profile (ops/profiles.py) has an ROI or tiling, the views that
-vision/views.py cuts: the ROI crop, the tiles) or a `Failed` envelope with the frame's error; a file that cannot be read because its share
-went away is marked `vanished` (not the frame's fault: it stays claimed). It serves the decode workers and the
-/predict callers alike, and counts the frames inside it so that the batcher knows more are coming.
+annotation is wanted: then decoded at full size, whatever JPEG_REDUCED_DECODE says; for a frame whose camera
+profile (ops/profiles.py) has an ROI or tiling, the views that vision/views.py cuts: the ROI crop, the tiles) or a
+`Failed` envelope with the frame's error; a file that cannot be read because its share went away is marked
+`vanished` (not the frame's fault: it stays claimed). It serves the decode workers and the /predict callers
+alike, and counts the frames inside it so that the batcher knows more are coming. Every view of a frame is made
+by the serving model's transform, read once per frame (a swap falls between two frames, never inside one).
 
 Per-frame errors stay per-frame by construction: each start of a share frame is counted first (quarantine.py: a
 frame that keeps dying is set aside), the header is checked before a pixel is decoded (vision/decode.py), the
@@ -36,8 +38,8 @@ from edge_inference.share.guard import ShareGuard
 from edge_inference.vision import decode as decoding
 from edge_inference.vision import views as frame_views
 from edge_inference.vision.decode_guard import DecodeGuard
-from edge_inference.vision.model import OnnxModel
 from edge_inference.vision.preprocess import prepare_frame
+from edge_inference.vision.serving import ModelSlot
 from edge_inference.workers import Supervisor, Worker
 
 log = logging.getLogger(__name__)
@@ -51,14 +53,14 @@ class FramePreparer:
     def __init__(
         self,
         settings: Settings,
-        model: OnnxModel,
+        slot: ModelSlot,
         live: LiveSettings,
         guard: ShareGuard,
         attempts: FrameAttempts,
         stopping: threading.Event,
     ) -> None:
         self.settings = settings
-        self.model = model
+        self.slot = slot  # frames are letterboxed for the model serving when they are decoded
         self.live = live
         self.guard = guard
         self.attempts = attempts
@@ -92,17 +94,21 @@ class FramePreparer:
             if quarantined is not None:
                 return Failed(job, quarantined, timings)
         s = self.settings
+        live = self.live.current()
+        judged = live.for_frame(job.rel_path) if job.data is None else live  # /predict: the global settings
+        keep = judged.save_annotated if keep_image is None else keep_image
         try:
             data = job.data if job.data is not None else self._read_share_frame(job)
             t1 = time.monotonic()
             header = decoding.check_header(
                 data, s.max_image_pixels, max_scans=s.jpeg_max_scans, max_decode_bytes=s.max_decode_bytes
             )
-            transform = self.model.transform
-            judged = self.live.current().for_frame(job.rel_path)
-            profile = judged.profile if job.data is None else None  # /predict: the global settings
+            transform = self.slot.active.transform  # a swap between two frames: each is made for its model
+            profile = judged.profile
             geometry = profile is not None and (profile.roi is not None or profile.tiling is not None)
-            reduce = s.jpeg_reduced_decode and not geometry  # a crop or tiles need every pixel
+            # a frame to annotate is decoded whole: annotated/ gets the full resolution, never the reduced decode;
+            # a crop or tiles need every pixel too
+            reduce = s.jpeg_reduced_decode and not keep and not geometry
             scale = transform.scale(*header.display_size) if reduce else None
             frame = self.decode_guard.run(
                 header.decode_bytes,
@@ -138,7 +144,6 @@ class FramePreparer:
         first, tiles = views[0], views[1:]
         if first.tile or tiles:
             timings["tiles"] = len(tiles) + first.tile
-        keep = judged.save_annotated if keep_image is None else keep_image
         return PreparedFrame(
             job,
             first.tensor,
@@ -150,6 +155,7 @@ class FramePreparer:
             frame_wh=(frame.width, frame.height) if geometry else None,
             tiles=tiles,
             first_is_tile=first.tile,
+            transform=transform,
         )
 
     def _read_share_frame(self, job: FrameJob) -> bytes:

@@ -6,6 +6,9 @@
       --> dispatch.py: postprocess with the live settings; /predict answered
       --> finish.py: result files (atomic; the mark of a done frame) -> telemetry -> ledger -> disposition
     housekeeping.py: share watch, claims, ledger retention (gate.py: pause reasons and the frames in flight)
+The model that serves is vision/serving.py's `ModelSlot` (swapped by the model rollout between two batches);
+share frames the active model judged are offered to the candidate shadow (`shadow`, rollout/shadow.py), which
+runs only while the pipeline is `idle()`.
 
 The stages meet only at the queues and the frozen envelopes of envelopes.py. Per-frame errors stay per-frame
 by construction: any exception while preparing, inferring, postprocessing or writing one frame fails that frame
@@ -43,6 +46,7 @@ from edge_inference.pipeline.outcomes import FrameCounters, ResultMaker
 from edge_inference.pipeline.predict import PendingRequests, Predictions
 from edge_inference.pipeline.prepare import FramePreparer, PrepareWorker
 from edge_inference.pipeline.quarantine import FrameAttempts
+from edge_inference.rollout.shadow import ShadowInbox
 from edge_inference.settings import Settings
 from edge_inference.share import share_fs
 from edge_inference.share.arrivals import ArrivingFrames
@@ -51,7 +55,7 @@ from edge_inference.share.guard import ShareGuard
 from edge_inference.share.ledger import Ledger
 from edge_inference.share.mounts import settle_window
 from edge_inference.share.results import ResultWriter
-from edge_inference.vision.model import OnnxModel
+from edge_inference.vision.serving import ModelSlot
 from edge_inference.workers import Supervisor, Worker
 
 log = logging.getLogger(__name__)
@@ -65,7 +69,7 @@ class Pipeline:
     def __init__(
         self,
         settings: Settings,
-        model: OnnxModel,
+        slot: ModelSlot,
         live: LiveSettings,
         ledger: Ledger,
         claims: ClaimArea,
@@ -75,18 +79,20 @@ class Pipeline:
         telemetry: ResultListener,
         supervisor: Supervisor,
         *,
+        shadow: ShadowInbox | None = None,
         telemetry_tick: Callable[[], None] = lambda: None,
     ) -> None:
         self.settings = settings
-        self.model = model
+        self.slot = slot
+        self.shadow = shadow or ShadowInbox()
         self.ledger = ledger
         self.claims = claims
-        self.max_batch = model.serving_batch  # the batch sizes the model warmed up
+        self.max_batch = slot.active.serving_batch  # queue sizes, from the model the module starts on
         self._stopping = threading.Event()  # set once the drain is over: the stages stop
         self.queues = StageQueues(settings.queue_size, self.max_batch)
         self.gate = IntakeGate(metrics, alarms, live)
         self.guard = ShareGuard(settings.input_dir, settings.output_dir, settings.min_free_mb, claims)
-        self.results = ResultMaker(model, live, ledger.generations())
+        self.results = ResultMaker(slot, live, ledger.generations())
         self.counters = FrameCounters(metrics)
         self.failures = FailureRunMonitor(REPEATED_FAILURES_AFTER, alarms)
         self.attempts = FrameAttempts(ledger, settings.max_frame_attempts)
@@ -109,25 +115,27 @@ class Pipeline:
             metrics,
         )
         self.intake = Intake(claims, ledger, self.gate, self.guard, self.queues, self.finisher, self.arrivals, metrics)
-        self.preparer = FramePreparer(settings, model, live, self.guard, self.attempts, self._stopping)
+        self.preparer = FramePreparer(settings, slot, live, self.guard, self.attempts, self._stopping)
         self.requests = PendingRequests()
         self.predictions = Predictions(self.preparer, self.queues, self.requests)
         workers = settings.effective_decode_workers()
+        model = slot.active  # a rolled-out model runs on the same providers: CPU or GPU stays as at start
         self.decode_slots = DecodeSlots(
             workers,
             adaptive=settings.decode_workers == 0,
-            model_cost_ms=lambda: model.frame_cost_ms,
+            model_cost_ms=lambda: slot.active.frame_cost_ms,
             initial=workers if model.on_gpu else 1,
             model_on_cpu=not model.on_gpu,
         )
         self.stages: list[Worker] = [
             PrepareWorker(i, self.preparer, self.queues, self.decode_slots, supervisor) for i in range(workers)
         ]
+        self.batcher = Batcher(settings, slot, self.queues, self.preparer, metrics, supervisor)
         self.stages += [
-            Batcher(settings, model, self.queues, self.preparer, metrics, supervisor),
+            self.batcher,
             Dispatcher(
                 settings,
-                model,
+                slot,
                 live,
                 self.queues,
                 self.requests,
@@ -135,6 +143,7 @@ class Pipeline:
                 self.counters,
                 self.finisher,
                 metrics,
+                self.shadow,
                 supervisor,
             ),
         ]
@@ -178,6 +187,12 @@ class Pipeline:
     @property
     def running(self) -> bool:
         return self.predictions.is_open
+
+    def idle(self) -> bool:
+        """No frame waits for decoding or inference, none is being decoded, no batch runs: spare capacity (the
+        candidate shadow runs only then)."""
+        q = self.queues
+        return q.frames.empty() and q.prepared.empty() and not self.preparer.busy and not self.batcher.busy
 
     def stage_death(self) -> str:
         """`<stage>: <error>` for the first stage that died, or ""."""

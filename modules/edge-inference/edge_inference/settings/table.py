@@ -95,9 +95,27 @@ class Settings:
 
     model_path: Path = setting(DEFAULT_MODEL_PATH, "ONNX model file", shown="bundled demo model")
     labels_path: Path | None = setting(None, "class names, one per line; else the model metadata `names`", shown="")
+    models_dir: Path | None = setting(
+        None, "read-only models share: a twin `model`/`candidate` `path` is relative to it (never leaves it)", shown=""
+    )
+    model_allow_http: bool = setting(False, "true: twin model URLs may be plain http:// (labs only; else HTTPS only)")
+    model_max_mb: float = setting(
+        1024.0, "largest model a twin `model`/`candidate` may download or copy (a labels file: 1 MB)", lo=1, hi=100_000
+    )
+    model_cache_count: int = setting(
+        3,
+        "models kept in STATE_DIR/models (the active one included): instant rollbacks, kept across restarts",
+        lo=1,
+        hi=100,
+    )
+    model_ca_file: Path | None = setting(
+        None, "extra CA bundle (PEM) trusted for model downloads, besides the system store", shown=""
+    )
     input_dir: Path = setting(Path("/app/input"), "mounted input share (frames are dropped here)")
     output_dir: Path = setting(Path("/app/output"), "mounted output share (results/, annotated/, failed/, processed/)")
-    state_dir: Path = setting(Path("/app/state"), "persistent module state (ledger, outbox, TensorRT engine cache)")
+    state_dir: Path = setting(
+        Path("/app/state"), "persistent module state (ledger, outbox, model cache, TensorRT engine cache)"
+    )
     confidence_threshold: float = setting(
         0.5, "initial confidence threshold; the twin's confidenceThreshold wins", lo=0, hi=1
     )
@@ -165,7 +183,8 @@ class Settings:
     jpeg_reduced_decode: bool = setting(
         False,
         "true: decode large JPEGs at 1/2, 1/4 or 1/8 size when still at least the model input: faster, but not the"
-        " pixels Ultralytics' predictor sees (what it buys and costs: README, Reduced JPEG decoding)",
+        " pixels Ultralytics' predictor sees (what it buys and costs: README, Reduced JPEG decoding); frames to"
+        " annotate are decoded whole: annotated/ keeps the full resolution",
     )
     jpeg_max_scans: int = setting(
         100,
@@ -240,7 +259,15 @@ class Settings:
         30.0, "timeout of each IoT SDK call (twin, send, method response)", lo=0.1, hi=3600
     )
     local_telemetry: Literal["auto", "true", "false"] = setting(
-        "auto", "auto: outside IoT Edge print telemetry and append telemetry.jsonl"
+        "auto",
+        "auto: outside IoT Edge append each message to OUTPUT_DIR/telemetry.jsonl (the console shows one line per"
+        " frame)",
+    )
+    local_twin_path: Path | None = setting(
+        None,
+        "outside IoT Edge only (a deployment ignores it): a JSON file of twin desired properties, watched and"
+        " applied live like twin patches; acks in `<name>.reported.json` beside it (`make run`: data/twin.json)",
+        shown="",
     )
     log_level: str = setting(
         "INFO",
@@ -263,6 +290,15 @@ class Settings:
     @property
     def max_file_bytes(self) -> int:
         return int(self.max_file_mb * 1024 * 1024)
+
+    @property
+    def model_max_bytes(self) -> int:
+        return int(self.model_max_mb * 1024 * 1024)
+
+    @property
+    def models_cache_dir(self) -> Path:
+        """The model cache (twin models, their downloads in progress, the rollout's own state)."""
+        return self.state_dir / "models"
 
     @property
     def max_decode_bytes(self) -> int:

@@ -122,7 +122,8 @@ class ResultWriter:
         write_group_atomic(self.output_dir, items, fsync=self.fsync)
 
     def write_annotated(self, rel_path: str, image: np.ndarray, result: FrameResult) -> Path:
-        """The frame with its result drawn on it (an image decoded at reduced size is annotated at that size) and,
+        """The frame with its result drawn on it, at its full size (pipeline/prepare.py never decodes a frame to
+        annotate reduced; an image smaller than the result's width is drawn at its own scale) and,
         for a segmentation model, `<path>.mask.png`: its masks at full resolution, pixel = 1 + the detection's
         index in the result (0: none; 16-bit past 255 detections)."""
         rel = layout.annotated_path(rel_path)

@@ -5,7 +5,8 @@ fuse mounts, where inotify never sees other machines' writes), a start-up scan o
 periodic reconciliation sweep so that a missed event never loses a frame. A candidate becomes a frame
 when it is complete: a close-after-write or a rename into the tree, or size and mtime unchanged for the
 settle window, and then opened once more to revalidate its size (`share_fs.revalidate`). Temp and hidden
-names are ignored; symlinks are never followed.
+names are ignored; any other name without an image extension is named once in a WARNING line and left where it
+is; symlinks are never followed.
 
 On a mount that caches attributes (SMB, NFS, FUSE) the settle window is longer than the cache
 (`mounts.settle_window`), and a file's mtime is never taken as proof that it is finished: over SMB it stays
@@ -40,6 +41,7 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from edge_inference.errors import WorkerDied
+from edge_inference.names import shown
 from edge_inference.share import share_fs
 from edge_inference.share.mounts import filesystem_type, needs_polling, settle_window
 from edge_inference.vision.decode import IMAGE_EXTENSIONS
@@ -62,14 +64,17 @@ _FIRST_BACKOFF = 1.0  # seconds before a candidate whose offer failed is offered
 _MAX_BACKOFF = 60.0
 
 
+TAKEN_EXTENSIONS = ", ".join(sorted(IMAGE_EXTENSIONS))  # as the "ignoring" line and the README show them
+
+
+def is_temp_name(name: str) -> bool:
+    """A hidden or temporary name (a writer's file in progress): ignored without a word."""
+    return name.startswith((".", "~$")) or name.lower().endswith(_TEMP_SUFFIXES)
+
+
 def is_frame_name(name: str) -> bool:
     """An image file name that is not hidden or temporary."""
-    if name.startswith(".") or name.startswith("~$"):
-        return False
-    lower = name.lower()
-    if lower.endswith(_TEMP_SUFFIXES):
-        return False
-    return os.path.splitext(lower)[1] in IMAGE_EXTENSIONS
+    return not is_temp_name(name) and os.path.splitext(name.lower())[1] in IMAGE_EXTENSIONS
 
 
 def resolve_mode(input_dir: Path, mode: str) -> str:
@@ -199,6 +204,7 @@ class FrameWatcher:
         if parts[0] in self.exclude_dirs or any(p.startswith(".") for p in parts[:-1]):
             return None
         if not is_frame_name(parts[-1]):
+            self._never_taken(path, parts[-1])
             return None
         if any("\\" in p for p in parts):
             # legal on Linux, but safe_join() refuses it: offering it would kill the watcher (a crash loop)
@@ -217,7 +223,9 @@ class FrameWatcher:
         for dirpath, dirnames, filenames in os.walk(self.input_dir):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in self.exclude_dirs)
             for name in sorted(filenames):
-                if is_frame_name(name) and self.note(os.path.join(dirpath, name), source="scan"):
+                if not is_frame_name(name):
+                    self._never_taken(os.path.join(dirpath, name), name)
+                elif self.note(os.path.join(dirpath, name), source="scan"):
                     found += 1
         if self._on_sweep is not None:
             self._on_sweep()
@@ -304,6 +312,14 @@ class FrameWatcher:
             cand.signature, cand.changed_at, cand.complete = (fresh.st_size, fresh.st_mtime_ns), now, False
             return None
         return fresh
+
+    def _never_taken(self, path: str, name: str) -> None:
+        """A file that is no frame and no temp file (notes.txt, a .raw frame): said once, left where it is."""
+        if not is_temp_name(name):
+            rel = os.path.relpath(path, self.input_dir)
+            self._warn_once(
+                path, "ignoring %s: not an image file name (frames end in %s)", shown(rel), TAKEN_EXTENSIONS
+            )
 
     def _forget(self, path: str) -> None:
         with self._lock:

@@ -2,7 +2,9 @@
 
 `DecodeGuard.run(nbytes, decode)` first reserves the frame's estimated decode memory (`ImageHeader.decode_bytes`)
 out of MAX_DECODE_MB, shared by every decode in flight (decode workers and /predict callers together), then runs
-the decode on a helper thread and waits at most DECODE_TIMEOUT_SECONDS for it. A decode past its budget fails
+the decode on a helper thread and waits at most DECODE_TIMEOUT_SECONDS for it. Helper threads are kept between
+decodes (`_Helpers`: starting a thread per frame cost more than the hop itself); one is started only when none
+is idle, e.g. while one runs an abandoned decode out. A decode past its budget fails
 its frame at once (`decode_timeout`) and the caller goes on to the next frame. The decode itself cannot be
 interrupted (OpenCV has no cancel): it runs out on its thread, its memory still counted until it ends, and its
 image is dropped. At most `max_overruns` such decodes may run on at once, so that bombs cannot take every core.
@@ -15,6 +17,7 @@ the stop event, between short waits); a /predict request (`keep_waiting=None`) i
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from collections.abc import Callable
 from typing import TypeVar
@@ -26,6 +29,45 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _WAIT = 0.1  # seconds between checks of `keep_waiting` while the budget is taken
+HELPER_IDLE_S = 1.0  # an idle decode helper thread ends after this long
+
+
+class _Helpers:
+    """Daemon threads that run decodes, kept between them; a new one starts only when none is idle, and an idle
+    one ends after HELPER_IDLE_S (never joined: an abandoned decode must not hold up the module's exit).
+
+    `_idle` counts the helpers waiting for a task less the tasks already promised to them, so a helper may end only
+    while more helpers wait than tasks are on their way. A helper counts itself idle before it runs the task's
+    `done`, which tells the caller the decode ended: the caller's next decode then finds it idle."""
+
+    def __init__(self) -> None:
+        self._tasks: queue.SimpleQueue[tuple[Callable[[], None], Callable[[], None]]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0
+
+    def submit(self, task: Callable[[], None], done: Callable[[], None]) -> None:
+        """Run `task()` then `done()` on a helper; neither may raise."""
+        with self._lock:
+            if self._idle:
+                self._idle -= 1
+            else:
+                threading.Thread(target=self._serve, name="decode-run", daemon=True).start()
+        self._tasks.put((task, done))
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                task, done = self._tasks.get(timeout=HELPER_IDLE_S)
+            except queue.Empty:
+                with self._lock:
+                    if self._idle:  # no task is on its way to this helper: it may go
+                        self._idle -= 1
+                        return
+                continue
+            task()
+            with self._lock:
+                self._idle += 1
+            done()
 
 
 class DecodeGuard:
@@ -38,6 +80,7 @@ class DecodeGuard:
         self._cond = threading.Condition()
         self._reserved = 0
         self._overruns = 0  # decodes past their budget, still running on their helper thread
+        self._helpers = _Helpers()
 
     @property
     def overruns(self) -> int:
@@ -59,21 +102,21 @@ class DecodeGuard:
         abandoned = False
 
         def work() -> None:
-            nonlocal abandoned
             try:
                 outcome.append(decode())
             except BaseException as exc:
                 failure.append(exc)
-            finally:
-                with self._cond:
-                    finished.set()
-                    if abandoned:  # the caller has long moved on: only the budget is left to settle
-                        self._reserved -= nbytes
-                        self._overruns -= 1
-                        self._cond.notify_all()
-                        log.warning("an abandoned decode ended; its memory is free again")
 
-        threading.Thread(target=work, name="decode-run", daemon=True).start()
+        def done() -> None:
+            with self._cond:
+                finished.set()
+                if abandoned:  # the caller has long moved on: only the budget is left to settle
+                    self._reserved -= nbytes
+                    self._overruns -= 1
+                    self._cond.notify_all()
+                    log.warning("an abandoned decode ended; its memory is free again")
+
+        self._helpers.submit(work, done)
         if not finished.wait(self.timeout):
             with self._cond:
                 if not finished.is_set():

@@ -8,7 +8,8 @@ then every batch shape the batcher can send is warmed, so cuDNN's algorithm sear
 stalls the line. What happened to each attempt is logged and reported (`attempts`). When a GPU attempt fails (it
 cannot load, or it fails at warm-up) and no GPU provider serves in the end, `gpu_fault` says why: the composition
 root raises `gpuLost` for it. `REQUIRE_GPU=true` turns "no GPU provider started" into a refusal to start
-(ProviderError, one sentence, exit 2).
+(ProviderError, one sentence, exit 2). The boot model is MODEL_PATH (with LABELS_PATH); a model rolled out from
+the twin (rollout/) comes from the cache (`path`, its labels, the twin's name and version), through the same chain.
 
 Serving: a run that fails on a GPU provider raises GpuError (the GPU, not the frames, is at fault); IO binding
 (a device input per batch shape refilled in place) is available to the smoke test and the benchmark, and off
@@ -17,21 +18,24 @@ in the module until a GPU measurement shows it helps (docs/PERFORMANCE.md).
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import logging
 import os
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
+from edge_inference.entities import ModelInfo
 from edge_inference.errors import GpuError, ModelError, ProviderError
 from edge_inference.settings import Settings
 from edge_inference.vision.classify import looks_like_probabilities
 from edge_inference.vision.heads import Head, Layout, read_head
 from edge_inference.vision.model_meta import ModelMeta, parse_names, read_meta
-from edge_inference.vision.model_spec import InputSpec, read_input_spec, read_labels
+from edge_inference.vision.model_spec import InputSpec, file_sha256, model_identity, read_input_spec, read_labels
 from edge_inference.vision.postprocess import Decoder
 from edge_inference.vision.preprocess import InputTransform
 from edge_inference.vision.providers import (
@@ -40,13 +44,10 @@ from edge_inference.vision.providers import (
     GPU_PROVIDERS,
     TENSORRT,
     BatchProfile,
-    ChainFacts,
     GpuPresence,
     ProviderAttempt,
-    detect_gpu,
-    load_tensorrt_libraries,
-    plan_providers,
-    preload_cuda_libraries,
+    plan_chain,
+    require_gpu_refusal,
 )
 
 __all__ = ["CPU", "CUDA", "GPU_PROVIDERS", "TENSORRT", "InputSpec", "OnnxModel", "parse_names"]
@@ -90,21 +91,33 @@ class _BoundRunner:
 
 
 class OnnxModel:
-    """One ONNX Runtime session, checked and warmed up; `run` takes a ready NCHW batch."""
+    """One ONNX Runtime session, checked and warmed up; `run` takes a ready NCHW batch. Without `path`: the boot
+    model (MODEL_PATH, LABELS_PATH); `sha256`, when the caller checked the file already, saves reading it again."""
 
     def __init__(
         self,
         settings: Settings,
         *,
+        path: Path | None = None,
+        labels_path: Path | None = None,
+        identity: tuple[str, str] | None = None,
+        sha256: str | None = None,
         intra_op_threads: int | None = None,
         io_binding: bool = False,
         gpu: GpuPresence | None = None,
+        on_checked: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
-        path = settings.model_path
-        if not path.is_file():
-            raise ModelError(f"MODEL_PATH {path}: no such model file")
-        self.sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+        self.on_checked = on_checked  # told when the checks passed and the warm-up begins (the rollout's state)
+        self.path = path or settings.model_path
+        self.labels_path = settings.labels_path if path is None else labels_path
+        self.identity = identity
+        self.source = (
+            f"MODEL_PATH {self.path}" if path is None else f"model {identity[0] if identity else self.path.name}"
+        )
+        if not self.path.is_file():
+            raise ModelError(f"{self.source}: no such model file")
+        self.sha256 = sha256 or file_sha256(self.path)
         self.threads = intra_op_threads or settings.effective_inference_threads
         self.io_binding = io_binding
         self.gpu_fault: str | None = None
@@ -116,36 +129,19 @@ class OnnxModel:
 
     # -- the provider chain ----------------------------------------------------------------------------------
     def _plan(self, gpu: GpuPresence | None) -> list[ProviderAttempt]:
-        s = self.settings
-        auto = s.execution_providers == ("auto",)
-        wants_gpu = auto or any(p in GPU_PROVIDERS for p in s.execution_providers)
-        wants_trt = s.tensorrt_enabled if auto else TENSORRT in s.execution_providers
-        if gpu is None and wants_gpu:
-            gpu = detect_gpu(cuda_cache=s.cuda_cache_path)  # the cache path is set before the driver starts
-        presence = gpu or GpuPresence(0, "no GPU provider requested")
-        facts = ChainFacts(ort.get_available_providers(), presence)
-        if wants_gpu and (presence.present or not auto):
-            preload_cuda_libraries(ort)
-            if wants_trt and TENSORRT in facts.available:
-                facts.tensorrt_missing = load_tensorrt_libraries()
-                if facts.tensorrt_missing is None:
-                    facts.profile = self._batch_profile()
-        if auto and not presence.present:
-            log.info("no GPU (%s): GPU execution providers skipped (EXECUTION_PROVIDERS=auto)", presence.reason)
-        self.gpu_presence = presence
-        return plan_providers(s, facts)
+        attempts, self.gpu_presence = plan_chain(self.settings, gpu, ort, self._batch_profile)
+        return attempts
 
     def _batch_profile(self) -> BatchProfile:
         """The input's name and size for TensorRT's profile, read from a light CPU session (no optimisation)."""
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         try:
-            probe = ort.InferenceSession(str(self.settings.model_path), sess_options=options, providers=[CPU])
+            probe = ort.InferenceSession(str(self.path), sess_options=options, providers=[CPU])
         except Exception as exc:
-            raise ModelError(f"MODEL_PATH {self.settings.model_path}: ONNX Runtime cannot load it: {exc}") from None
-        spec = read_input_spec(
-            list(probe.get_inputs()), read_meta(dict(probe.get_modelmeta().custom_metadata_map or {}))
-        )
+            raise ModelError(f"{self.source}: ONNX Runtime cannot load it: {_first_line(exc)}") from None
+        meta = read_meta(dict(probe.get_modelmeta().custom_metadata_map or {}))
+        spec = read_input_spec(list(probe.get_inputs()), meta)
         batch = spec.batch or self.settings.effective_batch_size(True)
         return BatchProfile(spec.name, spec.height, spec.width, batch, fixed=spec.batch is not None)
 
@@ -174,14 +170,7 @@ class OnnxModel:
                 ", ".join(f"{a.provider} {a.outcome}" for a in self.attempts),
             )
             return
-        raise ProviderError(self._refusal())
-
-    def _refusal(self) -> str:
-        tried = [a for a in self.attempts if a.on_gpu]
-        if not tried:
-            return f"REQUIRE_GPU=true but EXECUTION_PROVIDERS={','.join(self.settings.execution_providers)} names no GPU provider"
-        reasons = "; ".join(f"{a.provider} {a.outcome}: {a.detail}" for a in tried)
-        return f"REQUIRE_GPU=true but no GPU execution provider started ({reasons})"
+        raise ProviderError(require_gpu_refusal(self.settings, self.attempts))
 
     def _start(self, attempt: ProviderAttempt) -> None:
         """Make the session of one attempt, check the model, and warm every batch shape up."""
@@ -194,13 +183,14 @@ class OnnxModel:
         self.meta: ModelMeta = read_meta(self.metadata)
         self.input = read_input_spec(list(session.get_inputs()), self.meta)
         self.output_names = [o.name for o in session.get_outputs()]
-        self.name = self.metadata.get("name") or meta.graph_name or self.settings.model_path.stem
-        if self.name in ("main_graph", "torch_jit", "torch-jit-export", "graph"):
-            self.name = self.settings.model_path.stem
-        self.version = self.metadata.get("version") or str(meta.version or "") or "unknown"
+        self.name, self.version = self.identity or model_identity(
+            self.metadata, meta.graph_name, meta.version, self.path
+        )
         self.class_names = self._class_names()
         device = "cuda" if attempt.on_gpu else "cpu"
         self._bound = _BoundRunner(session, self.input.name, self.output_names, device, self.settings.cuda_device_id)
+        if self.on_checked is not None:
+            self.on_checked()
         self._warm_up(attempt)
 
     def _session(self, attempt: ProviderAttempt) -> Any:
@@ -212,10 +202,9 @@ class OnnxModel:
         # Decode threads share the cores with inference: idle ORT threads must sleep, not spin.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
-        path = self.settings.model_path
         try:
             session = ort.InferenceSession(
-                str(path),
+                str(self.path),
                 sess_options=options,
                 providers=[name for name, _ in attempt.chain],
                 provider_options=[opts for _, opts in attempt.chain],
@@ -224,7 +213,7 @@ class OnnxModel:
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph/RuntimeError types
             if attempt.on_gpu:
                 raise _AttemptFailed(f"session not created: {_first_line(exc)}") from None
-            raise ModelError(f"MODEL_PATH {path}: ONNX Runtime cannot load it: {exc}") from None
+            raise ModelError(f"{self.source}: ONNX Runtime cannot load it: {_first_line(exc)}") from None
         session.disable_fallback()  # and no silent move to the CPU at run time either
         active = session.get_providers()[0]
         if active != attempt.provider:
@@ -232,8 +221,8 @@ class OnnxModel:
         return session
 
     def _class_names(self) -> tuple[str, ...]:
-        if self.settings.labels_path is not None:
-            return read_labels(self.settings.labels_path)
+        if self.labels_path is not None:
+            return read_labels(self.labels_path)
         return self.meta.names or ()
 
     def _warm_up(self, attempt: ProviderAttempt) -> None:
@@ -279,9 +268,7 @@ class OnnxModel:
             raise ModelError("the model has no outputs")
         self.output_shapes = [tuple(o.shape) for o in outputs]
         names = len(self.class_names) or None
-        self.head: Head = read_head(
-            self.meta, self.output_shapes, names, labels_file=self.settings.labels_path is not None
-        )
+        self.head: Head = read_head(self.meta, self.output_shapes, names, labels_file=self.labels_path is not None)
         if not self.class_names:
             self.class_names = tuple(str(i) for i in range(self.head.num_classes or 0))
         logits = False
@@ -340,6 +327,19 @@ class OnnxModel:
     def on_gpu(self) -> bool:
         return self.provider in GPU_PROVIDERS
 
+    @functools.cached_property
+    def class_ids(self) -> dict[str, int]:
+        """Class name -> class id (the twin's `classes` filter names classes)."""
+        return {name: i for i, name in enumerate(self.class_names)}
+
+    def info(self) -> ModelInfo:
+        """What a result says about the model that made it."""
+        return ModelInfo(self.name, self.version, self.provider, self.sha256, self.task)
+
+    def describe(self) -> dict[str, str]:
+        """The model's identity as the twin and getStatus show it."""
+        return {"name": self.name, "version": self.version, "sha256": self.sha256}
+
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
         """Run a [B, 3, H, W] batch; a fixed-batch model gets the batch padded to its size. On a GPU provider
         a failing run raises GpuError: the inputs are shapes that all ran at warm-up, so the GPU is at fault."""
@@ -379,12 +379,7 @@ class OnnxModel:
             "provider": self.provider,
             "providers": list(self.active_providers),
             "providerChain": [a.as_dict() for a in self.attempts],
-            "model": {
-                "name": self.name,
-                "version": self.version,
-                "sha256": self.sha256,
-                "path": os.path.basename(self.settings.model_path),
-            },
+            "model": {**self.describe(), "path": os.path.basename(self.path)},
             "inputShape": [self.input.batch or -1, 3, self.input.height, self.input.width],
             "inputType": str(self.input.dtype),
             "task": self.head.task,

@@ -7,6 +7,7 @@ serve is refused here with one sentence saying why (Triton's `parse_model` habit
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,25 @@ from edge_inference.errors import ModelError
 from edge_inference.vision.model_meta import ModelMeta
 
 DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+_HASH_CHUNK = 1 << 20
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a model file, read in 1 MB chunks (a model may be gigabytes)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def model_identity(metadata: dict[str, str], graph_name: str, graph_version: int, path: Path) -> tuple[str, str]:
+    """A model's name and version from its metadata, else its graph, else its file name (an exporter's generic
+    graph name says nothing)."""
+    name = metadata.get("name") or graph_name or path.stem
+    if name in ("main_graph", "torch_jit", "torch-jit-export", "graph"):
+        name = path.stem
+    return name, metadata.get("version") or str(graph_version or "") or "unknown"
 
 
 @dataclass(frozen=True)

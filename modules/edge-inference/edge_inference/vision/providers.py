@@ -24,6 +24,7 @@ import importlib.util
 import io
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -265,3 +266,39 @@ def provider_options(name: str, settings: Settings, profile: BatchProfile | None
             "do_copy_in_default_stream": True,
         }
     return {}
+
+
+def plan_chain(
+    settings: Settings, gpu: GpuPresence | None, ort: Any, batch_profile: Callable[[], BatchProfile]
+) -> tuple[list[ProviderAttempt], GpuPresence]:
+    """The attempts of vision/model.py's provider chain and the GPU they were planned for: the GPU looked for
+    when a GPU provider is wanted, CUDA's libraries preloaded, TensorRT's loaded (with the input's profile,
+    `batch_profile`) when it is wanted and built in. `ort` is the onnxruntime module (model.py's to import)."""
+    s = settings
+    auto = s.execution_providers == ("auto",)
+    wants_gpu = auto or any(p in GPU_PROVIDERS for p in s.execution_providers)
+    wants_trt = s.tensorrt_enabled if auto else TENSORRT in s.execution_providers
+    if gpu is None and wants_gpu:
+        gpu = detect_gpu(cuda_cache=s.cuda_cache_path)  # the cache path is set before the driver starts
+    presence = gpu or GpuPresence(0, "no GPU provider requested")
+    facts = ChainFacts(ort.get_available_providers(), presence)
+    if wants_gpu and (presence.present or not auto):
+        preload_cuda_libraries(ort)
+        if wants_trt and TENSORRT in facts.available:
+            facts.tensorrt_missing = load_tensorrt_libraries()
+            if facts.tensorrt_missing is None:
+                facts.profile = batch_profile()
+    if auto and not presence.present:
+        log.info("no GPU (%s): GPU execution providers skipped (EXECUTION_PROVIDERS=auto)", presence.reason)
+    return plan_providers(s, facts), presence
+
+
+def require_gpu_refusal(settings: Settings, attempts: list[ProviderAttempt]) -> str:
+    """Why REQUIRE_GPU=true refuses to start: no GPU provider named, or each one's failure."""
+    tried = [a for a in attempts if a.on_gpu]
+    if not tried:
+        return (
+            f"REQUIRE_GPU=true but EXECUTION_PROVIDERS={','.join(settings.execution_providers)} names no GPU provider"
+        )
+    reasons = "; ".join(f"{a.provider} {a.outcome}: {a.detail}" for a in tried)
+    return f"REQUIRE_GPU=true but no GPU execution provider started ({reasons})"
