@@ -26,12 +26,14 @@ the start and end of every case. `--memory` runs the flat-memory soak instead (2
     bench/run_bench.py --memory             # RSS over 20,000 frames
     bench/run_bench.py --models none --smb  # only the SMB share case (bench/smb_latency.py)
     bench/run_bench.py --models none --tiling  # only the tiling case (bench/tiling_bench.py)
+    bench/run_bench.py --case share-scale   # only the share-scale case (bench/share_scale.py; about 7 minutes)
     bench/run_bench.py --models none --rollout   # only the model rollout case (bench/rollout_bench.py)
 
-Every full run ends with the SMB case: drop-to-result latency of frames written over SMB (bench/smb_latency.py),
-the tiling case: recall of defects a few pixels wide on 4K frames without and with tiling, and its fps cost
-(bench/tiling_bench.py), and the model rollout case: what a candidate and a swap cost the active model
-(bench/rollout_bench.py).
+Every full run ends with the SMB case (drop-to-result latency of frames written over SMB, bench/smb_latency.py),
+the tiling case (recall of defects a few pixels wide on 4K frames without and with tiling, and its fps cost,
+bench/tiling_bench.py), the model rollout case (what a candidate and a swap cost the active model,
+bench/rollout_bench.py) and the share-scale case (idle polling CPU over 10,000 and 100,000 kept frames, a
+million-frame backlog, bench/share_scale.py), whose table has a section of its own in docs/PERFORMANCE.md.
 """
 
 from __future__ import annotations
@@ -72,6 +74,8 @@ RESULTS_DIR = ROOT / "bench" / "results"
 DOC = ROOT / "docs" / "PERFORMANCE.md"
 DOC_BEGIN = "<!-- bench:table:begin (written by bench/run_bench.py) -->"
 DOC_END = "<!-- bench:table:end -->"
+SCALE_BEGIN = "<!-- bench:share-scale:begin (written by bench/run_bench.py) -->"
+SCALE_END = "<!-- bench:share-scale:end -->"
 SIZES = {"1080p": (1920, 1080), "480p": (640, 480)}
 MODELS = ("demo", "yolov8n")
 SETTLE_SECONDS = 0.05
@@ -1143,13 +1147,13 @@ def markdown_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def update_doc(table: str) -> None:
-    text = DOC.read_text() if DOC.is_file() else f"# Performance\n\n{DOC_BEGIN}\n{DOC_END}\n"
-    if DOC_BEGIN not in text or DOC_END not in text:
-        text = text.rstrip() + f"\n\n## Latest `make bench`\n\n{DOC_BEGIN}\n{DOC_END}\n"
-    head, rest = text.split(DOC_BEGIN, 1)
-    _, tail = rest.split(DOC_END, 1)
-    DOC.write_text(f"{head}{DOC_BEGIN}\n{table}\n{DOC_END}{tail}")
+def update_doc(table: str, begin: str = DOC_BEGIN, end: str = DOC_END, title: str = "Latest `make bench`") -> None:
+    text = DOC.read_text() if DOC.is_file() else f"# Performance\n\n{begin}\n{end}\n"
+    if begin not in text or end not in text:
+        text = text.rstrip() + f"\n\n## {title}\n\n{begin}\n{end}\n"
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    DOC.write_text(f"{head}{begin}\n{table}\n{end}{tail}")
 
 
 def write_json(report: dict[str, Any], out: Path | None) -> Path:
@@ -1190,6 +1194,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--smb-frames", type=int, default=0, help="frames per SMB writer kind (0: 20, quick 4)")
     p.add_argument("--tiling", action="store_true", help="run the tiling case (always in a full run)")
     p.add_argument("--tiling-frames", type=int, default=0, help="4K frames in the tiling case (0: 10, quick 2)")
+    p.add_argument(
+        "--case",
+        choices=("all", "share-scale"),
+        default="all",
+        help="share-scale: only the share-scale case (idle polling CPU, a million-frame backlog; long)",
+    )
     p.add_argument("--rollout", action="store_true", help="run the model rollout case (always in a full run)")
     args = p.parse_args(argv)
     args.argv = list(argv if argv is not None else sys.argv[1:])
@@ -1208,6 +1218,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.case == "share-scale":
+        return run_share_scale_only(args)
     argv = args.argv
     machine_cache.update(machine_info())
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -1262,6 +1274,17 @@ def run(args: argparse.Namespace) -> int:
 
             report["rollout"] = run_rollout_bench(workdir, args.providers, args.quick)
             print(json.dumps(report["rollout"], indent=1), flush=True)
+        if not args.quick and not args.smb:
+            from bench import share_scale
+
+            report["shareScale"] = share_scale.run_share_scale(workdir, False, args.providers)
+            if not args.no_docs:
+                update_doc(
+                    "\n".join(share_scale.markdown(report["shareScale"], report["id"])).strip(),
+                    SCALE_BEGIN,
+                    SCALE_END,
+                    "Shares at scale (`make bench`'s share-scale case)",
+                )
         report["goals"] = goals(report["cases"])
         report["loadEnd"] = load_average()
         report["seconds"] = round(time.monotonic() - started, 1)
@@ -1272,6 +1295,31 @@ def run(args: argparse.Namespace) -> int:
             update_doc(table)
             print(f"updated {DOC.relative_to(ROOT)}")
         print(f"wrote {path} in {report['seconds']} s")
+        return 0
+    finally:
+        if args.keep:
+            print(f"work folder kept: {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run_share_scale_only(args: argparse.Namespace) -> int:
+    """`--case share-scale`: that case alone, its JSON under bench/results/, its section of PERFORMANCE.md."""
+    from bench import share_scale
+
+    machine_cache.update(machine_info())
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    workdir = Path(tempfile.mkdtemp(prefix="edge-bench-scale-"))
+    try:
+        record = share_scale.run_share_scale(workdir, args.quick, args.providers)
+        record.update({"id": f"bench-scale-{stamp}-{machine_cache['host']}", "machine": machine_cache})
+        path = write_json(record, args.out)
+        table = "\n".join(share_scale.markdown(record, record["id"])).strip()
+        print("\n" + table + "\n")
+        if not args.quick and not args.no_docs:
+            update_doc(table, SCALE_BEGIN, SCALE_END, "Shares at scale (`make bench`'s share-scale case)")
+            print(f"updated {DOC.relative_to(ROOT)}")
+        print(f"wrote {path}")
         return 0
     finally:
         if args.keep:

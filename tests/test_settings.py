@@ -11,6 +11,7 @@ from edge_inference.errors import SettingsError
 from edge_inference.settings import (
     DEFAULT_MODEL_PATH,
     ENV_VARS,
+    OUTPUT_FOLDERS,
     Settings,
     iot_edge_environment,
     read_settings,
@@ -52,12 +53,30 @@ def test_every_setting_field_is_documented() -> None:
         ("EXECUTION_PROVIDERS", "cuda,rocm", "tensorrt, cuda, cpu"),
         ("HTTP_PORT", "70000", "from 0 to 65535"),
         ("REPLICA_ID", "../x", "letters, digits"),
+        ("OUTPUT_RETENTION_DAYS", "-1", "a number of days from 0 to 36500"),
+        ("OUTPUT_RETENTION_DAYS", "logs:7", "folders results, annotated, failed, processed, review, telemetry"),
+        ("OUTPUT_RETENTION_DAYS", "processed:7,processed:9", "folder:number pairs"),
+        ("OUTPUT_MAX_GB", "processed:lots", "a number of GB"),
+        ("REQUIRE_MOUNTED_SHARES", "yes please", "true or false"),
+        ("PROGRESS_INTERVAL_SECONDS", "0", "from 1 to 86400"),
     ],
 )
 def test_bad_values_are_refused_with_the_variable_named(name: str, value: str, fragment: str) -> None:
     with pytest.raises(SettingsError) as err:
         read_settings({name: value})
     assert name in str(err.value) and repr(value) in str(err.value) and fragment in str(err.value)
+
+
+def test_output_limits_are_one_number_or_one_per_folder() -> None:
+    s = read_settings({"OUTPUT_RETENTION_DAYS": "processed:7, annotated:7,*:90", "OUTPUT_MAX_GB": "500"})
+    days, gb = s.output_retention_days, s.output_max_gb
+    assert (days.of("processed"), days.of("annotated"), days.of("results"), days.of("telemetry")) == (7, 7, 90, 90)
+    assert all(gb.of(folder) == 500 for folder in OUTPUT_FOLDERS)
+    assert str(days) == "processed:7,annotated:7,*:90" and str(gb) == "500"
+    off = read_settings({})
+    assert not off.output_retention_days.active and not off.output_max_gb.active and not off.require_mounted_shares
+    only = read_settings({"OUTPUT_MAX_GB": "review:100"}).output_max_gb
+    assert only.active and only.of("review") == 100 and only.of("results") == 0
 
 
 def test_same_port_for_http_and_metrics_is_refused() -> None:

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from edge_inference.share import claims, results, share_fs, watcher
+from edge_inference.share import candidates, claims, results, scanner, share_fs
 from edge_inference.vision import decode
 from tests.test_pipeline import Running, eventually, frame, model_path, start  # noqa: F401 (fixtures)
 
@@ -64,7 +64,8 @@ def under(root: Path) -> Callable[[tuple[Any, ...]], bool]:
 
 # operation -> (module whose `os` is flaky, functions, which calls; env of the run)
 OPERATIONS: dict[str, tuple[Any, tuple[str, ...], str, dict[str, str]]] = {
-    "watcher stat": (watcher, ("stat",), "input", {}),
+    "watcher stat": (candidates, ("stat",), "input", {}),
+    "folder poll and sweep": (scanner, ("lstat", "open"), "input", {"WATCH_MODE": "poll"}),
     "claim rename": (claims, ("rename",), "any", {}),
     "claimed frame read": (decode, ("stat", "open"), "any", {}),
     "archive move": (share_fs, ("rename",), "any", {}),

@@ -60,6 +60,7 @@ def make_module(tmp_path: Path) -> Iterator[Callable[..., Module]]:
             tmp_path,
             model,
             rescan_interval_seconds=0.5,
+            progress_interval_seconds=1,  # every loop wakes often: an injected exception lands soon
             decode_workers=1,
             shutdown_timeout_seconds=5,
             iot_timeout_seconds=5,
@@ -103,10 +104,11 @@ PIPELINE_AND_FRONT_END_THREADS = [
     "dispatch",
     "housekeeping",
     "watcher-settle",
-    "watcher-sweep",
+    "watcher-scan",
     "http-api",
     "metrics-server",
     "disk-space-monitor",
+    "progress-monitor",
 ]
 
 

@@ -29,6 +29,7 @@ def test_valid_patch_applied_with_acks() -> None:
             "paused": False,
             "classThresholds": {"scratch": 0.35},
             "profiles": [],
+            "review": {"classes": ["dent"], "confidenceBand": [0.3, 0.6], "sampleRate": 0.01, "crops": True},
             "$version": 7,
             "$metadata": {"$lastUpdated": "x"},
         },
@@ -43,6 +44,15 @@ def test_valid_patch_applied_with_acks() -> None:
     assert set(acks) == set(TWIN_PROPERTIES)
     assert acks["confidenceThreshold"] == {"value": 0.8, "ac": 200, "av": 7, "ad": "applied"}
     assert acks["telemetry"]["value"] == {"mode": "summary", "summaryIntervalSeconds": 60.0, "includeEmpty": True}
+    assert new.review.classes == ("dent",) and new.review.band == (0.3, 0.6) and new.review.crops is True
+    assert acks["review"]["value"] == {
+        "classes": ["dent"],
+        "confidenceBand": [0.3, 0.6],
+        "sampleRate": 0.01,
+        "maxPerHour": 500,
+        "crops": True,
+        "padding": 0.1,
+    }
 
 
 @pytest.mark.timeout(10)
@@ -201,6 +211,8 @@ def _valid(key: str, value: Any) -> bool:
             and all(_valid_glob(p["match"]) and isinstance(p["name"], str) and p["name"].strip() for p in value)
             and len({p["name"] for p in value}) == len(value)
         )
+    if key == "review":
+        return _valid_review(value)
     if key == "telemetry":
         if not isinstance(value, dict):
             return False
@@ -226,6 +238,33 @@ def _valid_glob(glob: Any) -> bool:
         not glob.replace("\\", "/").startswith("/")
         and not (len(parts[0]) == 2 and parts[0][1] == ":")
         and all(p != ".." and ("**" not in p or p == "**") and p.count("[") == p.count("]") for p in parts)
+    )
+
+
+def _valid_review(value: Any) -> bool:
+    if not isinstance(value, dict):
+        return False
+    fields = {k: v for k, v in value.items() if not k.startswith("$")}
+    if set(fields) - {"classes", "confidenceBand", "sampleRate", "maxPerHour", "crops", "padding"}:
+        return False
+
+    def unit(v: Any) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 1
+
+    band = fields.get("confidenceBand", [])
+    per_hour = fields.get("maxPerHour", 500)
+    return (
+        _valid("classes", fields.get("classes", []))
+        and (
+            band in ([], None)
+            or (isinstance(band, list) and len(band) == 2 and all(map(unit, band)) and band[0] <= band[1])
+        )
+        and unit(fields.get("sampleRate", 0))
+        and unit(fields.get("padding", 0.1))
+        and isinstance(fields.get("crops", False), bool)
+        and not isinstance(per_hour, bool)
+        and (isinstance(per_hour, int) or (isinstance(per_hour, float) and per_hour.is_integer()))
+        and 0 <= per_hour <= 100_000
     )
 
 

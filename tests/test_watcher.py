@@ -49,6 +49,7 @@ def watch(tmp_path: Path, recorder: Recorder, no_thread_leaks: None) -> Iterator
     root = tmp_path / "input"
     watcher = FrameWatcher(root, recorder, mode="events", settle_seconds=0.4, rescan_interval=0)
     watcher.start()
+    assert watcher.swept.wait(5)  # the start-up sweep is over: what follows is seen by inotify
     yield root, watcher
     watcher.stop()
 

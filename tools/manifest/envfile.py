@@ -95,6 +95,15 @@ UPSTREAM_PROTOCOL=
 ENV_EXAMPLE_OVERRIDES = {
     "INPUT_DISPOSITION": ("keep", "the templates mount the input share read-only"),
     "REQUIRE_GPU": ("", "empty: true for a GPU image (amd64.gpu), false for the CPU ones"),
+    "OUTPUT_RETENTION_DAYS": (
+        "processed:30,annotated:30,failed:90,review:30",
+        "the images go after a month; results stay: docs/DEPLOY.md 5a",
+    ),
+    "REQUIRE_MOUNTED_SHARES": (
+        "true",
+        "the templates mount shares there: a plain folder means the host had not mounted its share; false for a"
+        " folder of the host's own disk",
+    ),
 }
 _DESCRIPTIVE_DEFAULTS = {"bundled demo model", "hostname", ""}
 

@@ -1,12 +1,13 @@
 """The composition root: builds every part of the module in order, starts them, supervises them, stops them.
 
 Build order (each part gets what it needs in its constructor):
-    settings -> metrics, supervisor, live settings -> telemetry sink (the durable outbox in IoT Edge, local mode's
-    sink otherwise) -> alarm registry -> telemetry publisher (local mode: behind the console's line per frame) ->
-    model downloader (MODEL_CA_FILE checked) -> model store and the model to start on (rollout/startup.py: the one
-    the twin rolled out, else MODEL_PATH; checked, warmed) in its slot -> reported properties -> state (ledger,
-    claims, result writer) -> pipeline -> watcher -> candidate shadow and model rollout -> commands -> HTTP and
-    metrics servers -> IoT client (local mode: the local twin file, LOCAL_TWIN_PATH) -> monitors
+    settings (REQUIRE_MOUNTED_SHARES checked first) -> metrics, supervisor, live settings -> telemetry sink (the
+    durable outbox in IoT Edge, local mode's sink otherwise) -> alarm registry -> telemetry publisher (local mode:
+    behind the console's line per frame) -> model downloader (MODEL_CA_FILE checked) -> model store and the model
+    to start on (rollout/startup.py: the one the twin rolled out, else MODEL_PATH; checked, warmed) in its slot ->
+    reported properties -> state (ledger, output catalog, claims, result writer) -> pipeline -> watcher ->
+    progress monitor -> candidate shadow and model rollout -> commands -> HTTP and metrics servers -> IoT client
+    (local mode: the local twin file, LOCAL_TWIN_PATH) -> monitors
 Start order: HTTP and metrics servers -> IoT client or local twin file (the twin applied before the first frame)
 -> pipeline -> model rollout and candidate shadow -> watcher -> monitors. Stop order is the reverse, within
 SHUTDOWN_TIMEOUT_SECONDS: the monitors, the local twin file and the watcher stop, the candidate and the rollout
@@ -54,6 +55,7 @@ from edge_inference.ops.console import FrameConsole
 from edge_inference.ops.health import DiskSpaceMonitor, GpuMonitor
 from edge_inference.ops.live_settings import LiveSettings, TwinSettings
 from edge_inference.ops.metrics import MetricsRegistry
+from edge_inference.ops.progress import ProgressMonitor
 from edge_inference.ops.publisher import LocalTelemetrySink, NullSink, TelemetryPublisher
 from edge_inference.ops.telemetry import TelemetrySink
 from edge_inference.pipeline.finish import ResultListener
@@ -69,7 +71,9 @@ from edge_inference.rollout.store import ModelStore
 from edge_inference.rollout.verify import ModelVerifier
 from edge_inference.settings import Settings, iot_edge_environment, read_settings, unknown_variable_warnings
 from edge_inference.share import tempfiles
+from edge_inference.share.catalog import OutputCatalog
 from edge_inference.share.claims import ClaimArea
+from edge_inference.share.guard import require_mounted_shares
 from edge_inference.share.ledger import Ledger
 from edge_inference.share.results import ResultWriter
 from edge_inference.share.watcher import FrameWatcher
@@ -100,6 +104,8 @@ class Module:
         fetch_policy: FetchPolicy | None = None,
     ) -> None:
         s = self.settings = settings
+        if s.require_mounted_shares:  # before anything is read from or written to a share folder
+            require_mounted_shares({"INPUT_DIR": s.input_dir, "OUTPUT_DIR": s.output_dir})
         self.stop_event = stop_event or threading.Event()
         self._shut_down = False
         self.metrics = MetricsRegistry()
@@ -127,6 +133,7 @@ class Module:
         self.metrics.model.info(self.model.describe())
         self.reported = ReportedProperties()
         self.ledger = Ledger(s.state_dir / "ledger.sqlite")
+        self.catalog = OutputCatalog(s.state_dir / "outputs.sqlite")
         claims = ClaimArea(s.input_dir, s.output_dir, s.replica_id, s.input_disposition, s.claim_stale_seconds)
         shadow_inbox = ShadowInbox()
         self.pipeline = Pipeline(
@@ -135,13 +142,15 @@ class Module:
             self.live,
             self.ledger,
             claims,
-            ResultWriter(s.output_dir),
+            ResultWriter(s.output_dir, catalog=self.catalog),
+            self.catalog,
             self.metrics,
             self.alarms,
             listener,
             self.supervisor,
             shadow=shadow_inbox,
             telemetry_tick=self.publisher.tick,
+            telemetry_file=self.sink if isinstance(self.sink, LocalTelemetrySink) else None,
         )
         self.watcher = FrameWatcher(
             s.input_dir,
@@ -150,6 +159,17 @@ class Module:
             settle_seconds=s.settle_seconds,
             poll_interval=s.poll_interval_seconds,
             rescan_interval=s.rescan_interval_seconds,
+            keeps=not claims.moves_files,
+            finished=self.pipeline.intake.finished,
+            supervisor=self.supervisor,
+        )
+        gate, counters = self.pipeline.gate, self.pipeline.counters
+        self.progress = ProgressMonitor(
+            lambda: self.watcher.frames_left + gate.in_flight_count,
+            counters.finished,
+            lambda: ", ".join(sorted(gate.blocked)),
+            self.metrics,
+            s.progress_interval_seconds,
             supervisor=self.supervisor,
         )
         self.shadow = CandidateShadow(s, shadow_inbox, self.pipeline.idle, self.sink, self.live, self.supervisor)
@@ -170,7 +190,15 @@ class Module:
             self.supervisor,
         )
         self.commands = ModuleCommands(
-            s, self.slot, self.live, self.pipeline, self.watcher, self.alarms, self.supervisor, self.rollout
+            s,
+            self.slot,
+            self.live,
+            self.pipeline,
+            self.watcher,
+            self.progress,
+            self.alarms,
+            self.supervisor,
+            self.rollout,
         )
         self.http: HttpServer | None = (
             build_http_server(self.commands, self.metrics, s, self.supervisor) if s.http_port else None
@@ -221,7 +249,8 @@ class Module:
         self.monitors: list[PeriodicWorker] = [
             DiskSpaceMonitor(
                 volumes, int(s.min_free_mb * 1024 * 1024), self.metrics, self.alarms, supervisor=self.supervisor
-            )
+            ),
+            self.progress,
         ]
         if self.model.on_gpu:
             self.monitors.append(
@@ -322,6 +351,7 @@ class Module:
         self.ledger.close()
         if clean:
             self.rollout.close()
+        self.catalog.close()
         log.info("stopped (%s)", "drained" if drained else "deadline reached; unfinished frames resume at restart")
 
 

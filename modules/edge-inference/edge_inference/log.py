@@ -107,3 +107,24 @@ def setup_logging(level: str = "INFO", log_format: LogFormat = "text") -> None:
     # its watch twice and warns on stderr (a traceback-like pair of lines); the second add replaces the first with
     # itself, so nothing is lost: the warning only clutters the console
     warnings.filterwarnings("ignore", r"Callback with id .* already exists for watch", RuntimeWarning, "watchdog")
+
+
+class WarnOnce:
+    """A warning logged once per key (a file, a folder, the share), through the caller's logger. Bounded: a share
+    of ever-new bad names cannot grow it forever. `again(key)` lets a key warn again (its condition ended)."""
+
+    def __init__(self, logger: logging.Logger, limit: int = 10_000) -> None:
+        self._log = logger
+        self._limit = limit
+        self._keys: set[str] = set()
+
+    def __call__(self, key: str, msg: str, *args: object, exc_info: bool = False) -> None:
+        if key in self._keys:
+            return
+        if len(self._keys) >= self._limit:
+            self._keys.clear()
+        self._keys.add(key)
+        self._log.warning(msg, *args, exc_info=exc_info)
+
+    def again(self, key: str) -> None:
+        self._keys.discard(key)

@@ -3,7 +3,8 @@ the `Predictor` of the REST API).
 
     getStatus   status()        counters, queues, in flight, pause reasons, provider, model, live settings
     pause       pause()         the `paused` reason of the intake gate (pipeline/gate.py); `resume()` lifts it
-    reprocess   reprocess(p)    finished frames matching a path or glob, taken back (archive) or noted again (keep)
+    reprocess   reprocess(p)    finished frames matching a path or glob, taken back (archive) or noted again
+                                (keep); control/reprocess.py
     selfTest    self_test()     a frame with known defects through the real model path (control/selftest.py)
     getModels   models()        the active model, the candidate, rollback targets, the cache (rollout/controller.py)
     rollbackModel / promoteCandidate  rollback_model(), promote_candidate(): jobs of the model rollout
@@ -16,26 +17,25 @@ after a swap). The serving model is read from vision/serving.py's `ModelSlot` at
 
 from __future__ import annotations
 
-import contextlib
 import importlib.metadata
 import logging
-import stat
 import time
 from typing import Any
 
 from edge_inference import __version__
+from edge_inference.control.reprocess import FrameReprocessor
 from edge_inference.control.selftest import SelfTest
 from edge_inference.entities import FrameResult
 from edge_inference.names import shown
 from edge_inference.ops.alarms import AlarmRegistry
 from edge_inference.ops.live_settings import LiveSettings
+from edge_inference.ops.progress import ProgressMonitor
 from edge_inference.pipeline.gate import PAUSED
 from edge_inference.pipeline.runner import Pipeline
 from edge_inference.rollout.controller import ModelRollout
 from edge_inference.settings import Settings
-from edge_inference.share import output_layout, share_fs
+from edge_inference.share import share_fs
 from edge_inference.share.claims import safe_join
-from edge_inference.share.ledger import LedgerEntry
 from edge_inference.share.watcher import FrameWatcher, is_frame_name
 from edge_inference.vision.model import OnnxModel
 from edge_inference.vision.serving import ModelSlot
@@ -71,6 +71,7 @@ class ModuleCommands:
         live: LiveSettings,
         pipeline: Pipeline,
         watcher: FrameWatcher,
+        progress: ProgressMonitor,
         alarms: AlarmRegistry,
         supervisor: Supervisor,
         rollout: ModelRollout,
@@ -81,9 +82,11 @@ class ModuleCommands:
         self.live = live
         self.pipeline = pipeline
         self.watcher = watcher
+        self.progress = progress
         self.alarms = alarms
         self.supervisor = supervisor
         self.selftest = SelfTest(pipeline.predictions.predict, lambda: slot.active)
+        self.reprocessor = FrameReprocessor(settings, pipeline, watcher)
         self.started_at = time.time()
 
     # -- Predictor (HTTP) ---------------------------------------------------------------------------------------
@@ -126,6 +129,7 @@ class ModuleCommands:
             "queues": self.pipeline.queues.depths(),
             "ledger": self.pipeline.ledger.counts(),
             "lastResultAt": self.pipeline.counters.last_result_at,
+            "backlog": self.progress.latest.as_status(),
             "uptimeSeconds": round(time.time() - self.started_at, 1),
         }
 
@@ -136,41 +140,7 @@ class ModuleCommands:
         self.pipeline.gate.unblock(PAUSED)
 
     def reprocess(self, pattern: str) -> int:
-        pattern = pattern.strip().lstrip("/") if isinstance(pattern, str) else ""
-        if not pattern or ".." in pattern.split("/") or "\0" in pattern:
-            raise ValueError(f"invalid path or glob {pattern!r}")
-        return sum(1 for entry in self.pipeline.ledger.finished_matching(pattern) if self._reprocess_one(entry))
-
-    def _reprocess_one(self, entry: LedgerEntry) -> bool:
-        """Put one finished frame back on the input share (archive: a copy of the archived original; keep: it is
-        there). Never through a symlinked folder, and never over a frame of that name waiting on the share."""
-        inp, rel, mode = self.settings.input_dir, entry.rel_path, self.settings.input_disposition
-        ledger, results = self.pipeline.ledger, self.pipeline.results
-        if mode == "delete":
-            return False  # deleted originals cannot be processed again
-        try:
-            if mode == "archive":
-                place = output_layout.processed_path if entry.state == "done" else output_layout.failed_path
-                archived = place(rel)
-                if not stat.S_ISREG(share_fs.lstat(self.settings.output_dir, archived).st_mode):
-                    return False
-                with contextlib.suppress(FileNotFoundError):
-                    share_fs.lstat(inp, rel)
-                    log.warning("reprocess: %s is waiting on the input share: that frame is left as it is", shown(rel))
-                    return False
-                results.reopened(ledger.reopen([entry.frame_id]))
-                share_fs.copy(self.settings.output_dir, archived, inp, rel, replace=False)
-            elif not stat.S_ISREG(share_fs.lstat(inp, rel).st_mode):
-                return False
-            else:
-                results.reopened(ledger.reopen([entry.frame_id]))
-        except FileNotFoundError:
-            return False
-        except (OSError, ValueError) as exc:  # a symlinked folder, a frame that arrived meanwhile, the share away
-            log.warning("reprocess: not taking %s: %s", shown(rel), exc)
-            return False
-        self.watcher.note(str(safe_join(inp, rel)), source="fileEvent")
-        return True
+        return self.reprocessor.reprocess(pattern)
 
     def enqueue_path(self, rel_path: str, source: str) -> bool:
         path = safe_join(self.settings.input_dir, rel_path)  # raises ValueError when it escapes

@@ -17,6 +17,9 @@ Rules (DESIGN.md "Module twin"):
   `includeEmpty` (bool), merged with the values in force; an unknown or invalid field refuses the object;
 - `classThresholds`, `profiles`: checked by iot/profile_rules.py against the model in service (its name and
   class names); a profile list that fails any rule is refused whole;
+- `review`: an object with any of `classes` (as `classes` above), `confidenceBand` ([lo, hi], 0 <= lo <= hi <= 1,
+  or [] for none), `sampleRate` (0..1), `maxPerHour` (0..100000), `crops` (bool), `padding` (0..1), merged with
+  the values in force; an unknown or invalid field refuses the object;
 - `model`, `candidate`: checked by rollout/spec.py (`parse_request`) in `TwinState.apply`, then handed to the
   model rollout (`ModelRequests`, rollout/controller.py), which acknowledges them: `ac: 202` while it fetches,
   verifies and warms, then 200, 400 or 500 (README "Updating the model in the field");
@@ -37,22 +40,14 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 from edge_inference.iot import profile_rules
 from edge_inference.iot.profile_rules import ServedModel
-from edge_inference.iot.twin_values import Invalid as _Invalid
-from edge_inference.iot.twin_values import boolean as _boolean
-from edge_inference.iot.twin_values import describe as _describe
-from edge_inference.iot.twin_values import integer as _integer
-from edge_inference.iot.twin_values import names as _names
-from edge_inference.iot.twin_values import number as _number
-from edge_inference.iot.twin_values import object_fields as _fields
+from edge_inference.iot.twin_values import MAX_UNKNOWN_ACKS, Invalid, convert
 from edge_inference.ops.live_settings import (
     TWIN_PROPERTIES,
     LiveSettings,
-    TelemetryMode,
-    TelemetrySettings,
     TwinSettings,
 )
 from edge_inference.ops.metrics import MetricsRegistry
@@ -69,51 +64,15 @@ from edge_inference.rollout.spec import (
 
 log = logging.getLogger(__name__)
 
-MAX_UNKNOWN_ACKS = 20
-TELEMETRY_MODES = ("perFrame", "summary", "off")
-_TELEMETRY_FIELDS = ("mode", "summaryIntervalSeconds", "includeEmpty")
-
-
-def _telemetry(value: Any, current: TelemetrySettings) -> TelemetrySettings:
-    fields = _fields(value, _TELEMETRY_FIELDS, "telemetry.")
-    new = current
-    if "mode" in fields:
-        mode = fields["mode"]
-        if mode not in TELEMETRY_MODES or not isinstance(mode, str):
-            raise _Invalid(f"telemetry.mode: expected one of {', '.join(TELEMETRY_MODES)}, got {_describe(mode)}")
-        new = replace(new, mode=cast(TelemetryMode, mode))
-    if "summaryIntervalSeconds" in fields:
-        try:
-            seconds = _number(fields["summaryIntervalSeconds"], 1, 86400)
-        except _Invalid as e:
-            raise _Invalid(f"telemetry.summaryIntervalSeconds: {e}") from None
-        new = replace(new, summary_interval_seconds=seconds)
-    if "includeEmpty" in fields:
-        try:
-            include = _boolean(fields["includeEmpty"])
-        except _Invalid as e:
-            raise _Invalid(f"telemetry.includeEmpty: {e}") from None
-        new = replace(new, include_empty=include)
-    return new
-
 
 def _convert(name: str, value: Any, current: TwinSettings, model: ServedModel | None) -> Any:
-    """The TwinSettings field value for a desired property, or _Invalid."""
+    """The TwinSettings field value for a desired property, or Invalid: the camera profiles' rules need the model
+    in service (iot/profile_rules.py), every other property's are in iot/twin_values.py."""
     if name == "profiles":
         return profile_rules.profiles(value, model)
     if name == "classThresholds":
         return profile_rules.class_thresholds(value, model)
-    if name in ("confidenceThreshold", "iouThreshold"):
-        return _number(value, 0.0, 1.0)
-    if name == "maxDetections":
-        return _integer(value, 1, 1000)
-    if name in ("classes", "alertClasses"):
-        return _names(value)
-    if name in ("saveAnnotated", "paused"):
-        return _boolean(value)
-    if name == "telemetry":
-        return _telemetry(value, current.telemetry)
-    raise _Invalid("unknown property")  # pragma: no cover - callers check TWIN_PROPERTIES first
+    return convert(name, value, current)
 
 
 def desired_version(desired: Any) -> int | None:
@@ -146,7 +105,7 @@ def validate_desired(
             continue
         try:
             changes[field_name] = _convert(key, value, current, model)
-        except _Invalid as e:
+        except Invalid as e:
             acks[key] = {"ac": 400, "av": version, "ad": f"refused: {e}"}
         except Exception as e:  # a value no rule foresaw: refused, never the whole patch lost
             acks[key] = {"ac": 400, "av": version, "ad": f"refused: the value cannot be read ({type(e).__name__})"}

@@ -8,6 +8,7 @@
     outboxOverflow           warning   iot/client.py (the outbox's drainer watches its bound)
     inputShareUnavailable    critical  pipeline/gate.py (intake paused: the input share does not answer)
     outputShareUnavailable   critical  pipeline/gate.py (intake paused: the output share does not answer)
+    retentionBehind          warning   share/retention.py (old output files cannot be removed fast enough)
     modelRolloutFailed       warning   rollout/controller.py (a twin model or candidate was refused; the model in
                                        force serves on; cleared when a rollout starts again or a model swaps in)
     modelRolledBack          critical  rollout/controller.py (the module rolled a model back by itself: frames
@@ -47,6 +48,7 @@ REPEATED_FAILURES = "repeatedFailures"
 OUTBOX_OVERFLOW = "outboxOverflow"
 INPUT_SHARE_UNAVAILABLE = "inputShareUnavailable"
 OUTPUT_SHARE_UNAVAILABLE = "outputShareUnavailable"
+RETENTION_BEHIND = "retentionBehind"
 MODEL_ROLLOUT_FAILED = "modelRolloutFailed"
 MODEL_ROLLED_BACK = "modelRolledBack"
 
@@ -58,6 +60,7 @@ SEVERITY: dict[str, str] = {
     OUTBOX_OVERFLOW: "warning",
     INPUT_SHARE_UNAVAILABLE: "critical",
     OUTPUT_SHARE_UNAVAILABLE: "critical",
+    RETENTION_BEHIND: "warning",
     MODEL_ROLLOUT_FAILED: "warning",
     MODEL_ROLLED_BACK: "critical",
 }

@@ -34,6 +34,35 @@ class TelemetrySettings:
 
 
 @dataclass(frozen=True)
+class ReviewSettings:
+    """Which frames are copied to OUTPUT_DIR/review/ for retraining (share/review.py): frames with a detection of
+    one of `classes`, frames with any detection whose confidence lies in `band` (lo, hi), and a `sample_rate`
+    share of all frames; at most `max_per_hour` a clock hour (UTC); with `crops`, each detection cut out too,
+    `padding` (a share of the box's width and height) added on every side."""
+
+    classes: tuple[str, ...] = ()
+    band: tuple[float, float] | None = None
+    sample_rate: float = 0.0
+    max_per_hour: int = 500
+    crops: bool = False
+    padding: float = 0.1
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.classes or self.band or self.sample_rate > 0) and self.max_per_hour > 0
+
+    def as_twin(self) -> dict[str, Any]:
+        return {
+            "classes": list(self.classes),
+            "confidenceBand": list(self.band) if self.band else [],
+            "sampleRate": self.sample_rate,
+            "maxPerHour": self.max_per_hour,
+            "crops": self.crops,
+            "padding": self.padding,
+        }
+
+
+@dataclass(frozen=True)
 class TwinSettings:
     """The live values; names mirror the twin's desired properties (camelCase there)."""
 
@@ -45,6 +74,7 @@ class TwinSettings:
     save_annotated: bool = False
     telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
     paused: bool = False
+    review: ReviewSettings = field(default_factory=ReviewSettings)
     class_thresholds: tuple[tuple[str, float], ...] = ()  # (label, confidence): over confidence_threshold
     profiles: tuple[Profile, ...] = ()
     profile: Profile | None = None  # set by `for_frame`: the profile that judges this frame (never in the twin)
@@ -68,6 +98,7 @@ class TwinSettings:
             "saveAnnotated": self.save_annotated,
             "telemetry": self.telemetry.as_twin(),
             "paused": self.paused,
+            "review": self.review.as_twin(),
             "classThresholds": dict(self.class_thresholds),
             "profiles": [profile.as_twin() for profile in self.profiles],
         }
@@ -87,6 +118,7 @@ TWIN_PROPERTIES: dict[str, str] = {
     **OVERRIDDEN,
     "telemetry": "telemetry",
     "paused": "paused",
+    "review": "review",
     "classThresholds": "class_thresholds",
     "profiles": "profiles",
 }

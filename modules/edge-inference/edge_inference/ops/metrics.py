@@ -86,6 +86,52 @@ class MetricsRegistry:
             "edge_inference_free_bytes", "Free space on the output share and state volume", ["volume"], registry=r
         )
         self.alarms = Gauge("edge_inference_alarm_active", "1 while a health alarm is raised", ["alarm"], registry=r)
+        # The share at scale (share/retention.py, ops/progress.py, share/review.py).
+        self.output_bytes = Gauge(
+            "edge_inference_output_bytes",
+            "Bytes of the files the module wrote, per output folder",
+            ["folder"],
+            registry=r,
+        )
+        self.output_files = Gauge(
+            "edge_inference_output_files", "Files the module wrote, per output folder", ["folder"], registry=r
+        )
+        self.retention_removed_files = Counter(
+            "edge_inference_retention_removed_files", "Output files removed by retention", ["folder"], registry=r
+        )
+        self.retention_removed_bytes = Counter(
+            "edge_inference_retention_removed_bytes", "Bytes removed by output retention", ["folder"], registry=r
+        )
+        self.retention_lag = Gauge(
+            "edge_inference_retention_lag_seconds",
+            "How long the oldest output file has been past its limit (0: retention keeps up)",
+            ["folder"],
+            registry=r,
+        )
+        self.backlog_frames = Gauge(
+            "edge_inference_backlog_frames",
+            "Frames on the input share not yet done (estimated from the last sweep)",
+            registry=r,
+        )
+        self.backlog_rate = Gauge(
+            "edge_inference_backlog_frames_per_second",
+            "Frames done per second over the last progress interval",
+            registry=r,
+        )
+        self.backlog_seconds_left = Gauge(
+            "edge_inference_backlog_seconds_left",
+            "Estimated seconds until the backlog is done (-1: not draining)",
+            registry=r,
+        )
+        self.review_copies = Counter(
+            "edge_inference_review_copies", "Frames copied to review/, by why they were chosen", ["reason"], registry=r
+        )
+        self.review_skipped = Counter(
+            "edge_inference_review_skipped",
+            "Frames chosen for review but not copied (hourlyCap, failed)",
+            ["reason"],
+            registry=r,
+        )
         # REST API (http_api.py): latency per endpoint and requests being served now.
         self.http_seconds = Histogram(
             "edge_inference_http_request_seconds",

@@ -5,7 +5,8 @@ live `telemetry` twin settings (perFrame / summary / off) and sends alerts for `
 (health alarms go through `ops/alarms.py`). `GroupedSink` stores the messages of one group of results
 together. `LocalTelemetrySink` is local mode's stand-in for edgeHub: one JSON line per message in
 `OUTPUT_DIR/telemetry.jsonl` (the console shows one readable line per frame instead: ops/console.py);
-`NullSink` takes messages nowhere (LOCAL_TELEMETRY=false).
+`NullSink` takes messages nowhere (LOCAL_TELEMETRY=false). The output retention keeps telemetry.jsonl within its
+limits by rotation (`keep_within`: the file becomes telemetry.jsonl.1, whose predecessor goes).
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import contextlib
 import json
 import logging
 import math
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
@@ -134,6 +137,7 @@ class LocalTelemetrySink:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._file: TextIO | None = open(self.path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+        self._started = _first_line_time(self.path)  # when the current file's first line was written
 
     def publish(self, message: OutgoingMessage) -> None:
         line = json.dumps(
@@ -151,6 +155,8 @@ class LocalTelemetrySink:
                 raise RuntimeError("LocalTelemetrySink is closed")
             self._file.write(line + "\n")
             self._file.flush()
+            if self._started is None:
+                self._started = time.time()
         log.debug("telemetry %s", line)
 
     def close(self) -> None:
@@ -158,6 +164,52 @@ class LocalTelemetrySink:
             if self._file is not None:
                 self._file.close()
                 self._file = None
+
+    def keep_within(self, max_bytes: int, max_age_seconds: float) -> int:
+        """Rotate telemetry.jsonl into telemetry.jsonl.1 (the previous .1 goes) once it holds half of `max_bytes`
+        or its first line is half of `max_age_seconds` old, and remove telemetry.jsonl.1 once its last line is
+        half of `max_age_seconds` old (or alone holds more than `max_bytes`: a burst between two calls): the two
+        files stay under `max_bytes`, no line is kept longer than `max_age_seconds` (0: no limit). Returns the
+        bytes the two files hold."""
+        older = self.path.with_name(self.path.name + ".1")
+        now = time.time()
+        with self._lock:
+            if self._file is None:
+                return 0
+            size = os.fstat(self._file.fileno()).st_size
+            half_age = max_age_seconds / 2
+            too_big = max_bytes > 0 and size >= max_bytes / 2
+            too_old = half_age > 0 and self._started is not None and now - self._started >= half_age
+            if size and (too_big or too_old):
+                self._file.close()
+                os.replace(self.path, older)
+                self._file = open(self.path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+                self._started = None
+            try:
+                st = older.stat()
+            except FileNotFoundError:
+                return os.fstat(self._file.fileno()).st_size
+            if (half_age > 0 and now - st.st_mtime >= half_age) or (max_bytes > 0 and st.st_size > max_bytes):
+                older.unlink()
+                return os.fstat(self._file.fileno()).st_size
+            return os.fstat(self._file.fileno()).st_size + st.st_size
+
+
+def _first_line_time(path: Path) -> float | None:
+    """When the first line of a telemetry.jsonl was written (its message's time), or None for an empty file."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            line = fh.readline(1 << 20)
+    except OSError:
+        return None
+    if not line.strip():
+        return None
+    try:
+        body = json.loads(line).get("body", {})
+        stamp = body.get("processedAt") or body.get("at") or (body.get("summary") or {}).get("end")
+        return datetime.fromisoformat(str(stamp).replace("Z", "+00:00")).timestamp()
+    except (ValueError, AttributeError, TypeError):
+        return path.stat().st_mtime
 
 
 class GroupedSink:

@@ -106,8 +106,9 @@ class Dispatcher(Worker):
             live = live.for_frame(job.rel_path)  # its camera profile's settings laid over the global ones
         model = done.model or self.slot.active  # a frame that failed before inference: the model serving now
         request = self.requests.take(job) if job.source == "http" else None
+        band_hit = False
         try:
-            result = self._postprocess(done, model, live, request)
+            result, band_hit = self._postprocess(done, model, live, request)
         except Exception as exc:  # this frame's output cannot be read: it fails alone
             log.error("%s: postprocessing failed", shown(job.rel_path), exc_info=exc)
             error = FrameError(FrameError.POSTPROCESS_FAILED, f"postprocessing failed: {type(exc).__name__}: {exc}")
@@ -131,32 +132,55 @@ class Dispatcher(Worker):
                     job.frame_id, item.tensor, item.letterbox, item.transform, result.detections, active_ms, live
                 )
             )
-        return Finished(job, item, result, live)
+        return Finished(job, item, result, live, band_hit)
 
     def _postprocess(
         self, done: Inferred, model: OnnxModel, live: TwinSettings, request: Request | None
-    ) -> FrameResult:
+    ) -> tuple[FrameResult, bool]:
+        """The frame's result, and whether a detection below its confidence threshold (its class's own, from
+        `classThresholds` and the frame's profile, or the frame's) lies in the review band (decoded down to the
+        band's low end when the band reaches below a threshold; the result keeps only the detections over their
+        threshold, exactly as a decode at it would). A frame cut in views is merged and judged by its ROI first."""
         item = done.item
         if isinstance(item, Failed):
-            return self.results.make(item.job, None, model.info(), error=item.error, timings=done.timings_ms, live=live)
+            return self.results.make(
+                item.job, None, model.info(), error=item.error, timings=done.timings_ms, live=live
+            ), False
         t0 = time.monotonic()
-        confidence = request.confidence if request else None
-        options = decode_options(model, live, agnostic=self.settings.agnostic_nms, confidence=confidence)
+        confidence = request.confidence if request and request.confidence is not None else live.confidence_threshold
+        judged = decode_options(model, live, agnostic=self.settings.agnostic_nms, confidence=confidence)
+        options = judged
+        band = live.review.band if request is None and live.review.enabled else None
+        lowered = band is not None and band[0] < max((confidence, *(t for _, t in judged.class_thresholds)))
+        if band is not None and lowered:  # decoded down to the band's low end, every class threshold too
+            floor = band[0]
+            options = replace(
+                judged,
+                confidence=min(confidence, floor),
+                class_thresholds=tuple((c, min(t, floor)) for c, t in options.class_thresholds),
+            )
         if done.output is None:
             raise ValueError("no model output for this frame")
         decoded = frame_views.read(
             model.decoder, (done.output, *done.tile_outputs), item.views, options, live.profile, item.size
         )
+        detections = decoded.detections
+        band_hit = False
+        if band is not None and lowered:  # kept: over its threshold, strictly, as a decode at it keeps
+            own = dict(judged.class_thresholds)  # class id -> its own threshold; the others: `confidence`
+            below = [d for d in detections if d.confidence <= own.get(d.class_id, confidence)]
+            band_hit = any(band[0] <= d.confidence <= band[1] for d in below)
+            detections = tuple(d for d in detections if d.confidence > own.get(d.class_id, confidence))
         timings = {**done.timings_ms, "postprocess": (time.monotonic() - t0) * 1000}
         result = self.results.make(
             item.job,
             item,
             model.info(),
-            detections=decoded.detections,
+            detections=detections,
             classification=decoded.classification,
             timings=timings,
             live=live,
         )
         if request is not None and request.confidence is not None:
             result = replace(result, confidence_threshold=request.confidence)
-        return result
+        return result, band_hit

@@ -65,6 +65,7 @@ class Finished:
     item: PreparedFrame | Failed
     result: FrameResult
     live: TwinSettings
+    band_hit: bool = False  # a detection below the confidence threshold lies in the review band (pipeline/review.py)
 
 
 @dataclass(frozen=True)

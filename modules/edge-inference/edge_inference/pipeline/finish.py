@@ -1,7 +1,9 @@
 """The end of a share frame: its result made durable, its telemetry stored, the ledger told, the original moved.
 
     group write (results/, annotated/, failed/ .error.json: one durable flush) -> telemetry (one outbox
-    transaction) -> ledger (done | failed) -> disposition of the original (archive | delete | keep; failed/)
+    transaction) -> ledger (done | failed) -> review copies of the chosen frames (pipeline/review.py) ->
+    the originals' archive or failed/ paths recorded in the output catalog -> disposition of the original
+    (archive | delete | keep; failed/)
 
 Telemetry is stored before the ledger marks the frames done: a kill in between processes them again (same
 message ids, which the outbox and upstream de-duplicate) instead of losing their messages. Under light load a
@@ -30,8 +32,11 @@ from edge_inference.pipeline.envelopes import Failed, Finished
 from edge_inference.pipeline.gate import INPUT_UNAVAILABLE, OUTPUT_ERROR, OUTPUT_FULL, IntakeGate
 from edge_inference.pipeline.outcomes import FrameCounters, ResultMaker
 from edge_inference.pipeline.quarantine import FrameAttempts
+from edge_inference.pipeline.review import ReviewSelector
+from edge_inference.share import output_layout as layout
 from edge_inference.share import share_fs
 from edge_inference.share.arrivals import ArrivingFrames
+from edge_inference.share.catalog import OutputCatalog, OutputFile
 from edge_inference.share.claims import ClaimArea
 from edge_inference.share.guard import ShareGuard
 from edge_inference.share.ledger import Ledger
@@ -65,8 +70,12 @@ class Finisher:
         attempts: FrameAttempts,
         arrivals: ArrivingFrames,
         metrics: MetricsRegistry,
+        catalog: OutputCatalog | None = None,
+        review: ReviewSelector | None = None,
     ) -> None:
         self.writer = writer
+        self.catalog = catalog
+        self.review = review
         self.ledger = ledger
         self.claims = claims
         self.gate = gate
@@ -121,8 +130,12 @@ class Finisher:
                 for f in group
             ]
         )
+        if self.review is not None:
+            for f in group:
+                self.review.consider(f)
+        self._record_disposals([(f.job.rel_path, f.result.ok) for f in group])
         for f in group:
-            self.dispose(f.job.rel_path, f.result.ok, mount_checked=True)  # checked for the group
+            self.dispose(f.job.rel_path, f.result.ok, mount_checked=True, recorded=True)  # checked for the group
             self.gate.end(f.job.rel_path)
             self.metrics.stage_seconds.labels(stage="write").observe(write_s)
             self.metrics.stage_seconds.labels(stage="send").observe(send_s)
@@ -157,8 +170,27 @@ class Finisher:
             log.error("%s: not even its error result can be written (%s)", shown(f.job.rel_path), again)
         return failed
 
-    def dispose(self, rel_path: str, ok: bool, *, mount_checked: bool = False) -> None:
+    def _record_disposals(self, frames: list[tuple[str, bool]]) -> None:
+        """Record in the output catalog where the originals are about to go (processed/, failed/), with their sizes,
+        before they move: a file moved but never recorded would be out of the retention's reach."""
+        if self.catalog is None:
+            return
+        files = []
+        for rel_path, ok in frames:
+            if ok and self.claims.disposition != "archive":
+                continue
+            target = layout.processed_path(rel_path) if ok else layout.failed_path(rel_path)
+            try:
+                size = share_fs.lstat(*self.claims.location(rel_path)).st_size
+            except (OSError, ValueError):
+                continue  # not there now: the disposition fails too and is retried with its own record
+            files.append(OutputFile(target, rel_path, size))
+        self.catalog.record(files)
+
+    def dispose(self, rel_path: str, ok: bool, *, mount_checked: bool = False, recorded: bool = False) -> None:
         """Archive, delete or keep the original of a finished frame (failed ones go to failed/)."""
+        if not recorded:
+            self._record_disposals([(rel_path, ok)])
         try:
             if not mount_checked and (not ok or self.claims.disposition == "archive"):  # writes to the output
                 self.guard.check_output_mounted()

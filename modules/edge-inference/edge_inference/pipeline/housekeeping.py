@@ -7,6 +7,7 @@
   when the gate wants it (pipeline/intake.py).
 - Ledger retention: finished frames older than LEDGER_RETENTION_DAYS forgotten in steps of 500 (the first pass
   a minute after start, not in the rush of a start-up backlog), never a frame the ledger must still remember.
+- Output retention (share/retention.py): a step every RETENTION_INTERVAL_S, every round while more is due.
 - Frames that waited for their writer (share/arrivals.py) handed back to intake once they are due.
 - Temp files a failed write could not remove while a share was away; the telemetry's summary interval.
 
@@ -29,12 +30,14 @@ from edge_inference.share.arrivals import ArrivingFrames
 from edge_inference.share.claims import ClaimArea
 from edge_inference.share.guard import ShareGuard
 from edge_inference.share.ledger import Ledger, LedgerEntry
+from edge_inference.share.retention import OutputRetention
 from edge_inference.workers import PeriodicWorker, Supervisor
 
 log = logging.getLogger(__name__)
 
 PRUNE_INTERVAL_S = 3600.0  # seconds between ledger retention passes
 HEARTBEAT_INTERVAL_S = 10.0
+RETENTION_INTERVAL_S = 10.0  # seconds between output retention steps (the next round while more is due)
 
 
 class Housekeeping(PeriodicWorker):
@@ -50,6 +53,7 @@ class Housekeeping(PeriodicWorker):
         intake: Intake,
         arrivals: ArrivingFrames,
         results: ResultMaker,
+        retention: OutputRetention,
         telemetry_tick: Callable[[], None],
         supervisor: Supervisor | None = None,
     ) -> None:
@@ -62,9 +66,11 @@ class Housekeeping(PeriodicWorker):
         self.intake = intake
         self.arrivals = arrivals
         self.results = results
+        self.retention = retention
         self.telemetry_tick = telemetry_tick
         self._last_beat = self._last_adopt = 0.0
         self._next_prune = time.monotonic() + 60.0  # not in the rush of a start-up backlog
+        self._next_retention = time.monotonic() + 5.0
 
     def tick(self) -> None:
         try:
@@ -90,6 +96,10 @@ class Housekeeping(PeriodicWorker):
             self.intake.reconcile_claims()
         if self.gate.accepting():
             self.arrivals.release_due(self.intake.take_again)
+        if now >= self._next_retention:
+            self._next_retention = now + RETENTION_INTERVAL_S  # a share error below: the regular interval
+            more = self.retention.step()
+            self._next_retention = now + (1.0 if more else RETENTION_INTERVAL_S)
         tempfiles.sweep_orphans()  # temp files a failed write could not remove while a share was away
         try:
             self.telemetry_tick()

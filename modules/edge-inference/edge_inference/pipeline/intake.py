@@ -100,6 +100,14 @@ class Intake:
         self.queues.show(self.metrics)
         return Offer.TAKEN
 
+    def finished(self, items: list[tuple[str, os.stat_result]]) -> set[str]:
+        """Keep mode: the relative paths among these file versions that the ledger has finished (the watcher
+        remembers them instead of offering them again, e.g. a kept share found again after a restart)."""
+        if self.claims.moves_files:
+            return set()
+        ids = {FrameJob(rel, Path(), st.st_size, st.st_mtime_ns, "scan", 0.0).frame_id: rel for rel, st in items}
+        return {ids[frame_id] for frame_id in self.ledger.finished_among(list(ids))}
+
     def _refuse_special(self, rel_path: str, st: os.stat_result) -> None:
         """A FIFO, device node, socket or symlink on the share: never opened or followed, reported once."""
         job = FrameJob(rel_path, Path(), st.st_size, st.st_mtime_ns, "scan", time.monotonic())

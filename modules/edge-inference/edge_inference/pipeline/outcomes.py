@@ -96,6 +96,11 @@ class FrameCounters:
         with self._lock:
             return dict(self._counts)
 
+    def finished(self) -> int:
+        """Share frames finished so far (ok and failed)."""
+        with self._lock:
+            return self._counts["ok"] + self._counts["failed"]
+
     def observe(self, result: FrameResult) -> None:
         """Per-stage latencies of one result (write and send are observed by the finish stage)."""
         for stage, ms in result.timings_ms.items():

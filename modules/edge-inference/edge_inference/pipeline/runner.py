@@ -5,7 +5,8 @@
       --> batcher.py: batches up to BATCH_SIZE / BATCH_MAX_WAIT_MS, the model --Inferred--> inferred queue
       --> dispatch.py: postprocess with the live settings; /predict answered
       --> finish.py: result files (atomic; the mark of a done frame) -> telemetry -> ledger -> disposition
-    housekeeping.py: share watch, claims, ledger retention (gate.py: pause reasons and the frames in flight)
+    housekeeping.py: share watch, claims, ledger and output retention (gate.py: pause reasons, frames in flight)
+    review.py: frames chosen for review/ copied as they finish (share/review.py writes them)
 The model that serves is vision/serving.py's `ModelSlot` (swapped by the model rollout between two batches);
 share frames the active model judged are offered to the candidate shadow (`shadow`, rollout/shadow.py), which
 runs only while the pipeline is `idle()`.
@@ -46,15 +47,19 @@ from edge_inference.pipeline.outcomes import FrameCounters, ResultMaker
 from edge_inference.pipeline.predict import PendingRequests, Predictions
 from edge_inference.pipeline.prepare import FramePreparer, PrepareWorker
 from edge_inference.pipeline.quarantine import FrameAttempts
+from edge_inference.pipeline.review import ReviewSelector
 from edge_inference.rollout.shadow import ShadowInbox
 from edge_inference.settings import Settings
 from edge_inference.share import share_fs
 from edge_inference.share.arrivals import ArrivingFrames
+from edge_inference.share.catalog import OutputCatalog
 from edge_inference.share.claims import ClaimArea
 from edge_inference.share.guard import ShareGuard
 from edge_inference.share.ledger import Ledger
 from edge_inference.share.mounts import settle_window
 from edge_inference.share.results import ResultWriter
+from edge_inference.share.retention import OutputRetention, TelemetryFile
+from edge_inference.share.review import ReviewWriter
 from edge_inference.vision.serving import ModelSlot
 from edge_inference.workers import Supervisor, Worker
 
@@ -74,6 +79,7 @@ class Pipeline:
         ledger: Ledger,
         claims: ClaimArea,
         writer: ResultWriter,
+        catalog: OutputCatalog,
         metrics: MetricsRegistry,
         alarms: AlarmRegistry,
         telemetry: ResultListener,
@@ -81,6 +87,7 @@ class Pipeline:
         *,
         shadow: ShadowInbox | None = None,
         telemetry_tick: Callable[[], None] = lambda: None,
+        telemetry_file: TelemetryFile | None = None,
     ) -> None:
         self.settings = settings
         self.slot = slot
@@ -100,6 +107,9 @@ class Pipeline:
         self.arrivals = ArrivingFrames(
             settings.truncated_grace_seconds, settle, trust_mtime, lambda rel: share_fs.lstat(*claims.location(rel))
         )
+        self.review = ReviewSelector(
+            ReviewWriter(settings.output_dir, catalog, lambda: slot.active.class_names), claims, catalog, metrics
+        )
         self.finisher = Finisher(
             writer,
             ledger,
@@ -113,6 +123,18 @@ class Pipeline:
             self.attempts,
             self.arrivals,
             metrics,
+            catalog,
+            self.review,
+        )
+        self.retention = OutputRetention(
+            settings.output_dir,
+            catalog,
+            self.guard,
+            settings.output_retention_days,
+            settings.output_max_gb,
+            alarms,
+            metrics,
+            telemetry_file,
         )
         self.intake = Intake(claims, ledger, self.gate, self.guard, self.queues, self.finisher, self.arrivals, metrics)
         self.preparer = FramePreparer(settings, slot, live, self.guard, self.attempts, self._stopping)
@@ -156,6 +178,7 @@ class Pipeline:
             self.intake,
             self.arrivals,
             self.results,
+            self.retention,
             telemetry_tick,
             supervisor,
         )

@@ -19,8 +19,10 @@ from edge_inference.settings.reader import (
 )
 from edge_inference.settings.table import (
     DEFAULT_MODEL_PATH,
+    OUTPUT_FOLDERS,
     PACKAGE_DIR,
     Disposition,
+    PerFolder,
     Settings,
     Spec,
     WatchMode,
@@ -33,10 +35,12 @@ __all__ = [
     "EDGEHUB_VARIABLES",
     "ENV_VARS",
     "IOTEDGE_VARIABLES",
+    "OUTPUT_FOLDERS",
     "PACKAGE_DIR",
     "SETTING_NAMES",
     "Disposition",
     "EnvVar",
+    "PerFolder",
     "Settings",
     "Spec",
     "WatchMode",

@@ -47,6 +47,54 @@ def parse_providers(text: str) -> tuple[str, ...]:
     return tuple(resolved)
 
 
+OUTPUT_FOLDERS = ("results", "annotated", "failed", "processed", "review", "telemetry")
+
+
+@dataclass(frozen=True)
+class PerFolder:
+    """A limit for each output folder (OUTPUT_RETENTION_DAYS, OUTPUT_MAX_GB): one number for every folder, or
+    `folder:number` pairs, `*` for the folders not named (`processed:7,annotated:7,*:90`); 0 is no limit."""
+
+    default: float = 0.0
+    folders: tuple[tuple[str, float], ...] = ()
+
+    def of(self, folder: str) -> float:
+        return dict(self.folders).get(folder, self.default)
+
+    @property
+    def active(self) -> bool:
+        return any(self.of(folder) > 0 for folder in OUTPUT_FOLDERS)
+
+    def __str__(self) -> str:
+        if not self.folders:
+            return f"{self.default:g}"
+        pairs = [f"{name}:{value:g}" for name, value in self.folders]
+        return ",".join([*pairs, f"*:{self.default:g}"] if self.default else pairs)
+
+
+def _per_folder(hi: float) -> Callable[[str], PerFolder]:
+    def parse(text: str) -> PerFolder:
+        default, folders = 0.0, {}
+        for item in (part.strip() for part in text.split(",")):
+            name, colon, number = item.rpartition(":")
+            value = float(number if colon else item)
+            if value != value or not 0 <= value <= hi:
+                raise ValueError(text)
+            name = name.strip() if colon else "*"
+            if name == "*":
+                default = value
+            elif name in OUTPUT_FOLDERS and name not in folders:
+                folders[name] = value
+            else:
+                raise ValueError(text)
+        return PerFolder(default, tuple(folders.items()))
+
+    return parse
+
+
+_FOLDER_PAIRS = f"folder:number pairs (folders {', '.join(OUTPUT_FOLDERS)}; * for the rest)"
+
+
 def _replica_id(text: str) -> str:
     if not text or not all(c.isalnum() or c in "._-" for c in text) or text.startswith("."):
         raise ValueError(text)
@@ -138,6 +186,11 @@ class Settings:
     input_disposition: Disposition = setting(
         "archive", "archive (move to output processed/), delete, keep (read-only share)"
     )
+    require_mounted_shares: bool = setting(
+        False,
+        "true: INPUT_DIR and OUTPUT_DIR must each be a mounted share (a network or FUSE mount, or a file system of"
+        " its own), never a plain folder (a share the host had not mounted yet): the module refuses to start",
+    )
     settle_seconds: float = setting(
         0.3,
         "a frame is taken when its size and mtime are unchanged this long (on SMB/NFS/FUSE mounts at least the"
@@ -154,7 +207,17 @@ class Settings:
     )
     poll_interval_seconds: float = setting(1.0, "polling interval in poll mode", lo=0.05, hi=3600)
     rescan_interval_seconds: float = setting(
-        30.0, "reconciliation sweep of the input tree (0 = only at start-up)", lo=0, hi=86400
+        30.0,
+        "full sweep of the input tree (0 = only at start-up); polls list only the folders that changed, the sweep"
+        " finds what they cannot see (cached or unchanging folder mtimes)",
+        lo=0,
+        hi=86400,
+    )
+    progress_interval_seconds: float = setting(
+        30.0,
+        "while a backlog drains: one log line this often with frames/s, frames left and time left",
+        lo=1,
+        hi=86400,
     )
     queue_size: int = setting(
         64, "frames claimed and waiting for decode; beyond it frames wait on the share", lo=1, hi=100_000
@@ -227,6 +290,22 @@ class Settings:
         " reprocess reaches back this far; 0 = never",
         lo=0,
         hi=36500,
+    )
+    output_retention_days: PerFolder = setting(
+        PerFolder(),
+        "files the module wrote to the output share are removed, oldest first, once this old (0 = kept): one"
+        " number for every folder, or folder:days pairs, e.g. processed:7,annotated:7,*:90",
+        shown="0",
+        parse=_per_folder(36500),
+        allowed=f"a number of days from 0 to 36500, or {_FOLDER_PAIRS}",
+    )
+    output_max_gb: PerFolder = setting(
+        PerFolder(),
+        "each output folder is kept under this size, its oldest files removed first (0 = no cap): one number for"
+        " every folder, or folder:GB pairs, e.g. processed:500,review:100",
+        shown="0",
+        parse=_per_folder(10**6),
+        allowed=f"a number of GB from 0 to 1000000, or {_FOLDER_PAIRS}",
     )
     shutdown_timeout_seconds: float = setting(20.0, "SIGTERM: drain deadline before exiting", lo=1, hi=3600)
     http_host: str = setting("0.0.0.0", "address the REST API binds to", allowed="an address")

@@ -4,7 +4,8 @@ and writable with room to spare.
 A share unmounted under the module leaves its mount point behind as a plain folder: results written there would
 be hidden when the share returns, and an empty input folder says nothing about the frames on the share. So the
 mount holding each share folder is remembered when the guard is built (`/` needs no watching), and a share
-folder whose mount is gone is never used. The pipeline asks the guard before it writes, when a frame cannot be
+folder whose mount is gone is never used. With REQUIRE_MOUNTED_SHARES the module does not start at all on a
+plain folder where a share was meant to be (`require_mounted_shares`). The pipeline asks the guard before it writes, when a frame cannot be
 read, and on every housekeeping round.
 """
 
@@ -16,10 +17,11 @@ import os
 import shutil
 from pathlib import Path
 
+from edge_inference.errors import ShareError
 from edge_inference.share import share_fs
 from edge_inference.share.claims import ClaimArea
 from edge_inference.share.ledger import LedgerEntry
-from edge_inference.share.mounts import is_mount_point, mount_point_of
+from edge_inference.share.mounts import is_mount_point, mount_point_of, share_mount_problem
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,10 @@ class ShareGuard:
         """Raise OSError(ENODEV) when the output share's mount is gone (its mount point is a plain folder)."""
         if mount_gone(self._output_mount):
             raise OSError(errno.ENODEV, "the output share is no longer mounted (its mount point is a plain folder)")
+
+    def output_present(self) -> bool:
+        """The output share is mounted and OUTPUT_DIR answers (whatever its free space): its files can be looked at."""
+        return not mount_gone(self._output_mount) and readable_dir(self.output_dir)
 
     def output_writable(self) -> bool:
         """Mounted, OUTPUT_DIR there (made again when a share came back empty), and free space above the bound."""
@@ -93,6 +99,20 @@ class ShareGuard:
         except (OSError, ValueError):
             return True
         return st.st_size == entry.size and st.st_mtime_ns == entry.mtime_ns
+
+
+def require_mounted_shares(shares: dict[str, Path]) -> None:
+    """REQUIRE_MOUNTED_SHARES: raise ShareError, one sentence, unless each share folder is on a mounted share (a
+    container started before its host mounted the share must not take frames from, nor write into, the plain
+    folder it sees there). Checked before anything is read or written; IoT Edge restarts the module, and the
+    restart finds the share mounted."""
+    problems = [f"{name} {path}: {why}" for name, path in shares.items() if (why := share_mount_problem(path))]
+    if problems:
+        raise ShareError(
+            "REQUIRE_MOUNTED_SHARES=true and "
+            + "; ".join(problems)
+            + ". Mount the share there before the module starts, or set REQUIRE_MOUNTED_SHARES=false"
+        )
 
 
 def share_mount(folder: Path) -> Path | None:

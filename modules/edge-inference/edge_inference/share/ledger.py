@@ -77,6 +77,17 @@ def _entry(row: Any) -> LedgerEntry:
     return LedgerEntry(row[0], os.fsdecode(rel) if isinstance(rel, bytes) else str(rel), *row[2:])
 
 
+def open_state_db(path: Path, schema: str) -> sqlite3.Connection:
+    """A SQLite database of STATE_DIR, as the ledger and the output catalog keep theirs: one connection shared by
+    threads (callers hold their own lock), autocommit, WAL (readers never block the writer), its schema made."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.executescript(schema)
+    return db
+
+
 @dataclass(frozen=True)
 class LedgerEntry:
     frame_id: str
@@ -91,12 +102,8 @@ class Ledger:
     """Thread-safe SQLite ledger (one connection, one lock; WAL so readers never block the writer)."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        self._db = open_state_db(path, _SCHEMA)
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(frames)")}
         if "attempts" not in columns:  # a ledger written before attempts were counted
             self._db.execute("ALTER TABLE frames ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0")
@@ -152,6 +159,19 @@ class Ledger:
         """The last attempt failed through no fault of the frame (a share went away): it does not count."""
         with self._tx() as db:
             db.execute("UPDATE frames SET attempts = MAX(attempts - 1, 0) WHERE frame_id = ?", (frame_id,))
+
+    def finished_among(self, frame_ids: list[str]) -> set[str]:
+        """Which of these frame versions are finished (the watcher's look at a kept share after a restart)."""
+        found: set[str] = set()
+        for start in range(0, len(frame_ids), 500):
+            chunk = frame_ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            with self._lock:
+                rows = self._db.execute(
+                    f"SELECT frame_id FROM frames WHERE state IN ('done', 'failed') AND frame_id IN ({marks})", chunk
+                ).fetchall()
+            found.update(str(row[0]) for row in rows)
+        return found
 
     def finished_matching(self, pattern: str) -> list[LedgerEntry]:
         """Finished frames whose relative path equals `pattern` or matches it as a glob."""

@@ -41,7 +41,13 @@ def parse_mountinfo(text: str) -> list[tuple[str, str]]:
 
 def _parse(text: str) -> list[tuple[str, str, str]]:
     """[(mount point, fs type, options)]: the mount's own options and its file system's, comma-joined."""
-    mounts: list[tuple[str, str, str]] = []
+    return [(point, fs_type, options) for point, fs_type, options, _root in _parse_all(text)]
+
+
+def _parse_all(text: str) -> list[tuple[str, str, str, str]]:
+    """[(mount point, fs type, options, root)]: `root` is the folder of its file system mounted there (`/` for
+    a whole file system, the folder's path for a bind mount)."""
+    mounts: list[tuple[str, str, str, str]] = []
     for line in text.splitlines():
         left, sep, right = line.partition(" - ")
         if not sep:
@@ -51,7 +57,7 @@ def _parse(text: str) -> list[tuple[str, str, str]]:
         if len(fields) < 5 or not after:
             continue
         options = ",".join(f for f in (fields[5] if len(fields) > 5 else "", after[2] if len(after) > 2 else "") if f)
-        mounts.append((_unescape(fields[4]), after[0], options))
+        mounts.append((_unescape(fields[4]), after[0], options, _unescape(fields[3])))
     return mounts
 
 
@@ -86,6 +92,33 @@ def _holding_mount(path: Path, mountinfo: str | None) -> tuple[str, str, str]:
         ):
             best = (mount_point, fs_type, options)
     return best
+
+
+def share_mount_problem(path: Path, mountinfo: str | None = None) -> str:
+    """Why `path` is not on a mounted share, or "" when it is: a network or FUSE mount, or a whole file system
+    mounted there (a disk, a tmpfs). Not a share: a folder of the root file system (a container whose volume was
+    never mounted), or a folder of a local file system bound in (Docker binds the host's plain folder when the
+    host had not mounted its share yet)."""
+    text = mountinfo
+    if text is None:
+        try:
+            text = Path("/proc/self/mountinfo").read_text()
+        except OSError:
+            return "/proc/self/mountinfo cannot be read"
+    target = os.path.realpath(path)
+    best = ("", "unknown", "", "")
+    for entry in _parse_all(text):
+        point = entry[0]
+        if (target == point or target.startswith(point.rstrip("/") + "/") or point == "/") and len(point) >= len(
+            best[0]
+        ):
+            best = entry
+    point, fs_type, _options, root = best
+    if point in ("", "/"):
+        return "it is a folder of the root file system, where no share is mounted"
+    if needs_polling(fs_type) or root == "/":
+        return ""
+    return f"it is a folder of the local {fs_type} file system bound in from {root}, not a share"
 
 
 def is_mount_point(path: Path, mountinfo: str | None = None) -> bool:

@@ -1,6 +1,7 @@
 """Where a frame's outputs go on the output share: one deterministic, collision-free name per frame and tree.
 
     results/<path>.json   annotated/<path>.jpg (+ <path>.mask.png)   failed/<path> + <path>.error.json   processed/<path>
+    review/<date>/<path> + its YOLO label file      review/crops/<date>/<classId>_<label>/<path stem>_<i>.jpg
 
 Two input paths never map to one output path, and an output file never lands where another frame's outputs need
 a folder (a file `x.jpg` and a folder `x.jpg.json/` on the input share, or `p.jpg` and `p.jpg/w.jpg`):
@@ -9,6 +10,9 @@ a folder (a file `x.jpg` and a folder `x.jpg.json/` on the input share, or `p.jp
   -> `results/x.jpg.json~dir/y.jpg.json`. The rule is one-to-one (a name ending in `~dir` always gets another);
 - annotated/: a `.jpg` frame keeps its name unless the part before `.jpg` is itself an image name; every other
   frame gets `.jpg` added (`x.png` -> `x.png.jpg`, `x.JPG` -> `x.JPG.jpg`), so `x.png` and `x.jpg` differ;
+- review/: an annotation tool pairs an image with the label file of the same stem (`x.jpg` and `x.txt`), so the
+  stem must be one-to-one: a `.jpg` frame whose stem is not an image name keeps its name (`x.jpg` + `x.txt`);
+  every other frame keeps its whole name as the stem (`x.png` -> `x.png.png` + `x.png.txt`);
 - a name over NAME_MAX bytes is cut and tagged with its hash (`fit_name`); the result body keeps the full path.
 """
 
@@ -28,7 +32,9 @@ _FILE_ENDINGS = {
     "annotated": (".jpg", ".png"),
     "failed": (*_IMAGE_SUFFIXES, ".json"),
     "processed": _IMAGE_SUFFIXES,
+    "review": (*_IMAGE_SUFFIXES, ".txt"),
 }
+_SUFFIX_ROOM = "." + "x" * 5  # room kept for any review suffix (.jpeg, .tiff, .webp, .txt) when a stem is cut
 
 
 def result_path(rel_path: str) -> str:
@@ -57,6 +63,30 @@ def failed_error_path(rel_path: str) -> str:
 
 def processed_path(rel_path: str) -> str:
     return _place("processed", rel_path, "")
+
+
+def review_paths(day: str, rel_path: str) -> tuple[str, str]:
+    """(the review copy, its YOLO label file) of a frame copied on `day` (YYYY-MM-DD)."""
+    folders, stem, ext = _review_parts(rel_path)
+    return "/".join(["review", day, *folders, stem + ext]), "/".join(["review", day, *folders, stem + ".txt"])
+
+
+def review_crop_path(day: str, class_id: int, label: str, rel_path: str, index: int) -> str:
+    """The `index`-th detection crop of a frame: one folder per class (ImageFolder layout), the frame's folders
+    below it so that names stay apart."""
+    folders, stem, _ext = _review_parts(rel_path)
+    safe = "".join(c if c.isalnum() or c in "-_ " else "_" for c in label)[:100] or "_"
+    return "/".join(["review", "crops", day, f"{class_id}_{safe}", *folders, fit_name(f"{stem}_{index}", ".jpg")])
+
+
+def _review_parts(rel_path: str) -> tuple[list[str], str, str]:
+    parts = split(rel_path)
+    name = parts[-1]
+    stem, ext = os.path.splitext(name)
+    keeps = ext == ".jpg" and os.path.splitext(stem)[1].lower() not in IMAGE_EXTENSIONS
+    base = stem if keeps else name
+    room = fit_name(base, _SUFFIX_ROOM)[: -len(_SUFFIX_ROOM)]  # one cut for the copy and its label alike
+    return [_folder(p, _FILE_ENDINGS["review"]) for p in parts[:-1]], room, ext
 
 
 def _place(tree: str, rel_path: str, suffix: str) -> str:

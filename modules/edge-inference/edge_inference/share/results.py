@@ -5,6 +5,8 @@ Every file appears atomically (temp name in the same folder, fsync, rename), so 
 crash at any moment see either the old file or the complete new one, never half of one. The result file
 is the mark of a finished frame. A full share raises `OutputFullError` after removing its temp file. Folders are
 walked without following a symlink (`share_fs`): a link planted on the output share never redirects a write.
+Each file is recorded in the output catalog (share/catalog.py) before it is written: the output retention removes
+only files the module wrote.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ from edge_inference.entities import FrameResult
 from edge_inference.errors import EdgeInferenceError, OutputFullError
 from edge_inference.names import shown
 from edge_inference.share import output_layout as layout
+from edge_inference.share.catalog import OutputCatalog, OutputFile
 from edge_inference.share.output_layout import NAME_MAX, fit_name
-from edge_inference.share.share_fs import open_dir, split
+from edge_inference.share.share_fs import create_in, split
 from edge_inference.share.tempfiles import discard, temp_name
 from edge_inference.vision.annotate import draw
 from edge_inference.vision.masks import label_map
@@ -59,10 +62,11 @@ def write_group_atomic(root: Path, items: list[tuple[str, bytes]], *, fsync: boo
     try:
         for rel_path, data in items:
             parts = split(rel_path)
-            fd = open_dir(root, parts[:-1], create=True)
             tmp = temp_name(parts[-1])
+            fd, out = create_in(
+                root, parts[:-1], tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+            )
             temps.append((fd, tmp, parts[-1], rel_path))
-            out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=fd)
             try:
                 _write_all(out, data)
                 if fsync and not group_sync:
@@ -99,9 +103,16 @@ def _write_all(fd: int, data: bytes) -> None:
 class ResultWriter:
     """The output share's files (their names: `output_layout`): results/, annotated/, failed/*.error.json."""
 
-    def __init__(self, output_dir: Path, *, fsync: bool = True) -> None:
+    def __init__(self, output_dir: Path, *, fsync: bool = True, catalog: OutputCatalog | None = None) -> None:
         self.output_dir = output_dir
         self.fsync = fsync
+        self.catalog = catalog
+
+    def _write(self, frame: str, items: list[tuple[str, bytes]]) -> None:
+        """Record the files in the catalog (one transaction), then write them with one durable flush."""
+        if self.catalog is not None:
+            self.catalog.record(OutputFile(rel, frame, len(data)) for rel, data in items)
+        write_group_atomic(self.output_dir, items, fsync=self.fsync)
 
     def result_path(self, rel_path: str) -> Path:
         return self.output_dir / layout.result_path(rel_path)
@@ -119,6 +130,10 @@ class ResultWriter:
             )
             for r in results
         ]
+        if self.catalog is not None:
+            self.catalog.record(
+                OutputFile(rel, r.rel_path, len(data)) for (rel, data), r in zip(items, results, strict=True)
+            )
         write_group_atomic(self.output_dir, items, fsync=self.fsync)
 
     def write_annotated(self, rel_path: str, image: np.ndarray, result: FrameResult) -> Path:
@@ -139,11 +154,11 @@ class ResultWriter:
             if not ok:
                 raise EdgeInferenceError(f"cannot encode the mask PNG for {rel_path}")
             files.append((layout.annotated_mask_path(rel_path), png.tobytes()))
-        write_group_atomic(self.output_dir, files, fsync=self.fsync)
+        self._write(rel_path, files)
         return self.output_dir / rel
 
     def write_error(self, rel_path: str, error: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
         rel = layout.failed_error_path(rel_path)
         body = {"path": shown(rel_path), "error": {k: shown(str(v)) for k, v in error.items()}, **(extra or {})}
-        write_atomic(self.output_dir, rel, json.dumps(body, ensure_ascii=False, indent=1).encode(), fsync=self.fsync)
+        self._write(rel_path, [(rel, json.dumps(body, ensure_ascii=False, indent=1).encode())])
         return self.output_dir / rel

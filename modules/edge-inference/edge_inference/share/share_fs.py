@@ -149,13 +149,28 @@ def revalidate(path: Path) -> os.stat_result:
 
 
 def rename(src_root: Path, src_rel: str, dst_root: Path, dst_rel: str, *, replace: bool = True) -> None:
-    """Rename inside one file system, both sides confined; the target's folders are made. Without `replace` an
-    existing target is never overwritten (FileExistsError)."""
-    with parent(src_root, src_rel) as (sfd, sname), parent(dst_root, dst_rel, create=True) as (dfd, dname):
-        if replace:
-            os.rename(sname, dname, src_dir_fd=sfd, dst_dir_fd=dfd)
-        else:
-            _rename_noreplace(sfd, sname, dfd, dname)
+    """Rename inside one file system, both sides confined; the target's folders are made (once more, should the
+    output retention remove an emptied one meanwhile). Without `replace` an existing target is never overwritten
+    (FileExistsError)."""
+    for last_try in (False, True):
+        with parent(src_root, src_rel) as (sfd, sname), parent(dst_root, dst_rel, create=True) as (dfd, dname):
+            try:
+                if replace:
+                    os.rename(sname, dname, src_dir_fd=sfd, dst_dir_fd=dfd)
+                else:
+                    _rename_noreplace(sfd, sname, dfd, dname)
+                return
+            except FileNotFoundError:
+                if last_try or not _exists(sfd, sname):
+                    raise
+
+
+def _exists(fd: int, name: str) -> bool:
+    try:
+        os.stat(name, dir_fd=fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def move(src_root: Path, src_rel: str, dst_root: Path, dst_rel: str) -> None:
@@ -169,18 +184,24 @@ def move(src_root: Path, src_rel: str, dst_root: Path, dst_rel: str) -> None:
         remove(src_root, src_rel)
 
 
-def copy(src_root: Path, src_rel: str, dst_root: Path, dst_rel: str, *, replace: bool = True) -> None:
+def copy(
+    src_root: Path, src_rel: str, dst_root: Path, dst_rel: str, *, replace: bool = True, in_place: bool = False
+) -> None:
     """Copy a regular file's bytes and times to a temp name beside the target, fsync, rename into place. The
-    source is opened with O_NOFOLLOW (a symlink is refused); without `replace` an existing target stays."""
+    source is opened with O_NOFOLLOW (a symlink is refused); without `replace` an existing target stays. With
+    `in_place` the copy is written under its own name (`write_in_place`)."""
     with parent(src_root, src_rel) as (sfd, sname):
         src = os.open(sname, _READ_FLAGS, dir_fd=sfd)
     try:
         st = os.fstat(src)
         if not stat.S_ISREG(st.st_mode):
             raise OSError(errno.EINVAL, "not a regular file: not copied", src_rel)
-        with parent(dst_root, dst_rel, create=True) as (dfd, dname):
-            tmp = temp_name(dname)
-            out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dfd)
+        parts = split(dst_rel)
+        dname = parts[-1]
+        tmp = dname if in_place else temp_name(dname)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_TRUNC if in_place else os.O_EXCL)
+        dfd, out = create_in(dst_root, parts[:-1], tmp, flags)
+        try:
             try:
                 try:
                     _copy_bytes(src, out, st.st_size)
@@ -188,17 +209,40 @@ def copy(src_root: Path, src_rel: str, dst_root: Path, dst_rel: str, *, replace:
                     os.fsync(out)
                 finally:
                     os.close(out)
-                if replace:
+                if not in_place and replace:
                     os.rename(tmp, dname, src_dir_fd=dfd, dst_dir_fd=dfd)
-                else:
+                elif not in_place:
                     _rename_noreplace(dfd, tmp, dfd, dname)
             except BaseException:
-                _discard_at(dfd, tmp, dst_root, dst_rel)
+                if not in_place:
+                    _discard_at(dfd, tmp, dst_root, dst_rel)
                 raise
             with contextlib.suppress(OSError):
                 os.fsync(dfd)
+        finally:
+            os.close(dfd)
     finally:
         os.close(src)
+
+
+def write_in_place(root: Path, rel_path: str, data: bytes) -> None:
+    """Write a file under its final name, fsync'ed, without a temp name and rename: for files bound for a share that
+    does not support renaming a file once created (an Azure Stack Edge cloud share uploads it under the name it was
+    created with; its documented upload caveats). A reader may see it while it is written."""
+    parts = split(rel_path)
+    dfd, out = create_in(
+        root, parts[:-1], parts[-1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    )
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(out, view) :]
+            os.fsync(out)
+        finally:
+            os.close(out)
+    finally:
+        os.close(dfd)
 
 
 def remove(root: Path, rel_path: str) -> None:
@@ -207,16 +251,38 @@ def remove(root: Path, rel_path: str) -> None:
         os.unlink(name, dir_fd=fd)
 
 
-def prune_empty(root: Path, rel_dir: str) -> None:
-    """Remove `rel_dir` and its parents below `root` while they are empty (never `root` itself)."""
+def prune_empty(root: Path, rel_dir: str, *, keep_top: int = 0) -> None:
+    """Remove `rel_dir` and its parents below `root` while they are empty (never `root` itself, nor the first
+    `keep_top` folders of the path). A writer that was about to create a file in one of them retries once
+    (`create_in`)."""
+    if not rel_dir:
+        return
     parts = split(rel_dir)
-    while parts:
+    while len(parts) > keep_top:
         try:
             with parent(root, "/".join(parts)) as (fd, name):
                 os.rmdir(name, dir_fd=fd)
         except OSError:
             return
         parts.pop()
+
+
+def create_in(root: Path, folder_parts: Sequence[str], name: str, flags: int) -> tuple[int, int]:
+    """(folder fd, file fd) of a new file `name` in `root/folder_parts...`, its folders made and walked without
+    following a symlink. The folder may be removed by the output retention between its opening and the file's
+    creation (an emptied folder): then it is made again and the creation tried once more."""
+    for last_try in (False, True):
+        fd = open_dir(root, folder_parts, create=True)
+        try:
+            return fd, os.open(name, flags, 0o644, dir_fd=fd)
+        except FileNotFoundError:
+            os.close(fd)
+            if last_try:
+                raise
+        except BaseException:
+            os.close(fd)
+            raise
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _copy_bytes(src: int, out: int, size: int) -> None:

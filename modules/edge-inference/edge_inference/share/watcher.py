@@ -1,67 +1,51 @@
 """The input-share watcher: finds complete frames and hands them to intake.
 
-Three sources feed one candidate table: watchdog (inotify on local file systems, polling on cifs/smb/nfs/
-fuse mounts, where inotify never sees other machines' writes), a start-up scan of the backlog, and a
-periodic reconciliation sweep so that a missed event never loses a frame. A candidate becomes a frame
-when it is complete: a close-after-write or a rename into the tree, or size and mtime unchanged for the
-settle window, and then opened once more to revalidate its size (`share_fs.revalidate`). Temp and hidden
-names are ignored; any other name without an image extension is named once in a WARNING line and left where it
-is; symlinks are never followed.
+Every source notes paths into one bounded candidate table (share/candidates.py: settling, offering, intake's
+verdicts): inotify (watchdog's observer, events mode: local file systems); the module's own poller (poll mode:
+cifs/smb/nfs/fuse mounts, where inotify never sees other machines' writes); the full sweep at start and every
+RESCAN_INTERVAL_SECONDS; and single paths named by ASE file events or `reprocess`. A poll lists only the folders
+that changed, and what the watcher has dealt with is kept out of every listing (share/scanner.py,
+share/folder_index.py), so an idle share costs what its folders cost, not its files. The table holds at most
+MAX_CANDIDATES paths: a backlog of a million frames streams through it, while the scan remembers which folders
+hold frames it had no room for (`frames_left` is the backlog the progress report shows). Temp and hidden names
+are ignored (`is_frame_name`, `_wanted`: the one name check of every source); any other name without an image
+extension is named once in a WARNING line and left where it is; symlinks are never followed.
+Frames wait on the share, not in memory.
 
-On a mount that caches attributes (SMB, NFS, FUSE) the settle window is longer than the cache
-(`mounts.settle_window`), and a file's mtime is never taken as proof that it is finished: over SMB it stays
-at the first write until the writer closes the file.
-
-Intake may refuse a ready frame: for all frames (queue full, paused, output share full: DEFER) it stays on
-the share and the watcher stops offering until the next tick; for this frame alone (a writer still holds it:
-BUSY; its claim failed: RETRY) only this candidate waits - another settle window, or a back-off that doubles
-up to a minute - and the watcher goes on with the others. Frames wait on the share, not in memory.
-
-Threads: watchdog's observer (and its emitter) notes paths; two workers (`workers.py`) do the rest:
-`watcher-settle` offers candidates once complete and checks that the observer is still alive (a dead
-observer kills the worker, so the module stops and IoT Edge restarts it), `watcher-sweep` walks the share
-every RESCAN_INTERVAL_SECONDS.
+Threads (`workers.py`): `watcher-settle` offers candidates once complete and checks that the observer is still
+alive (a dead observer kills the worker, so the module stops and IoT Edge restarts it); `watcher-scan` sweeps at
+start, then polls every POLL_INTERVAL_SECONDS (poll mode; in events mode it only refills the table) and sweeps
+every RESCAN_INTERVAL_SECONDS (ten times less often while a backlog waits for room in the table).
 """
 
 from __future__ import annotations
 
-import enum
 import logging
 import os
-import stat
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
-from watchdog.observers.polling import PollingObserver
 
 from edge_inference.errors import WorkerDied
+from edge_inference.log import WarnOnce
 from edge_inference.names import shown
-from edge_inference.share import share_fs
+from edge_inference.share.candidates import CandidateTable, FrameOffer
+from edge_inference.share.candidates import Offer as Offer  # intake's verdicts, re-exported where they are used
+from edge_inference.share.folder_index import FolderIndex
 from edge_inference.share.mounts import filesystem_type, needs_polling, settle_window
+from edge_inference.share.scanner import Finished, ShareScanner, SweepReport
 from edge_inference.vision.decode import IMAGE_EXTENSIONS
 from edge_inference.workers import PeriodicWorker, Supervisor
 
 log = logging.getLogger(__name__)
 
 _TEMP_SUFFIXES = (".tmp", ".part", ".filepart", ".crdownload", ".partial", ".swp")
-
-
-class Offer(enum.Enum):
-    TAKEN = "taken"  # intake took it (or it was already done): forget the candidate
-    DEFER = "defer"  # intake is full or paused: keep it on the share, offer again later
-    DROP = "drop"  # nothing to do (already finished, gone, not inside the share): forget the candidate
-    BUSY = "busy"  # its writer still holds it: this one waits another settle window
-    RETRY = "retry"  # this one cannot be taken now (its claim failed): it backs off, the others go on
-
-
-_FIRST_BACKOFF = 1.0  # seconds before a candidate whose offer failed is offered again; doubles each time
-_MAX_BACKOFF = 60.0
+MAX_CANDIDATES = 10_000  # paths held at once; more frames wait on the share, counted, until there is room
+BACKLOG_SWEEP_FACTOR = 10  # while a sweep's frames wait for room, the next sweep comes this many times later
 
 
 TAKEN_EXTENSIONS = ", ".join(sorted(IMAGE_EXTENSIONS))  # as the "ignoring" line and the README show them
@@ -87,21 +71,11 @@ def resolve_mode(input_dir: Path, mode: str) -> str:
     return chosen
 
 
-@dataclass
-class _Candidate:
-    signature: tuple[int, int] | None
-    changed_at: float
-    complete: bool
-    source: str
-    not_before: float = 0.0  # monotonic time before which it is not offered again (its back-off)
-    backoff: float = 0.0
-
-
-FrameOffer = Callable[[str, os.stat_result, str], Offer]
-
-
 class FrameWatcher:
-    """Watches INPUT_DIR recursively and offers complete frames to `offer(rel_path, stat, source)`."""
+    """Watches INPUT_DIR recursively and offers complete frames to `offer(rel_path, stat, source)`.
+
+    `keeps`: frames stay on the share once done (INPUT_DISPOSITION=keep), so what was dealt with is remembered;
+    `finished(items)` names the (rel path, stat) versions the ledger already finished (keep mode, at a restart)."""
 
     def __init__(
         self,
@@ -113,43 +87,57 @@ class FrameWatcher:
         poll_interval: float = 1.0,
         rescan_interval: float = 30.0,
         exclude_dirs: tuple[str, ...] = (".edge-inference",),
-        on_sweep: Callable[[], None] | None = None,
+        keeps: bool = False,
+        finished: Finished | None = None,
+        max_candidates: int = MAX_CANDIDATES,
         supervisor: Supervisor | None = None,
     ) -> None:
         self.input_dir = input_dir
-        self._root = os.path.realpath(input_dir)
         self._offer = offer
         self.mode = resolve_mode(input_dir, mode)
         self.settle, self.trust_mtime = settle_window(input_dir, settle_seconds)
         self.poll_interval = poll_interval
         self.rescan_interval = rescan_interval
         self.exclude_dirs = exclude_dirs
-        self._on_sweep = on_sweep
-        self._lock = threading.Lock()
-        self._candidates: dict[str, _Candidate] = {}
+        self.keeps = keeps
+        self.max_candidates = max_candidates
         self._observer: BaseObserver | None = None
-        self._warned: set[str] = set()
+        self._warn_once = WarnOnce(log)
+        self.index = FolderIndex(str(input_dir))
+        self.candidates = CandidateTable(
+            self.index, self.settle, self.trust_mtime, max_candidates, keeps=keeps, warn=self._warn_once
+        )
+        self.scanner = ShareScanner(
+            input_dir,
+            self.index,
+            self,
+            keeps=keeps,
+            finished=finished or (lambda items: set()),
+            exclude_dirs=exclude_dirs,
+        )
+        self.last_sweep: SweepReport | None = None
+        self.swept = threading.Event()  # set once the start-up sweep has listed the whole share
+        self._unseen = 0  # frames the last sweep counted that the table had no room for (minus those taken since)
+        self._next_sweep = 0.0
         self.running = False
         tick = max(0.02, min(0.1, self.settle / 3 if self.settle else 0.05))
         self._settler = PeriodicWorker("watcher-settle", tick, supervisor, tick=self._settle_tick, daemon=True)
-        sweep_every = rescan_interval if rescan_interval > 0 else 3600.0
-        self._sweeper = PeriodicWorker("watcher-sweep", sweep_every, supervisor, tick=self._sweep_tick, daemon=True)
+        self._scanning = PeriodicWorker(
+            "watcher-scan", poll_interval, supervisor, tick=self._scan_tick, first_tick_at_start=True, daemon=True
+        )
 
     # -- lifecycle ------------------------------------------------------------------------------------------
     def start(self) -> None:
         self.input_dir.mkdir(parents=True, exist_ok=True)
-        handler = _EventHandler(self)
-        observer: BaseObserver = (
-            PollingObserver(timeout=self.poll_interval) if self.mode == "poll" else Observer(timeout=0.2)
-        )
-        observer.schedule(handler, str(self.input_dir), recursive=True)
-        observer.daemon = True
-        observer.start()
-        self._observer = observer
-        self.sweep()  # the backlog: frames dropped while the module was down
-        self._settler.start()
-        self._sweeper.start()
+        if self.mode != "poll":
+            observer: BaseObserver = Observer(timeout=0.2)
+            observer.schedule(_EventHandler(self), str(self.input_dir), recursive=True)
+            observer.daemon = True
+            observer.start()
+            self._observer = observer
         self.running = True
+        self._settler.start()
+        self._scanning.start()  # its first tick is the start-up sweep: the backlog streams in from there
         log.info(
             "watching %s (%s mode, settle %.2fs%s)",
             self.input_dir,
@@ -161,176 +149,127 @@ class FrameWatcher:
     def stop(self, timeout: float = 5.0) -> None:
         self.running = False
         self._settler.request_stop()
-        self._sweeper.request_stop()
+        self._scanning.request_stop()
         if self._observer is not None:
             self._observer.stop()
             self._observer.join(timeout)
         self._settler.join(timeout)
-        self._sweeper.join(timeout)
+        self._scanning.join(timeout)
 
     def alive(self) -> bool:
-        return self.running and self._observer_alive() and self._settler.is_alive() and self._sweeper.is_alive()
+        return self.running and self._observer_alive() and self._settler.is_alive() and self._scanning.is_alive()
 
     @property
     def error(self) -> BaseException | None:
         """Why the watcher died (one of its workers), or None."""
-        return self._settler.error or self._sweeper.error
+        return self._settler.error or self._scanning.error
 
     def _observer_alive(self) -> bool:
-        return self._observer is not None and self._observer.is_alive()
+        return self.mode == "poll" or (self._observer is not None and self._observer.is_alive())
 
     # -- candidates -----------------------------------------------------------------------------------------
-    def note(self, path: str, *, complete: bool = False, source: str = "events") -> bool:
-        """Remember a possible frame. True when it was not a candidate yet."""
+    def note(self, path: str, *, complete: bool = False, source: str = "events", force: bool = False) -> bool:
+        """Remember a possible frame. True when it was not a candidate yet. With the table full it waits on the
+        share (its folder is listed again once there is room) unless `force` (a frame asked for by name)."""
         rel = self.relative(path)
         if rel is None:
             return False
-        with self._lock:
-            known = self._candidates.get(path)
-            if known is None:
-                self._candidates[path] = _Candidate(None, time.monotonic(), complete, source)
-            elif complete:
-                known.complete = True
+        return self._add(path, rel, complete=complete, source=source, force=force)
+
+    def _add(self, path: str, rel: str, *, complete: bool, source: str, force: bool) -> bool:
+        added = self.candidates.add(path, rel, complete=complete, source=source, force=force)
         if complete:
             self._settler.wake()
-        return known is None
+        return added
 
     def relative(self, path: str) -> str | None:
         """The POSIX relative path of a frame inside the share, or None for anything to ignore."""
         rel = os.path.relpath(path, self.input_dir)
         if rel.startswith("..") or os.path.isabs(rel):
             return None
-        parts = rel.split(os.sep)
+        return "/".join(rel.split(os.sep)) if self._wanted(rel.split(os.sep)) else None
+
+    def _wanted(self, parts: list[str]) -> bool:
+        """Whether a file at these path parts is a frame to take (not in a hidden or excluded folder, a frame name,
+        no backslash). The one name check of every source: events, polls, sweeps and single paths."""
         if parts[0] in self.exclude_dirs or any(p.startswith(".") for p in parts[:-1]):
-            return None
+            return False
         if not is_frame_name(parts[-1]):
-            self._never_taken(path, parts[-1])
-            return None
+            self._never_taken("/".join(parts), parts[-1])
+            return False
         if any("\\" in p for p in parts):
             # legal on Linux, but safe_join() refuses it: offering it would kill the watcher (a crash loop)
-            self._warn_once(path, "ignoring %r: a backslash in a share path is not supported", rel)
-            return None
-        return "/".join(parts)
+            rel = "/".join(parts)  # one warning per name, whichever source met it first
+            self._warn_once(rel, "ignoring %r: a backslash in a share path is not supported", rel)
+            return False
+        return True
+
+    # the scanner's view of the table (share/scanner.py `Candidates`)
+    def room(self) -> int:
+        return self.candidates.room()
+
+    def capacity(self) -> int:
+        return self.max_candidates
+
+    def has(self, rel_path: str) -> bool:
+        return os.path.join(self.input_dir, rel_path) in self.candidates
+
+    def wanted(self, rel_path: str) -> bool:
+        return self._wanted(rel_path.split("/"))
+
+    def add(self, rel_path: str, source: str) -> bool:
+        added = self._add(os.path.join(self.input_dir, rel_path), rel_path, complete=False, source=source, force=False)
+        if added and source == "scan":  # a frame the last sweep counted as waiting for room
+            self._unseen = max(0, self._unseen - 1)
+        return added
 
     @property
     def pending(self) -> int:
-        with self._lock:
-            return len(self._candidates)
+        return len(self.candidates)
 
-    def sweep(self) -> int:
-        """Walk the share and note every frame file; returns how many new candidates it found."""
-        found = 0
-        for dirpath, dirnames, filenames in os.walk(self.input_dir):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in self.exclude_dirs)
-            for name in sorted(filenames):
-                if not is_frame_name(name):
-                    self._never_taken(os.path.join(dirpath, name), name)
-                elif self.note(os.path.join(dirpath, name), source="scan"):
-                    found += 1
-        if self._on_sweep is not None:
-            self._on_sweep()
-        if found:
-            log.info("sweep found %d frames not yet seen", found)
-        return found
+    @property
+    def frames_left(self) -> int:
+        """Frames on the share not yet offered: the candidates, and those the last sweep had no room for."""
+        return self.pending + self._unseen
 
-    def _sweep_tick(self) -> None:
-        if self.rescan_interval > 0:
-            self.sweep()
+    def sweep(self) -> SweepReport:
+        """Walk the whole share (the backstop of the polls and events); returns what it found."""
+        report = self.scanner.sweep(lambda: self._scanning.stopping)
+        self._unseen = report.unseen
+        self.last_sweep = report
+        if report.complete:
+            self.swept.set()
+        if report.noted or report.unseen:
+            log.info(
+                "sweep: %d folders in %.1f s, %d new frames taken in, %d more wait for room",
+                report.folders,
+                report.seconds,
+                report.noted,
+                report.unseen,
+            )
+        return report
 
+    def _scan_tick(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_sweep:
+            report = self.sweep()
+            interval = self.rescan_interval if self.rescan_interval > 0 else float("inf")
+            # a backlog that waits for room is listed folder by folder as room frees up (the polls' refills):
+            # sweeping the whole share again meanwhile would only count it once more
+            self._next_sweep = now + interval * (BACKLOG_SWEEP_FACTOR if report.unseen else 1)
+        else:
+            self.scanner.poll(relist_changed=self.mode == "poll")
+
+    # -- settling and offering ------------------------------------------------------------------------------
     def _settle_tick(self) -> None:
         if self.running and not self._observer_alive():
             raise WorkerDied("the file-system observer thread of the input watcher died")
-        self._settle_once()
+        self.candidates.settle_once(self._offer, lambda: self._settler.stopping)
 
-    def _settle_once(self) -> None:
-        now, wall = time.monotonic(), time.time()
-        with self._lock:
-            items = list(self._candidates.items())
-        for path, cand in items:
-            if self._settler.stopping:
-                return
-            if cand.not_before > now:
-                continue
-            st = self._ready(path, cand, now, wall)
-            if st is None:
-                continue
-            rel = self.relative(path)
-            if rel is None:
-                self._forget(path)
-                continue
-            try:
-                verdict = self._offer(rel, st, cand.source)
-            except Exception:  # one frame's failure never stops the watcher: it backs off, the others go on
-                self._warn_once(path, "offering %s failed (backing off)", rel, exc_info=True)
-                verdict = Offer.RETRY
-            if verdict is Offer.DEFER:
-                return  # intake is full: stop offering until the next tick
-            if verdict is Offer.BUSY:
-                cand.changed_at, cand.complete = time.monotonic(), False
-            elif verdict is Offer.RETRY:
-                cand.backoff = min(_MAX_BACKOFF, cand.backoff * 2 if cand.backoff else _FIRST_BACKOFF)
-                cand.not_before = time.monotonic() + cand.backoff
-            else:
-                self._forget(path)
-
-    def _ready(self, path: str, cand: _Candidate, now: float, wall: float) -> os.stat_result | None:
-        """The stat of a candidate that is complete now, else None (gone candidates are forgotten)."""
-        try:
-            st = os.stat(path, follow_symlinks=False)
-        except (FileNotFoundError, NotADirectoryError):
-            self._forget(path)
-            return None
-        except OSError as exc:  # a passing share error: the candidate stays
-            self._warn_once(path, "cannot stat %s: %s (the share may be away)", path, exc.strerror)
-            return None
-        signature = (st.st_size, st.st_mtime_ns)
-        if cand.signature is None:
-            cand.signature = signature
-            if self.trust_mtime:  # first look on a local file system: a file untouched for the window is ready
-                cand.changed_at = now - min(max(0.0, wall - st.st_mtime), self.settle)
-        elif signature != cand.signature:
-            cand.signature, cand.changed_at, cand.complete = signature, now, False
-            return None
-        if not stat.S_ISREG(st.st_mode):
-            return st  # a FIFO, device or symlink: intake refuses it without opening it
-        if not (cand.complete or now - cand.changed_at >= self.settle):
-            return None
-        if st.st_size == 0 and not cand.complete and now - cand.changed_at < max(self.settle, 2.0):
-            return None  # an empty file is often a writer that has not written yet: give it longer
-        try:
-            fresh = share_fs.revalidate(Path(path))
-        except FileNotFoundError:
-            self._forget(path)
-            return None
-        except OSError as exc:
-            if share_fs.is_busy(exc):  # a writer holds it with a deny share mode: not finished
-                cand.changed_at, cand.complete = now, False
-            else:
-                self._warn_once(path, "cannot open %s: %s (the share may be away)", path, exc.strerror)
-            return None
-        if (fresh.st_size, fresh.st_mtime_ns) != signature:  # the cached attributes were behind
-            cand.signature, cand.changed_at, cand.complete = (fresh.st_size, fresh.st_mtime_ns), now, False
-            return None
-        return fresh
-
-    def _never_taken(self, path: str, name: str) -> None:
+    def _never_taken(self, rel: str, name: str) -> None:
         """A file that is no frame and no temp file (notes.txt, a .raw frame): said once, left where it is."""
         if not is_temp_name(name):
-            rel = os.path.relpath(path, self.input_dir)
-            self._warn_once(
-                path, "ignoring %s: not an image file name (frames end in %s)", shown(rel), TAKEN_EXTENSIONS
-            )
-
-    def _forget(self, path: str) -> None:
-        with self._lock:
-            self._candidates.pop(path, None)
-
-    def _warn_once(self, key: str, msg: str, *args: object, exc_info: bool = False) -> None:
-        if key not in self._warned:
-            if len(self._warned) > 10_000:  # bounded: a share of ever-new bad names must not grow it forever
-                self._warned.clear()
-            self._warned.add(key)
-            log.warning(msg, *args, exc_info=exc_info)
+            self._warn_once(rel, "ignoring %s: not an image file name (frames end in %s)", shown(rel), TAKEN_EXTENSIONS)
 
 
 class _EventHandler(FileSystemEventHandler):
