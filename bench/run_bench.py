@@ -25,15 +25,17 @@ the start and end of every case. `--memory` runs the flat-memory soak instead (2
                                             # --yolov8n-model with a file built elsewhere (bench/yolov8n_model.py).
     bench/run_bench.py --memory             # RSS over 20,000 frames
     bench/run_bench.py --models none --smb  # only the SMB share case (bench/smb_latency.py)
+    bench/run_bench.py --models none --tiling  # only the tiling case (bench/tiling_bench.py)
     bench/run_bench.py --case share-scale   # only the share-scale case (bench/share_scale.py; about 7 minutes)
     bench/run_bench.py --models none --rollout   # only the model rollout case (bench/rollout_bench.py)
 
 Every full run ends with the SMB case (drop-to-result latency of frames written over SMB, bench/smb_latency.py),
-the model rollout case (what a candidate and a swap cost the active model, bench/rollout_bench.py), the
-share-scale case (idle polling CPU over 10,000 and 100,000 kept frames, a million-frame backlog,
-bench/share_scale.py), whose table has a section of its own in docs/PERFORMANCE.md, and the live-page case
-(module fps with the page open in headless Chromium against without it, bench/page_case.py; `--models none --page`
-runs it alone). A full run draws docs/images/bench.png (bench/figures.py).
+the tiling case (recall of defects a few pixels wide on 4K frames without and with tiling, and its fps cost,
+bench/tiling_bench.py), the model rollout case (what a candidate and a swap cost the active model,
+bench/rollout_bench.py), the share-scale case (idle polling CPU over 10,000 and 100,000 kept frames, a
+million-frame backlog, bench/share_scale.py), whose table has a section of its own in docs/PERFORMANCE.md, and the
+live-page case (module fps with the page open in headless Chromium against without it, bench/page_case.py;
+`--models none --page` runs it alone). A full run draws docs/images/bench.png (bench/figures.py).
 """
 
 from __future__ import annotations
@@ -1141,6 +1143,10 @@ def markdown_table(report: dict[str, Any]) -> str:
         from bench.smb_latency import markdown
 
         lines += markdown(report["smb"])
+    if "tiling" in report:
+        from bench.tiling_bench import markdown as tiling_markdown
+
+        lines += tiling_markdown(report["tiling"])
     return "\n".join(lines)
 
 
@@ -1190,6 +1196,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--smb", action="store_true", help="run the SMB share case (always in a full run)")
     p.add_argument("--page", action="store_true", help="run the live-page case (always in a full run)")
     p.add_argument("--smb-frames", type=int, default=0, help="frames per SMB writer kind (0: 20, quick 4)")
+    p.add_argument("--tiling", action="store_true", help="run the tiling case (always in a full run)")
+    p.add_argument("--tiling-frames", type=int, default=0, help="4K frames in the tiling case (0: 10, quick 2)")
     p.add_argument(
         "--case",
         choices=("all", "share-scale"),
@@ -1267,6 +1275,11 @@ def run(args: argparse.Namespace) -> int:
             report["notes"] += notes
             if demo_models:
                 report["page"] = run_page_case(demo_models[0], args, workdir)
+        if args.tiling or not args.quick:
+            from bench.tiling_bench import run_tiling
+
+            demo = load_module_model(DEMO_MODEL, args.providers, workdir)
+            report["tiling"] = run_tiling(demo, args.tiling_frames or (2 if args.quick else 10))
         if args.rollout or not args.quick:
             from bench.rollout_bench import run_rollout_bench
 

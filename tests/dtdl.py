@@ -16,8 +16,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_FILE = ROOT / "modules" / "edge-inference" / "pnp" / "dtmi" / "edgeinference" / "edgeinference-1.json"
 # a health alarm's details: its own shape per alarm; a mask's polygons [[[x, y], ...]]: inside a detection they would
-# nest 6 complex schemas deep, and DTDL v2 allows 5
-UNDECLARED = frozenset({"details", "polygons"})
+# nest 6 complex schemas deep, and DTDL v2 allows 5; so would a camera profile's roi polygons and exclusion zones
+UNDECLARED = frozenset({"details", "polygons", "exclude"})
 MAX_DEPTH = 5  # DTDL v2: complex schemas nest at most 5 levels
 _DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
 

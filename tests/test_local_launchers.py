@@ -208,6 +208,9 @@ def test_a_port_in_use_is_one_line_naming_port_and_setting_and_exit_2(
 def test_the_rigs_port_in_use_is_one_line_and_exit_2(tmp_path: Path) -> None:
     host = pick_loopback_host()
     with socket.socket() as taken:
+        # SO_REUSEADDR as the rig's own check uses: a connection of an earlier rig on this address may still be in
+        # TIME_WAIT, which port_is_free() (rightly) ignores but a plain bind refuses
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         taken.bind((host, MQTTS_PORT))
         taken.listen()
         done = subprocess.run(

@@ -200,3 +200,27 @@ def test_a_review_copy_that_fails_never_fails_its_frame(start, shares) -> None: 
     assert "error" not in results_of(shares["output"])["b.jpg"]
     assert eventually(lambda: run.module.metrics.review_skipped.labels(reason="failed")._value.get() == 1, 5)
     assert run.collector.results[0].ok and run.pipeline.stage_death() == ""
+
+
+def test_a_band_below_a_camera_profiles_class_threshold_chooses_its_frames(start, shares) -> None:  # type: ignore[no-untyped-def]
+    # the tiny model sees "scratch" at 0.9 and "dent" at 0.6; the global threshold 0.5 keeps both, while cam2's
+    # profile raises dent's own threshold to 0.7; the band is 0.55..0.65
+    from edge_inference.ops.profiles import Profile
+
+    run = start(CONFIDENCE_THRESHOLD="0.5")
+    cam2 = Profile("cam2", "cam2/**", class_thresholds=(("dent", 0.7),))
+    run.module.live.update(review=ReviewSettings(band=(0.55, 0.65)), profiles=(cam2,))
+    frame(shares["input"] / "cam2" / "a.jpg", 320, 240, seed=1)
+    frame(shares["input"] / "cam3" / "a.jpg", 320, 240, seed=1)
+    assert eventually(lambda: {"cam2/a.jpg", "cam3/a.jpg"} <= set(results_of(shares["output"])), 20)
+    results = results_of(shares["output"])
+    # then cam2's result is as at its class threshold, and its dent under it lies in the band: a review copy
+    # (the decode went down to the band's low end for dent's own threshold too, not only the global one)
+    assert [d["label"] for d in results["cam2/a.jpg"]["detections"]] == ["scratch"]
+    assert [d["label"] for d in results["cam3/a.jpg"]["detections"]] == ["scratch", "dent"]
+    day = datetime.now(UTC).strftime("%Y-%m-%d")
+    review = shares["output"] / "review" / day
+    assert eventually((review / "cam2" / "a.txt").exists, 5)
+    # (cam3's dent is kept, over 0.5, and lies in the band too: chosen for what its result shows)
+    assert eventually((review / "cam3" / "a.txt").exists, 5)
+    assert run.module.metrics.review_copies.labels(reason="band")._value.get() == 2

@@ -27,6 +27,8 @@ def test_valid_patch_applied_with_acks() -> None:
             "saveAnnotated": True,
             "telemetry": {"mode": "summary"},
             "paused": False,
+            "classThresholds": {"scratch": 0.35},
+            "profiles": [],
             "review": {"classes": ["dent"], "confidenceBand": [0.3, 0.6], "sampleRate": 0.01, "crops": True},
             "$version": 7,
             "$metadata": {"$lastUpdated": "x"},
@@ -198,6 +200,17 @@ def _valid(key: str, value: Any) -> bool:
         )
     if key in ("saveAnnotated", "paused"):
         return isinstance(value, bool)
+    if key == "classThresholds":
+        return isinstance(value, dict) and all(
+            k.strip() and len(k) <= 128 and _valid("confidenceThreshold", v) for k, v in value.items()
+        )
+    if key == "profiles":  # random JSON: only name + match profiles can be valid
+        return (
+            isinstance(value, list)
+            and all(isinstance(p, dict) and set(p) == {"name", "match"} for p in value)
+            and all(_valid_glob(p["match"]) and isinstance(p["name"], str) and p["name"].strip() for p in value)
+            and len({p["name"] for p in value}) == len(value)
+        )
     if key == "review":
         return _valid_review(value)
     if key == "telemetry":
@@ -215,6 +228,17 @@ def _valid(key: str, value: Any) -> bool:
             and 1 <= s <= 86400
         )
     return False
+
+
+def _valid_glob(glob: Any) -> bool:
+    if not isinstance(glob, str) or not glob.strip() or any(ord(c) < 32 for c in glob):
+        return False
+    parts = glob.replace("\\", "/").split("/")
+    return (
+        not glob.replace("\\", "/").startswith("/")
+        and not (len(parts[0]) == 2 and parts[0][1] == ":")
+        and all(p != ".." and ("**" not in p or p == "**") and p.count("[") == p.count("]") for p in parts)
+    )
 
 
 def _valid_review(value: Any) -> bool:

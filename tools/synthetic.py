@@ -59,8 +59,12 @@ def generate_frame(
     height: int = 1080,
     max_defects: int = 4,
     min_defects: int = 0,
+    defect_scale: int | None = None,
 ) -> tuple[npt.NDArray[np.uint8], list[SyntheticDefect]]:
     """Return one BGR uint8 frame (height x width x 3) and the defects drawn into it.
+
+    Defects are sized for a frame whose longer side is ``defect_scale`` (default: this frame's): a 4K frame with
+    ``defect_scale=320`` carries defects a few pixels wide, as small as they are in a 320-pixel model input.
 
     The number of defects is drawn uniformly from ``min_defects..max_defects``; a defect that finds no free
     place (defects never overlap) is left out, so a crowded small frame can hold fewer.
@@ -77,7 +81,8 @@ def generate_frame(
     count = int(rng.integers(min_defects, max_defects + 1))
     for _ in range(count):
         class_id = int(rng.integers(0, len(CLASS_NAMES)))
-        stamp = _place(rng, class_id, width, height, base_luma, [d.box for d in defects])
+        scale = defect_scale or max(width, height)
+        stamp = _place(rng, class_id, width, height, base_luma, [d.box for d in defects], scale)
         if stamp is None:
             continue
         stamp.draw(albedo)
@@ -208,12 +213,13 @@ def _place(
     height: int,
     base_luma: float,
     taken: list[Box],
+    scale: int,
 ) -> _Stamp | None:
     """Propose a defect of the class until it fits inside the frame without touching another; None if never."""
     propose = (_scratch, _dent, _spot)[class_id]
     margin_x, margin_y = width * _EDGE_MARGIN, height * _EDGE_MARGIN
     for _ in range(_PLACEMENT_TRIES):
-        stamp = propose(rng, width, height, base_luma)
+        stamp = propose(rng, width, height, base_luma, scale)
         x1, y1, x2, y2 = stamp.box
         if x1 < margin_x or y1 < margin_y or x2 > width - margin_x or y2 > height - margin_y:
             continue
@@ -252,9 +258,8 @@ def _unusable(rng: np.random.Generator) -> _Stamp:
     return _Stamp(box=(-1.0, -1.0, -1.0, -1.0), draw=lambda albedo: None)
 
 
-def _scratch(rng: np.random.Generator, width: int, height: int, base_luma: float) -> _Stamp:
+def _scratch(rng: np.random.Generator, width: int, height: int, base_luma: float, scale: int) -> _Stamp:
     """A thin, long stroke along a gently curved path, brighter (polished) or darker (groove) than the surface."""
-    scale = max(width, height)
     length = scale * float(rng.uniform(0.08, 0.26))
     thickness = scale * float(rng.uniform(0.004, 0.008))
     # Keep the box at least ~3 % of the frame on its short side, so it is a box and not a line.
@@ -297,9 +302,8 @@ def _scratch(rng: np.random.Generator, width: int, height: int, base_luma: float
     return _Stamp(box=box, draw=draw)
 
 
-def _dent(rng: np.random.Generator, width: int, height: int, base_luma: float) -> _Stamp:
+def _dent(rng: np.random.Generator, width: int, height: int, base_luma: float, scale: int) -> _Stamp:
     """A shallow elliptical depression: shading from the light's direction plus a darker rim."""
-    scale = max(width, height)
     major = scale * float(rng.uniform(0.022, 0.05))
     minor = major * float(rng.uniform(0.6, 1.0))
     theta = float(rng.uniform(0, math.pi))
@@ -336,9 +340,8 @@ def _dent(rng: np.random.Generator, width: int, height: int, base_luma: float) -
     return _Stamp(box=box, draw=draw)
 
 
-def _spot(rng: np.random.Generator, width: int, height: int, base_luma: float) -> _Stamp:
+def _spot(rng: np.random.Generator, width: int, height: int, base_luma: float, scale: int) -> _Stamp:
     """A small irregular stain: dark or rust-coloured on light surfaces, light residue on dark ones."""
-    scale = max(width, height)
     radius = scale * float(rng.uniform(0.01, 0.022))
     cx = float(rng.uniform(0, width))
     cy = float(rng.uniform(0, height))

@@ -7,6 +7,7 @@ its random-patch property in tests/test_twin.py; these add the building blocks u
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from edge_inference.iot.file_events import parse_file_events
+from edge_inference.log import WarnOnce
 from edge_inference.share.claims import safe_join
 from edge_inference.share.results import NAME_MAX, fit_name
 from edge_inference.share.watcher import FrameWatcher, is_frame_name
@@ -60,7 +62,7 @@ def test_watcher_relative_of_any_path_is_inside_and_round_trips(rel: str) -> Non
     watcher = FrameWatcher.__new__(FrameWatcher)  # relative() needs only these fields
     watcher.input_dir = ROOT
     watcher.exclude_dirs = (".edge-inference",)
-    watcher._warned = set()
+    watcher._warn_once = WarnOnce(logging.getLogger(__name__))
     assume("\0" not in rel)
     got = watcher.relative(os.path.join(str(ROOT), rel))
     if got is None:

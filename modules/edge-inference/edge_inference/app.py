@@ -49,6 +49,7 @@ from edge_inference.frame_memory import keep_frame_buffers
 from edge_inference.iot.client import IoTEdgeClient
 from edge_inference.iot.local_twin import LocalTwinFile
 from edge_inference.iot.outbox import Outbox, open_outbox
+from edge_inference.iot.profile_rules import ServedModel
 from edge_inference.iot.twin import ReportedProperties
 from edge_inference.log import setup_logging
 from edge_inference.ops.alarms import GPU_LOST, AlarmRegistry
@@ -237,6 +238,7 @@ class Module:
                 self.commands.stats,
                 reported=self.reported,
                 models=self.rollout,
+                served=self.served_model,
                 supervisor=self.supervisor,
             )
             if self.outbox is not None
@@ -252,6 +254,7 @@ class Module:
                 supervisor=self.supervisor,
                 reported=self.reported,
                 models=self.rollout,
+                served=self.served_model,
             )
             if self.iot is None and s.local_twin_path is not None
             else None
@@ -277,6 +280,12 @@ class Module:
             )
 
     # -- run ----------------------------------------------------------------------------------------------------
+    def served_model(self) -> ServedModel:
+        """The model in service now, which twin `profiles` and `classThresholds` are checked against: read from
+        the slot at each patch, so after a rollout (or a rollback) it is the model serving then, not the boot one."""
+        active = self.slot.active
+        return ServedModel(active.name, active.class_names)
+
     def start(self) -> None:
         s = self.settings
         tempfiles.set_tag(s.replica_id)

@@ -82,8 +82,22 @@ class Letterbox:
 
 
 @dataclass(frozen=True)
+class FrameView:
+    """One model input cut from a frame: a tile (or the ROI crop) letterboxed, and where its region lies in the
+    frame (`origin`, the region's top-left in original pixels; its size is the letterbox's width x height)."""
+
+    tensor: np.ndarray
+    letterbox: Letterbox
+    origin: tuple[int, int] = (0, 0)
+    tile: bool = False  # a tile (its inner edges may cut boxes), not the full-frame pass
+
+
+@dataclass(frozen=True)
 class PreparedFrame:
-    """A decoded, letterboxed frame ready for the batcher. `tensor` is CHW in the model's dtype."""
+    """A decoded, letterboxed frame ready for the batcher. `tensor` is CHW in the model's dtype.
+
+    A frame judged by a camera profile may be a region of the frame (the ROI crop: `origin`, `frame_wh`) and carry
+    `tiles`, more views of the same frame that the batcher runs with it and the dispatcher merges (`views`)."""
 
     job: FrameJob
     tensor: np.ndarray
@@ -91,9 +105,23 @@ class PreparedFrame:
     sha256: str
     timings_ms: dict[str, float] = field(default_factory=dict)
     image: np.ndarray | None = None  # the decoded BGR frame, kept only when annotation is wanted
+    origin: tuple[int, int] = (0, 0)  # where `tensor`'s region lies in the frame
+    frame_wh: tuple[int, int] | None = None  # the whole frame's size when `tensor` is a region of it
+    tiles: tuple[FrameView, ...] = ()
+    first_is_tile: bool = False  # `tensor` is a tile (tiling without the full-frame pass)
     # the vision/preprocess.py InputTransform that made `tensor`: after a model swap, a frame made for the old
     # model's input is made again for the new one (vision/serving.py `refit`); None: the serving model's
     transform: Any = None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """The original frame's width and height."""
+        return self.frame_wh or (self.letterbox.width, self.letterbox.height)
+
+    @property
+    def views(self) -> tuple[FrameView, ...]:
+        """Every model input of this frame: the first (whole frame, ROI crop or first tile), then the tiles."""
+        return (FrameView(self.tensor, self.letterbox, self.origin, self.first_is_tile), *self.tiles)
 
 
 def _point(x: float, y: float) -> list[float]:
@@ -235,7 +263,7 @@ class FrameResult:
     processed_at: str
     error: dict[str, str] | None = None
     classification: Classification | None = None  # classify models
-    profile: str | None = None  # the camera profile that judged the frame (none yet: null)
+    profile: str | None = None  # the camera profile that judged the frame (null: the global settings)
 
     @property
     def ok(self) -> bool:

@@ -37,6 +37,7 @@ from edge_inference.iot.calls import SdkCaller
 from edge_inference.iot.file_events import parse_file_events
 from edge_inference.iot.methods import MethodDispatcher
 from edge_inference.iot.outbox import Outbox
+from edge_inference.iot.profile_rules import ServedModel
 from edge_inference.iot.twin import ModelRequests, ReportedProperties, TwinState, desired_version
 from edge_inference.ops.alarms import OUTBOX_OVERFLOW, AlarmRegistry
 from edge_inference.ops.live_settings import LiveSettings
@@ -83,6 +84,7 @@ class IoTEdgeClient(Worker):
         client_factory: Callable[[], Any] = _default_factory,
         reported: ReportedProperties | None = None,
         models: ModelRequests | None = None,
+        served: Callable[[], ServedModel] | None = None,
         supervisor: Supervisor | None = None,
     ) -> None:
         super().__init__("iot-edge-client", supervisor, daemon=True)
@@ -98,7 +100,7 @@ class IoTEdgeClient(Worker):
         self.client_factory = client_factory
         self.timeout = settings.iot_timeout_seconds
         self.methods = MethodDispatcher(control)
-        self.twin = TwinState(live, metrics, reported, models)
+        self.twin = TwinState(live, metrics, reported, models, served=served)
         self.twin.reported.subscribe(self.wake)  # the model rollout reports from its own thread
         self.outbox.subscribe(self.wake)
         self._dropped_seen = outbox.dropped()

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from edge_inference.iot.profile_rules import ServedModel
 from edge_inference.iot.twin import ModelRequests, ReportedProperties, TwinState
 from edge_inference.ops.live_settings import LiveSettings
 from edge_inference.ops.metrics import MetricsRegistry
@@ -66,11 +67,13 @@ class LocalTwinFile:
         stats_interval: float = STATS_INTERVAL_SECONDS,
         reported: ReportedProperties | None = None,
         models: ModelRequests | None = None,
+        served: Callable[[], ServedModel] | None = None,
     ) -> None:
         self.path = path
         self.reported_path = reported_path(path)
-        # `model` and `candidate` go to the model rollout as from the module twin; it reports through `reported`
-        self.twin = TwinState(live, metrics, reported, models)
+        # `model` and `candidate` go to the model rollout as from the module twin; it reports through `reported`;
+        # `profiles` and `classThresholds` are checked against the model in service (`served`), as from the twin
+        self.twin = TwinState(live, metrics, reported, models, served=served)
         self.runtime_info = runtime_info
         self.stats = stats
         self.stats_interval = stats_interval

@@ -15,6 +15,8 @@ Rules (DESIGN.md "Module twin"):
 - `saveAnnotated`, `paused`: true or false;
 - `telemetry`: an object with any of `mode` (perFrame | summary | off), `summaryIntervalSeconds` (1..86400),
   `includeEmpty` (bool), merged with the values in force; an unknown or invalid field refuses the object;
+- `classThresholds`, `profiles`: checked by iot/profile_rules.py against the model in service (its name and
+  class names); a profile list that fails any rule is refused whole;
 - `review`: an object with any of `classes` (as `classes` above), `confidenceBand` ([lo, hi], 0 <= lo <= hi <= 1,
   or [] for none), `sampleRate` (0..1), `maxPerHour` (0..100000), `crops` (bool), `padding` (0..1), merged with
   the values in force; an unknown or invalid field refuses the object;
@@ -40,6 +42,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, Protocol
 
+from edge_inference.iot import profile_rules
+from edge_inference.iot.profile_rules import ServedModel
 from edge_inference.iot.twin_values import MAX_UNKNOWN_ACKS, Invalid, convert
 from edge_inference.ops.live_settings import (
     TWIN_PROPERTIES,
@@ -61,13 +65,26 @@ from edge_inference.rollout.spec import (
 log = logging.getLogger(__name__)
 
 
+def _convert(name: str, value: Any, current: TwinSettings, model: ServedModel | None) -> Any:
+    """The TwinSettings field value for a desired property, or Invalid: the camera profiles' rules need the model
+    in service (iot/profile_rules.py), every other property's are in iot/twin_values.py."""
+    if name == "profiles":
+        return profile_rules.profiles(value, model)
+    if name == "classThresholds":
+        return profile_rules.class_thresholds(value, model)
+    return convert(name, value, current)
+
+
 def desired_version(desired: Any) -> int | None:
     version = desired.get("$version") if isinstance(desired, dict) else None
     return version if isinstance(version, int) and not isinstance(version, bool) else None
 
 
-def validate_desired(desired: dict[str, Any], current: TwinSettings) -> tuple[TwinSettings, dict[str, dict[str, Any]]]:
-    """Validate a whole desired patch against the settings in force.
+def validate_desired(
+    desired: dict[str, Any], current: TwinSettings, model: ServedModel | None = None
+) -> tuple[TwinSettings, dict[str, dict[str, Any]]]:
+    """Validate a whole desired patch against the settings in force (and the model in service: the class names and
+    model name that `classThresholds` and `profiles` may use; None: not checked).
 
     Returns the new settings (valid properties applied, invalid ones kept at their current value) and the
     acknowledgement per property for the reported properties. Never raises."""
@@ -87,7 +104,7 @@ def validate_desired(desired: dict[str, Any], current: TwinSettings) -> tuple[Tw
                 acks[key[:128]] = {"value": None, "ac": 400, "av": version, "ad": "unknown property"}
             continue
         try:
-            changes[field_name] = convert(key, value, current)
+            changes[field_name] = _convert(key, value, current, model)
         except Invalid as e:
             acks[key] = {"ac": 400, "av": version, "ad": f"refused: {e}"}
         except Exception as e:  # a value no rule foresaw: refused, never the whole patch lost
@@ -183,11 +200,16 @@ class TwinState:
         metrics: MetricsRegistry,
         reported: ReportedProperties | None = None,
         models: ModelRequests | None = None,
+        *,
+        served: Callable[[], ServedModel] | None = None,
     ) -> None:
         self.live = live
         self.metrics = metrics
         self.reported = reported if reported is not None else ReportedProperties()
         self.models = models
+        # the model in service (read at each patch: after a rollout, the new one), which `profiles` and
+        # `classThresholds` are checked against; None: not checked
+        self.served = served
         self.applied_version: int | None = None
         self._runtime_reported = False
         self._last_stats: dict[str, Any] | None = None
@@ -229,7 +251,7 @@ class TwinState:
             log.info("twin patch $version %s older than the applied %s: skipped", version, self.applied_version)
             return
         current = self.live.current()
-        new, acks = validate_desired(desired, current)
+        new, acks = validate_desired(desired, current, self.served() if self.served else None)
         changes = {
             field: getattr(new, field)
             for field in TWIN_PROPERTIES.values()

@@ -1,6 +1,9 @@
 """The values of the module twin's desired properties, checked: one function per kind of value, and `convert`
 (the TwinSettings value of a desired property, or `Invalid` with the reason). iot/twin.py's one validation path
-(`validate_desired`) calls it for every property; the rules are listed there."""
+(`validate_desired`) calls it for every property; the rules are listed there. The camera profiles' rules
+(iot/profile_rules.py: `profiles`, `classThresholds`, checked against the model in service) use the same
+single-value checks (`number`, `integer`, `boolean`, `names`, `object_fields`). None of them raises anything but
+`Invalid` on any JSON value (a number no float can hold, NaN, a huge integer, a wrong type)."""
 
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ class Invalid(Exception):
     """A desired value that is refused; the message becomes the ack's `ad`."""
 
 
-def _shown(value: Any) -> str:
+def shown(value: Any) -> str:
     """A short text for a refused value; never raises (a 5,000-digit int cannot even be turned into text)."""
     if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
         return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
@@ -38,7 +41,7 @@ def _shown(value: Any) -> str:
         return f"a {type(value).__name__}"
 
 
-def _describe(value: Any) -> str:
+def describe(value: Any) -> str:
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -49,81 +52,84 @@ def _describe(value: Any) -> str:
         return "a list"
     if isinstance(value, dict):
         return "an object"
-    return _shown(value)
+    return shown(value)
 
 
-def _number(value: Any, lo: float, hi: float) -> float:
+def number(value: Any, lo: float, hi: float) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise Invalid(f"expected a number from {lo:g} to {hi:g}, got {_describe(value)}")
+        raise Invalid(f"expected a number from {lo:g} to {hi:g}, got {describe(value)}")
     try:
         number = float(value)
     except OverflowError:  # an integer past float's range (10**400)
         number = math.inf
     if not math.isfinite(number) or not lo <= number <= hi:
-        raise Invalid(f"expected a number from {lo:g} to {hi:g}, got {_shown(value)}")
+        raise Invalid(f"expected a number from {lo:g} to {hi:g}, got {shown(value)}")
     return number
 
 
-def _integer(value: Any, lo: int, hi: int) -> int:
+def integer(value: Any, lo: int, hi: int) -> int:
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise Invalid(f"expected an integer from {lo} to {hi}, got {_describe(value)}")
+        raise Invalid(f"expected an integer from {lo} to {hi}, got {describe(value)}")
     if not lo <= value <= hi:
-        raise Invalid(f"expected an integer from {lo} to {hi}, got {_shown(value)}")
+        raise Invalid(f"expected an integer from {lo} to {hi}, got {shown(value)}")
     return value
 
 
-def _boolean(value: Any) -> bool:
+def boolean(value: Any) -> bool:
     if not isinstance(value, bool):
-        raise Invalid(f"expected true or false, got {_describe(value)}")
+        raise Invalid(f"expected true or false, got {describe(value)}")
     return value
 
 
-def _names(value: Any) -> tuple[str, ...]:
+def names(value: Any) -> tuple[str, ...]:
+    """A list of class names: non-empty strings, duplicates removed, order kept."""
     if not isinstance(value, list):
-        raise Invalid(f"expected a list of class names, got {_describe(value)}")
+        raise Invalid(f"expected a list of class names, got {describe(value)}")
     if len(value) > MAX_LIST_ITEMS:
         raise Invalid(f"expected at most {MAX_LIST_ITEMS} class names, got {len(value)}")
-    names: list[str] = []
+    kept: list[str] = []
     for item in value:
         if not isinstance(item, str) or not item.strip():
-            raise Invalid(f"class names must be non-empty strings, got {_describe(item)}")
+            raise Invalid(f"class names must be non-empty strings, got {describe(item)}")
         if len(item) > MAX_NAME_CHARS:
             raise Invalid(f"class names must be at most {MAX_NAME_CHARS} characters")
-        if item not in names:
-            names.append(item)
-    return tuple(names)
+        if item not in kept:
+            kept.append(item)
+    return tuple(kept)
 
 
-def _object_fields(name: str, value: Any, known: Any) -> dict[str, Any]:
-    """The fields of a desired object property (`$` keys dropped), refusing an unknown one."""
+def object_fields(value: Any, known: tuple[str, ...], prefix: str = "") -> dict[str, Any]:
+    """The fields of a desired object (`$` keys dropped), every one among `known`; an unknown one is named in the
+    refusal (with `prefix`: `unknown field telemetry.foo`). Top-level objects (`telemetry`, `review`) and the
+    camera profiles' (a profile, its `roi`, its `tiling`) alike."""
     if not isinstance(value, dict):
-        raise Invalid(f"expected an object {{{', '.join(known)}}}, got {_describe(value)}")
-    fields = {k: v for k, v in value.items() if not str(k).startswith("$")}
-    unknown = sorted(str(k) for k in fields if k not in known)
+        raise Invalid(f"expected an object {{{', '.join(known)}}}, got {describe(value)}")
+    given = {k: v for k, v in value.items() if not str(k).startswith("$")}
+    unknown = sorted(str(k) for k in given if k not in known)
     if unknown:
-        raise Invalid(f"unknown field {name}.{unknown[0][:64]}")
-    return fields
+        raise Invalid(f"unknown field {prefix}{unknown[0][:64]}")
+    return given
 
 
 def _telemetry(value: Any, current: TelemetrySettings) -> TelemetrySettings:
-    fields = _object_fields("telemetry", value, _TELEMETRY_FIELDS)
+    fields = object_fields(value, _TELEMETRY_FIELDS, "telemetry.")
     new = current
     if "mode" in fields:
         mode = fields["mode"]
         if mode not in TELEMETRY_MODES or not isinstance(mode, str):
-            raise Invalid(f"telemetry.mode: expected one of {', '.join(TELEMETRY_MODES)}, got {_describe(mode)}")
+            raise Invalid(f"telemetry.mode: expected one of {', '.join(TELEMETRY_MODES)}, got {describe(mode)}")
         new = replace(new, mode=cast(TelemetryMode, mode))
     if "summaryIntervalSeconds" in fields:
         try:
-            seconds = _number(fields["summaryIntervalSeconds"], 1, 86400)
+            seconds = number(fields["summaryIntervalSeconds"], 1, 86400)
         except Invalid as e:
             raise Invalid(f"telemetry.summaryIntervalSeconds: {e}") from None
         new = replace(new, summary_interval_seconds=seconds)
     if "includeEmpty" in fields:
         try:
-            include = _boolean(fields["includeEmpty"])
+            include = boolean(fields["includeEmpty"])
         except Invalid as e:
             raise Invalid(f"telemetry.includeEmpty: {e}") from None
         new = replace(new, include_empty=include)
@@ -134,22 +140,22 @@ def _band(value: Any) -> tuple[float, float] | None:
     if value is None or value == []:
         return None
     if not isinstance(value, list) or len(value) != 2:
-        raise Invalid(f"expected [low, high] or [], got {_describe(value)}")
-    low, high = _number(value[0], 0.0, 1.0), _number(value[1], 0.0, 1.0)
+        raise Invalid(f"expected [low, high] or [], got {describe(value)}")
+    low, high = number(value[0], 0.0, 1.0), number(value[1], 0.0, 1.0)
     if low > high:
         raise Invalid(f"the low end {low:g} is above the high end {high:g}")
     return low, high
 
 
 def _review(value: Any, current: ReviewSettings) -> ReviewSettings:
-    fields = _object_fields("review", value, _REVIEW_FIELDS)
+    fields = object_fields(value, _REVIEW_FIELDS, "review.")
     rules: dict[str, tuple[str, Callable[[Any], Any]]] = {
-        "classes": ("classes", _names),
+        "classes": ("classes", names),
         "confidenceBand": ("band", _band),
-        "sampleRate": ("sample_rate", lambda v: _number(v, 0.0, 1.0)),
-        "maxPerHour": ("max_per_hour", lambda v: _integer(v, 0, 100_000)),
-        "crops": ("crops", _boolean),
-        "padding": ("padding", lambda v: _number(v, 0.0, 1.0)),
+        "sampleRate": ("sample_rate", lambda v: number(v, 0.0, 1.0)),
+        "maxPerHour": ("max_per_hour", lambda v: integer(v, 0, 100_000)),
+        "crops": ("crops", boolean),
+        "padding": ("padding", lambda v: number(v, 0.0, 1.0)),
     }
     changes = {}
     for key, raw in fields.items():
@@ -162,15 +168,16 @@ def _review(value: Any, current: ReviewSettings) -> ReviewSettings:
 
 
 def convert(name: str, value: Any, current: TwinSettings) -> Any:
-    """The TwinSettings field value for a desired property, or Invalid."""
+    """The TwinSettings field value for a desired property, or Invalid. `profiles` and `classThresholds` are
+    not here: iot/twin.py hands them to iot/profile_rules.py with the model in service."""
     if name in ("confidenceThreshold", "iouThreshold"):
-        return _number(value, 0.0, 1.0)
+        return number(value, 0.0, 1.0)
     if name == "maxDetections":
-        return _integer(value, 1, 1000)
+        return integer(value, 1, 1000)
     if name in ("classes", "alertClasses"):
-        return _names(value)
+        return names(value)
     if name in ("saveAnnotated", "paused"):
-        return _boolean(value)
+        return boolean(value)
     if name == "telemetry":
         return _telemetry(value, current.telemetry)
     if name == "review":

@@ -2,7 +2,8 @@
 
 `TwinSettings` is frozen; `LiveSettings` holds the current one and swaps it atomically, so every frame
 sees one consistent set of values (the dispatcher reads it once per frame). Validation of twin patches
-lives in `edge_inference.iot.twin`; the initial values come from the boot settings.
+lives in `edge_inference.iot.twin`; the initial values come from the boot settings. `for_frame` gives the
+settings that judge one frame: the global ones with its camera profile's laid over them (ops/profiles.py).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from edge_inference.ops.profiles import OVERRIDDEN, Profile, first_match
 from edge_inference.settings import Settings
 
 TelemetryMode = Literal["perFrame", "summary", "off"]
@@ -73,6 +75,9 @@ class TwinSettings:
     telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
     paused: bool = False
     review: ReviewSettings = field(default_factory=ReviewSettings)
+    class_thresholds: tuple[tuple[str, float], ...] = ()  # (label, confidence): over confidence_threshold
+    profiles: tuple[Profile, ...] = ()
+    profile: Profile | None = None  # set by `for_frame`: the profile that judges this frame (never in the twin)
 
     @classmethod
     def from_boot(cls, settings: Settings) -> TwinSettings:
@@ -94,20 +99,28 @@ class TwinSettings:
             "telemetry": self.telemetry.as_twin(),
             "paused": self.paused,
             "review": self.review.as_twin(),
+            "classThresholds": dict(self.class_thresholds),
+            "profiles": [profile.as_twin() for profile in self.profiles],
         }
 
+    def for_frame(self, rel_path: str) -> TwinSettings:
+        """The settings that judge the frame at `rel_path`: these, with the fields its first matching profile
+        sets laid over them (its class thresholds over the global ones), or these unchanged when none matches."""
+        profile = first_match(self.profiles, rel_path)
+        if profile is None:
+            return self
+        thresholds = dict(self.class_thresholds) | dict(profile.class_thresholds)
+        return replace(self, **dict(profile.settings), class_thresholds=tuple(thresholds.items()), profile=profile)
 
-# twin property name -> TwinSettings field name
+
+# twin property name -> TwinSettings field name (the first ones a camera profile may set too)
 TWIN_PROPERTIES: dict[str, str] = {
-    "confidenceThreshold": "confidence_threshold",
-    "iouThreshold": "iou_threshold",
-    "maxDetections": "max_detections",
-    "classes": "classes",
-    "alertClasses": "alert_classes",
-    "saveAnnotated": "save_annotated",
+    **OVERRIDDEN,
     "telemetry": "telemetry",
     "paused": "paused",
     "review": "review",
+    "classThresholds": "class_thresholds",
+    "profiles": "profiles",
 }
 
 

@@ -12,6 +12,8 @@ let edgeHub/IoT Hub routes select messages without reading the body:
     maxConfidence   highest detection confidence (a classifier's: its top class's), 4 decimals ("0" when none)
     labels          sorted unique labels, comma separated (cut to MAX_LABELS_PROPERTY characters)
     severity        info | warning | critical
+    profile         detection and alert messages of a frame a camera profile judged: the profile's name
+                    (cut to MAX_LABELS_PROPERTY characters); absent for frames judged by the global settings
     alarm, active   health messages only: the alarm name and true/false
 
 Every message stays under IoT Hub's 256 KB limit: the size is measured as the SDK and edgeHub see it (UTF-8
@@ -195,7 +197,16 @@ def build_detection_message(result: FrameResult) -> OutgoingMessage:
     properties = routing_properties(
         "detection", (f.label for f in findings), len(findings), _max_confidence(result), severity
     )
-    return _fit(OutgoingMessage(DETECTIONS_OUTPUT, result.frame_id, result.as_dict(), properties))
+    return _fit(
+        OutgoingMessage(DETECTIONS_OUTPUT, result.frame_id, result.as_dict(), _with_profile(properties, result))
+    )
+
+
+def _with_profile(properties: dict[str, str], result: FrameResult) -> dict[str, str]:
+    """The routing properties, with the name of the camera profile that judged the frame when one did."""
+    if result.profile is None:
+        return properties
+    return {**properties, "profile": result.profile[:MAX_LABELS_PROPERTY]}
 
 
 def alert_labels(result: FrameResult, alert_classes: Iterable[str]) -> list[str]:
@@ -214,7 +225,7 @@ def build_alert_message(result: FrameResult, matched: list[str]) -> OutgoingMess
     properties = routing_properties(
         "alert", (d.label for d in hits), len(hits), max((d.confidence for d in hits), default=0.0), "warning"
     )
-    return _fit(OutgoingMessage(ALERTS_OUTPUT, f"{result.frame_id}-alert", body, properties))
+    return _fit(OutgoingMessage(ALERTS_OUTPUT, f"{result.frame_id}-alert", body, _with_profile(properties, result)))
 
 
 @dataclass

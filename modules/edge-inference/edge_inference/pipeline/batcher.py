@@ -1,6 +1,9 @@
 """The batcher: prepared queue -> batches of up to the model's batch size (or what arrives within
 BATCH_MAX_WAIT_MS) -> the serving ONNX Runtime session (vision/model.py) -> inferred queue, one envelope per frame
-with its slice of the output and the model that made it.
+with its slice of the output and the model that made it. A tiled frame's views (its tiles and full-frame pass)
+count one each towards the batch: a 4K frame cut in tiles is a batch of its own, its envelope carries every
+view's output. Every view of a frame runs on the same model: the model is chosen per batch, a frame is refitted
+(all its views) or failed over (all its views) as a whole, so a frame's tiles never split across a swap.
 
 The serving model is read once per batch from vision/serving.py's `ModelSlot`: a model swap falls between two
 batches. A frame prepared for another model's input (the one before a swap) is letterboxed again for this one
@@ -24,7 +27,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from edge_inference.entities import PreparedFrame
+from edge_inference.entities import FrameView, PreparedFrame
 from edge_inference.errors import FrameError, GpuError, InferenceError
 from edge_inference.names import shown
 from edge_inference.ops.metrics import MetricsRegistry
@@ -38,6 +41,8 @@ from edge_inference.workers import Supervisor, Worker
 log = logging.getLogger(__name__)
 
 FATAL_BATCH_FAILURES = 3  # consecutive failed inference batches before the stage is declared dead
+
+ViewOutputs = tuple[tuple[np.ndarray, ...], ...]  # a frame's outputs, one per view (PreparedFrame.views)
 
 
 class Batcher(Worker):
@@ -90,7 +95,7 @@ class Batcher(Worker):
                     batch.append(fitted)
                 else:
                     self._run_on_its_own_model(item)
-                if len(batch) >= limit:
+                if sum(1 + len(p.tiles) for p in batch) >= limit:
                     break
                 remaining = deadline - time.monotonic()
                 if remaining > 0 and prepared.empty() and not self._more_coming():
@@ -111,22 +116,28 @@ class Batcher(Worker):
             for p, (out, by) in zip(batch, done, strict=True):
                 if isinstance(out, Exception):
                     error = FrameError(FrameError.INFERENCE_FAILED, f"inference failed: {out}"[:500])
-                    self._pass_on(Inferred(Failed(p.job, error, p.timings_ms), None, p.timings_ms, model))
+                    self._pass_on(Inferred(Failed(p.job, error, p.timings_ms), None, p.timings_ms, model=model))
                 else:
-                    self._pass_on(Inferred(by[0], out, {**p.timings_ms, "inference": elapsed}, by[1]))
+                    timings = {**p.timings_ms, "inference": elapsed}
+                    self._pass_on(Inferred(by[0], out[0], timings, tile_outputs=out[1:], model=by[1]))
             if consecutive_failures >= FATAL_BATCH_FAILURES:  # the model itself fails, not a frame
                 raise InferenceError(f"{consecutive_failures} inference batches failed in a row: {failures[-1]}")
 
     @staticmethod
     def _fit(frame: PreparedFrame, model: OnnxModel) -> PreparedFrame | None:
         """The frame made for `model`'s input (a frame prepared before a swap is refitted); None when it cannot be
-        (a classifier's crop on one side: the model it was made for takes it, `_run_on_its_own_model`)."""
-        fitted = refit(frame.tensor, frame.letterbox, frame.transform, model)
-        if fitted is None:
+        (a classifier's crop on one side: the model it was made for takes it, `_run_on_its_own_model`). Every view
+        is refitted (the ROI crop or full-frame pass and each tile, all made by the same transform); the frame's
+        `origin`, `frame_wh` and which view is a tile travel unchanged: the geometry still maps to the frame."""
+        fitted = [refit(view.tensor, view.letterbox, frame.transform, model) for view in frame.views]
+        if any(f is None for f in fitted):
             return None
-        if fitted[0] is frame.tensor:
+        views = [f for f in fitted if f is not None]
+        if all(f[0] is view.tensor for f, view in zip(views, frame.views, strict=True)):
             return frame
-        return replace(frame, tensor=fitted[0], letterbox=fitted[1], transform=model.transform)
+        (tensor, box), rest = views[0], views[1:]
+        tiles = tuple(FrameView(t, b, view.origin, view.tile) for (t, b), view in zip(rest, frame.tiles, strict=True))
+        return replace(frame, tensor=tensor, letterbox=box, tiles=tiles, transform=model.transform)
 
     def _run_on_its_own_model(self, frame: PreparedFrame) -> None:
         """A frame made before a swap for a model whose input cannot be remade from it (a classifier's crop, or
@@ -138,19 +149,20 @@ class Batcher(Worker):
             self._pass_on(Inferred(Failed(frame.job, error, frame.timings_ms), None, frame.timings_ms))
             return
         t0 = time.monotonic()
-        out = self._infer(made_for, [frame])[0]
+        out = self._infer_frames(made_for, [frame])[0]
         if isinstance(out, Exception):
             error = FrameError(FrameError.INFERENCE_FAILED, f"inference failed: {out}"[:500])
-            self._pass_on(Inferred(Failed(frame.job, error, frame.timings_ms), None, frame.timings_ms, made_for))
+            failed = Failed(frame.job, error, frame.timings_ms)
+            self._pass_on(Inferred(failed, None, frame.timings_ms, model=made_for))
         else:
-            elapsed = (time.monotonic() - t0) * 1000
-            self._pass_on(Inferred(frame, out, {**frame.timings_ms, "inference": elapsed}, made_for))
+            timings = {**frame.timings_ms, "inference": (time.monotonic() - t0) * 1000}
+            self._pass_on(Inferred(frame, out[0], timings, tile_outputs=out[1:], model=made_for))
 
-    def _infer_guarded(self, model: OnnxModel, batch: list[PreparedFrame]) -> list[tuple[np.ndarray, ...] | Exception]:
-        """`_infer`; a GPU failure under a model on probation fails its frames (the model before it serves them)
+    def _infer_guarded(self, model: OnnxModel, batch: list[PreparedFrame]) -> list[ViewOutputs | Exception]:
+        """`_infer_frames`; a GPU failure under a model on probation fails its frames (the model before it serves them)
         instead of the stage."""
         try:
-            return self._infer(model, batch)
+            return self._infer_frames(model, batch)
         except GpuError as exc:
             if self.slot.previous is None or model is not self.slot.active:
                 raise
@@ -158,17 +170,18 @@ class Batcher(Worker):
             return [exc] * len(batch)
 
     def _fail_over(
-        self, model: OnnxModel, batch: list[PreparedFrame], outputs: list[tuple[np.ndarray, ...] | Exception]
-    ) -> list[tuple[tuple[np.ndarray, ...] | Exception, tuple[PreparedFrame, OnnxModel]]]:
-        """Each frame's output and (frame, model) that made it; a frame that failed on a model on probation is
-        run on the model before it. The slot hears how the new model did."""
+        self, model: OnnxModel, batch: list[PreparedFrame], outputs: list[ViewOutputs | Exception]
+    ) -> list[tuple[ViewOutputs | Exception, tuple[PreparedFrame, OnnxModel]]]:
+        """Each frame's outputs and (frame, model) that made them; a frame that failed on a model on probation is
+        run on the model before it, every view of it (its tiles never mix two models). The slot hears how the new
+        model did."""
         previous = self.slot.previous if model is self.slot.active else None
-        done: list[tuple[tuple[np.ndarray, ...] | Exception, tuple[PreparedFrame, OnnxModel]]] = []
+        done: list[tuple[ViewOutputs | Exception, tuple[PreparedFrame, OnnxModel]]] = []
         failed_over = 0
         for p, out in zip(batch, outputs, strict=True):
             if isinstance(out, Exception) and previous is not None:
                 again = self._fit(p, previous)
-                retry = self._infer(previous, [again])[0] if again is not None else out
+                retry = self._infer_frames(previous, [again])[0] if again is not None else out
                 if again is not None and not isinstance(retry, Exception):
                     failed_over += 1
                     done.append((retry, (again, previous)))
@@ -178,21 +191,41 @@ class Batcher(Worker):
         self.slot.record(model, served, failed_over)
         return done
 
-    def _infer(self, model: OnnxModel, batch: list[PreparedFrame]) -> list[tuple[np.ndarray, ...] | Exception]:
-        """Each frame's outputs, or the exception that stands for it. A failed batch is run again frame by frame,
-        so that one frame the model cannot take fails alone. Frames of different input sizes (a model padded
-        to its stride, not to a fixed size) run as one batch per size."""
-        if len({p.tensor.shape for p in batch}) > 1:
+    def _infer_frames(self, model: OnnxModel, batch: list[PreparedFrame]) -> list[ViewOutputs | Exception]:
+        """Each frame's outputs on `model`, one per view (PreparedFrame.views: the tiles of a tiled frame run in
+        the same batches as the frames beside them, at most the model's batch size at a time), or the exception
+        that stands for the frame (the first of its views that failed)."""
+        views = [(p, view.tensor) for p in batch for view in p.views]
+        limit = model.serving_batch
+        outs: list[tuple[np.ndarray, ...] | Exception] = []
+        for start in range(0, len(views), limit):
+            outs.extend(self._infer(model, views[start : start + limit]))
+        results: list[ViewOutputs | Exception] = []
+        at = 0
+        for p in batch:
+            mine = outs[at : at + 1 + len(p.tiles)]
+            at += len(mine)
+            failed = next((out for out in mine if isinstance(out, Exception)), None)
+            results.append(failed if failed is not None else tuple(o for o in mine if not isinstance(o, Exception)))
+        return results
+
+    def _infer(
+        self, model: OnnxModel, batch: list[tuple[PreparedFrame, np.ndarray]]
+    ) -> list[tuple[np.ndarray, ...] | Exception]:
+        """Each input's outputs (frame, tensor), or the exception that stands for it. A failed batch is run again
+        input by input, so that one frame the model cannot take fails alone. Inputs of different sizes (a model
+        padded to its stride, not to a fixed size; tiles beside a full-frame pass) run as one batch per size."""
+        if len({tensor.shape for _, tensor in batch}) > 1:
             by_shape: dict[tuple[int, ...], list[int]] = {}
-            for i, p in enumerate(batch):
-                by_shape.setdefault(p.tensor.shape, []).append(i)
+            for i, (_, tensor) in enumerate(batch):
+                by_shape.setdefault(tensor.shape, []).append(i)
             results: list[tuple[np.ndarray, ...] | Exception] = [ValueError()] * len(batch)
             for indices in by_shape.values():
                 for i, out in zip(indices, self._infer(model, [batch[i] for i in indices]), strict=True):
                     results[i] = out
             return results
         try:
-            outputs = model.run(self._stack([p.tensor for p in batch], model.serving_batch))
+            outputs = model.run(self._stack([tensor for _, tensor in batch], model.serving_batch))
             if model.layout == "rows":
                 return [tuple(outputs)]
             return [tuple(o[i] for o in outputs) for i in range(len(batch))]
@@ -200,10 +233,10 @@ class Batcher(Worker):
             raise  # the GPU failed, not these frames: they stay claimed and run again after the restart
         except Exception as exc:
             if len(batch) == 1:
-                log.error("inference failed for %s: %s", shown(batch[0].job.rel_path), exc)
+                log.error("inference failed for %s: %s", shown(batch[0][0].job.rel_path), exc)
                 return [exc]
-            log.warning("inference failed for a batch of %d (%s): running its frames one by one", len(batch), exc)
-            return [self._infer(model, [p])[0] for p in batch]
+            log.warning("inference failed for a batch of %d (%s): running its inputs one by one", len(batch), exc)
+            return [self._infer(model, [one])[0] for one in batch]
 
     def _stack(self, tensors: list[np.ndarray], limit: int) -> np.ndarray:
         """One [B, 3, H, W] input from per-frame [1, 3, H, W] tensors, copied into a buffer kept for the next

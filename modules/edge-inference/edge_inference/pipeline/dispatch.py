@@ -1,7 +1,10 @@
-"""The dispatcher: inferred queue -> postprocess with the live settings (vision/postprocess.py: thresholds,
-NMS, boxes, masks, keypoints and rotated boxes mapped back to the original pixels, or the top classes) by the
-model that made the output -> a `FrameResult` naming it. A share frame the model judged is then offered to the
-candidate shadow (rollout/shadow.py `ShadowInbox`: a sampled, bounded hand-over that never blocks).
+"""The dispatcher: inferred queue -> postprocess with the live settings that judge the frame (the global ones with
+its camera profile's laid over them: ops/live_settings.py `for_frame`) (vision/postprocess.py: thresholds,
+NMS, boxes, masks, keypoints and rotated boxes mapped back to the original pixels, or the top classes; for a
+frame cut in views, vision/views.py merges its tiles and applies its ROI) by the model that made the output -> a
+`FrameResult` naming it. A share frame the model judged whole is then offered to the candidate shadow
+(rollout/shadow.py `ShadowInbox`: a sampled, bounded hand-over that never blocks); a frame its profile cut in
+views (an ROI, tiles) is not: the shadow compares one tensor's detections, not a merge of views.
 
 A /predict request is answered here (its future completed, its own confidence threshold honoured); share frames
 are gathered into a group - whatever else is already done joins it, up to `DISPATCH_GROUP` - and handed to the
@@ -28,14 +31,20 @@ from edge_inference.pipeline.outcomes import FrameCounters, ResultMaker
 from edge_inference.pipeline.predict import PendingRequests
 from edge_inference.rollout.shadow import ShadowFrame, ShadowInbox
 from edge_inference.settings import Settings
-from edge_inference.vision import postprocess
+from edge_inference.vision import views as frame_views
 from edge_inference.vision.model import OnnxModel
-from edge_inference.vision.serving import ModelSlot, decode
+from edge_inference.vision.serving import ModelSlot, decode_options
 from edge_inference.workers import Supervisor, Worker
 
 log = logging.getLogger(__name__)
 
 DISPATCH_GROUP = 32  # results made durable together (one file-system flush, one ledger/outbox transaction)
+
+
+def judged_whole(frame: PreparedFrame, live: TwinSettings) -> bool:
+    """The frame's detections came from its one tensor, the whole frame (no ROI crop or filter, no tiles): the
+    candidate shadow can run the same tensor and compare. A frame cut in views is skipped by the shadow."""
+    return not frame.tiles and frame.frame_wh is None and (live.profile is None or live.profile.roi is None)
 
 
 class Dispatcher(Worker):
@@ -83,12 +92,6 @@ class Dispatcher(Worker):
                 self.finisher.finish(finished)
             self.queues.show(self.metrics)
 
-    @staticmethod
-    def _keep_ids(model: OnnxModel, live: TwinSettings) -> frozenset[int] | None:
-        if not live.classes:
-            return None
-        return frozenset(model.class_ids[name] for name in live.classes if name in model.class_ids)
-
     def dispatch(self, done: Inferred) -> Finished | None:
         """Postprocess one frame; /predict requests are answered here, share frames returned for writing."""
         item = done.item
@@ -99,6 +102,8 @@ class Dispatcher(Worker):
         if isinstance(item, Failed) and self.finisher.hold_for_writer(job, item.error):
             return None
         live = self.live.current()
+        if job.source != "http":
+            live = live.for_frame(job.rel_path)  # its camera profile's settings laid over the global ones
         model = done.model or self.slot.active  # a frame that failed before inference: the model serving now
         request = self.requests.take(job) if job.source == "http" else None
         band_hit = False
@@ -114,7 +119,13 @@ class Dispatcher(Worker):
             return None
         if job.source == "http":
             return None  # a request given up (timed out) while in flight: nobody waits for its answer
-        if self.shadow.rate and isinstance(item, PreparedFrame) and result.ok and model is self.slot.active:
+        if (
+            self.shadow.rate
+            and isinstance(item, PreparedFrame)
+            and result.ok
+            and model is self.slot.active
+            and judged_whole(item, live)
+        ):
             active_ms = done.timings_ms.get("inference", 0.0)
             self.shadow.offer(
                 ShadowFrame(
@@ -126,9 +137,10 @@ class Dispatcher(Worker):
     def _postprocess(
         self, done: Inferred, model: OnnxModel, live: TwinSettings, request: Request | None
     ) -> tuple[FrameResult, bool]:
-        """The frame's result, and whether a detection below the confidence threshold lies in the review band
-        (decoded down to the band's low end when the band reaches below the threshold; the result keeps only
-        the detections over the threshold, exactly as a decode at the threshold would)."""
+        """The frame's result, and whether a detection below its confidence threshold (its class's own, from
+        `classThresholds` and the frame's profile, or the frame's) lies in the review band (decoded down to the
+        band's low end when the band reaches below a threshold; the result keeps only the detections over their
+        threshold, exactly as a decode at it would). A frame cut in views is merged and judged by its ROI first."""
         item = done.item
         if isinstance(item, Failed):
             return self.results.make(
@@ -136,23 +148,29 @@ class Dispatcher(Worker):
             ), False
         t0 = time.monotonic()
         confidence = request.confidence if request and request.confidence is not None else live.confidence_threshold
+        judged = decode_options(model, live, agnostic=self.settings.agnostic_nms, confidence=confidence)
+        options = judged
         band = live.review.band if request is None and live.review.enabled else None
-        floor = min(confidence, band[0]) if band else confidence
-        options = postprocess.DecodeOptions(
-            confidence=floor,
-            iou=live.iou_threshold,
-            max_detections=live.max_detections,
-            agnostic=self.settings.agnostic_nms,
-            keep_class_ids=self._keep_ids(model, live),
-        )
+        lowered = band is not None and band[0] < max((confidence, *(t for _, t in judged.class_thresholds)))
+        if band is not None and lowered:  # decoded down to the band's low end, every class threshold too
+            floor = band[0]
+            options = replace(
+                judged,
+                confidence=min(confidence, floor),
+                class_thresholds=tuple((c, min(t, floor)) for c, t in options.class_thresholds),
+            )
         if done.output is None:
             raise ValueError("no model output for this frame")
-        decoded = decode(model, done.output, item.letterbox, options)
+        decoded = frame_views.read(
+            model.decoder, (done.output, *done.tile_outputs), item.views, options, live.profile, item.size
+        )
         detections = decoded.detections
         band_hit = False
-        if floor < confidence and band is not None:  # kept: over the threshold, strictly, as a decode at it keeps
-            band_hit = any(band[0] <= d.confidence <= band[1] for d in detections if d.confidence <= confidence)
-            detections = tuple(d for d in detections if d.confidence > confidence)
+        if band is not None and lowered:  # kept: over its threshold, strictly, as a decode at it keeps
+            own = dict(judged.class_thresholds)  # class id -> its own threshold; the others: `confidence`
+            below = [d for d in detections if d.confidence <= own.get(d.class_id, confidence)]
+            band_hit = any(band[0] <= d.confidence <= band[1] for d in below)
+            detections = tuple(d for d in detections if d.confidence > own.get(d.class_id, confidence))
         timings = {**done.timings_ms, "postprocess": (time.monotonic() - t0) * 1000}
         result = self.results.make(
             item.job,

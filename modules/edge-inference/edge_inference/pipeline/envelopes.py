@@ -53,6 +53,7 @@ class Inferred:
     item: PreparedFrame | Failed
     output: tuple[np.ndarray, ...] | None
     timings_ms: Mapping[str, float]
+    tile_outputs: tuple[tuple[np.ndarray, ...], ...] = ()  # the outputs of the frame's other views (its tiles)
     model: OnnxModel | None = None
 
 

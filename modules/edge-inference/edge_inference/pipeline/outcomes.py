@@ -68,8 +68,8 @@ class ResultMaker:
         return FrameResult(
             rel_path=job.rel_path,
             frame_id=f"{job.frame_id}.r{generation}" if generation else job.frame_id,
-            width=prepared.letterbox.width if prepared else None,
-            height=prepared.letterbox.height if prepared else None,
+            width=prepared.size[0] if prepared else None,
+            height=prepared.size[1] if prepared else None,
             sha256=prepared.sha256 if prepared else None,
             model=model or self.slot.active.info(),  # None: a frame no model judged
             confidence_threshold=live.confidence_threshold,
@@ -79,6 +79,7 @@ class ResultMaker:
             processed_at=utc_now_iso(),
             error=error.as_dict() if error else None,
             classification=classification,
+            profile=live.profile.name if live.profile is not None else None,
         )
 
 
@@ -103,7 +104,7 @@ class FrameCounters:
     def observe(self, result: FrameResult) -> None:
         """Per-stage latencies of one result (write and send are observed by the finish stage)."""
         for stage, ms in result.timings_ms.items():
-            if stage not in ("write", "send"):
+            if stage not in ("write", "send", "tiles"):  # tiles: a count, not a time
                 self.metrics.stage_seconds.labels(stage=stage).observe(ms / 1000)
 
     def count(self, result: FrameResult) -> None:

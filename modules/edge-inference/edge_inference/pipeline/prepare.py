@@ -1,11 +1,13 @@
 """The decode pool: frames queue -> read, decode, letterbox (vision/) -> prepared queue.
 
 `FramePreparer` turns one job into a `PreparedFrame` (tensor, letterbox geometry, sha256, the decoded image when
-annotation is wanted: then decoded at full size, whatever JPEG_REDUCED_DECODE says; or for the live page's ring of
-recent frames, UI_RECENT_FRAMES, as it was decoded) or a `Failed` envelope with
+annotation is wanted: then decoded at full size, whatever JPEG_REDUCED_DECODE says; for a frame whose camera
+profile (ops/profiles.py) has an ROI or tiling, the views that vision/views.py cuts: the ROI crop, the tiles; for
+the live page's ring of recent frames, UI_RECENT_FRAMES, the image as it was decoded) or a `Failed` envelope with
 the frame's error; a file that cannot be read because its share went away is marked `vanished` (not the frame's
 fault: it stays claimed). It serves the decode workers and the /predict callers alike, and counts the frames
-inside it so that the batcher knows more are coming.
+inside it so that the batcher knows more are coming. Every view of a frame is made by the serving model's
+transform, read once per frame (a swap falls between two frames, never inside one).
 
 Per-frame errors stay per-frame by construction: each start of a share frame is counted first (quarantine.py: a
 frame that keeps dying is set aside), the header is checked before a pixel is decoded (vision/decode.py), the
@@ -24,7 +26,7 @@ import os
 import threading
 import time
 
-from edge_inference.entities import FrameJob, PreparedFrame
+from edge_inference.entities import FrameJob, FrameView, PreparedFrame
 from edge_inference.errors import FrameError, UnavailableError
 from edge_inference.names import shown
 from edge_inference.ops.live_settings import LiveSettings
@@ -35,6 +37,7 @@ from edge_inference.settings import Settings
 from edge_inference.share import share_fs
 from edge_inference.share.guard import ShareGuard
 from edge_inference.vision import decode as decoding
+from edge_inference.vision import views as frame_views
 from edge_inference.vision.decode_guard import DecodeGuard
 from edge_inference.vision.preprocess import prepare_frame
 from edge_inference.vision.serving import ModelSlot
@@ -92,7 +95,9 @@ class FramePreparer:
             if quarantined is not None:
                 return Failed(job, quarantined, timings)
         s = self.settings
-        keep = self.live.current().save_annotated if keep_image is None else keep_image
+        live = self.live.current()
+        judged = live.for_frame(job.rel_path) if job.data is None else live  # /predict: the global settings
+        keep = judged.save_annotated if keep_image is None else keep_image
         try:
             data = job.data if job.data is not None else self._read_share_frame(job)
             t1 = time.monotonic()
@@ -100,15 +105,23 @@ class FramePreparer:
                 data, s.max_image_pixels, max_scans=s.jpeg_max_scans, max_decode_bytes=s.max_decode_bytes
             )
             transform = self.slot.active.transform  # a swap between two frames: each is made for its model
-            # a frame to annotate is decoded whole: annotated/ gets the full resolution, never the reduced decode
-            scale = transform.scale(*header.display_size) if s.jpeg_reduced_decode and not keep else None
+            profile = judged.profile
+            geometry = profile is not None and (profile.roi is not None or profile.tiling is not None)
+            # a frame to annotate is decoded whole: annotated/ gets the full resolution, never the reduced decode;
+            # a crop or tiles need every pixel too
+            reduce = s.jpeg_reduced_decode and not keep and not geometry
+            scale = transform.scale(*header.display_size) if reduce else None
             frame = self.decode_guard.run(
                 header.decode_bytes,
                 lambda: decoding.decode_checked(data, header, scale),
                 None if job.data is not None else lambda: not self.stopping.is_set(),  # /predict: 503, never a wait
             )
             image = frame.image
-            tensor, box = prepare_frame(image, (frame.width, frame.height), transform)
+            if geometry:
+                views = frame_views.cut(image, transform, profile)
+            else:
+                tensor, box = prepare_frame(image, (frame.width, frame.height), transform)
+                views = (FrameView(tensor, box),)
             t2 = time.monotonic()
         except FrameError as exc:
             timings["decode"] = (time.monotonic() - t0) * 1000
@@ -131,8 +144,21 @@ class FramePreparer:
         timings["decode"] = (t2 - t1) * 1000
         if keep_image is None and s.ui_recent_frames > 0:  # the live page's ring (ops/recent_frames.py) shows it,
             keep = True  # as decoded (a reduced decode too: the page scales the result to the picture)
+        first, tiles = views[0], views[1:]
+        if first.tile or tiles:
+            timings["tiles"] = len(tiles) + first.tile
         return PreparedFrame(
-            job, tensor, box, hashlib.sha256(data).hexdigest(), timings, image if keep else None, transform
+            job,
+            first.tensor,
+            first.letterbox,
+            hashlib.sha256(data).hexdigest(),
+            timings,
+            image if keep else None,
+            origin=first.origin,
+            frame_wh=(frame.width, frame.height) if geometry else None,
+            tiles=tiles,
+            first_is_tile=first.tile,
+            transform=transform,
         )
 
     def _read_share_frame(self, job: FrameJob) -> bytes:

@@ -3,7 +3,10 @@
     dispatcher --offer(frame)--> ShadowInbox (sampled; SHADOW_QUEUE frames, full: the oldest is dropped)
       --> `candidate` thread (CandidateShadow): waits until the pipeline is idle (no frame waiting or being
     decoded, no batch running), runs the candidate on the active model's prepared tensor (refitted to the
-    candidate's input), and compares its detections with the active model's (agreement.py)
+    candidate's input), and compares its detections with the active model's (agreement.py), judged by the same
+    live settings (the frame's camera profile's, class thresholds included). Frames a camera profile cut in
+    views (an ROI, tiles: pipeline/dispatch.py `judged_whole`) are never offered: their detections are a merge
+    of several tensors, not one the candidate could run
 
 Spare capacity only: the thread runs at the lowest CPU priority, the candidate's session has one thread, and a
 frame that waits more than SHADOW_MAX_AGE_S for an idle moment is skipped: under a saturating load the candidate
@@ -35,10 +38,9 @@ from edge_inference.ops.live_settings import LiveSettings, TwinSettings
 from edge_inference.ops.telemetry import MODEL_EVALUATION_OUTPUT, OutgoingMessage, TelemetrySink, routing_properties
 from edge_inference.rollout.agreement import Agreement
 from edge_inference.settings import Settings
-from edge_inference.vision import postprocess
 from edge_inference.vision.model import OnnxModel
 from edge_inference.vision.preprocess import InputTransform
-from edge_inference.vision.serving import decode, run_one
+from edge_inference.vision.serving import decode, decode_options, run_one
 from edge_inference.workers import Supervisor, Worker
 
 log = logging.getLogger(__name__)
@@ -222,11 +224,7 @@ class CandidateShadow(Worker):
                 return
             time.sleep(IDLE_POLL_S)
         model = evaluation.model
-        live = frame.live
-        keep = frozenset(model.class_ids[n] for n in live.classes if n in model.class_ids) if live.classes else None
-        options = postprocess.DecodeOptions(
-            live.confidence_threshold, live.iou_threshold, live.max_detections, self.settings.agnostic_nms, keep
-        )
+        options = decode_options(model, frame.live, agnostic=self.settings.agnostic_nms)
         t0 = time.monotonic()
         try:
             output, box = run_one(model, frame.tensor, frame.letterbox, frame.transform)

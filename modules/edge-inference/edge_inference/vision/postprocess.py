@@ -1,7 +1,8 @@
 """Decoding one image's model outputs into what the result schema reports, as Ultralytics' predictor does.
 
 Per layout (vision/heads.py): candidates over the confidence threshold (strictly, as Ultralytics: `score > conf`;
-YOLOv5's score is objectness x class score), the classes the twin keeps, then NMS where the graph has none
+YOLOv5's score is objectness x class score; a class with its own threshold, `classThresholds`, over that one
+instead), the classes the twin keeps, then NMS where the graph has none
 (vision/nms.py: the same decisions as Ultralytics, 30,000 candidates at most, `max_det` after), or for graphs with
 NMS in them the first `max_det` rows over the threshold, in the graph's order. Then per task:
 - detect: boxes back to original pixels through the frame's `Letterbox`, clipped;
@@ -33,6 +34,12 @@ class DecodeOptions:
     max_detections: int
     agnostic: bool = False
     keep_class_ids: frozenset[int] | None = None  # None: every class
+    class_thresholds: tuple[tuple[int, float], ...] = ()  # (class id, confidence) replacing `confidence` for it
+
+    @property
+    def lowest(self) -> float:
+        """The lowest confidence any class may be kept at: the first cut."""
+        return min((self.confidence, *(t for _, t in self.class_thresholds)))
 
 
 @dataclass(frozen=True)
@@ -97,7 +104,7 @@ class Decoder:
 
     def _candidates(self, out: np.ndarray, options: DecodeOptions) -> _Candidates:
         head = self.head
-        c, conf = head.num_classes, options.confidence
+        c, conf = head.num_classes, options.lowest
         if head.layout == "yolov8":  # [4+C+E, N]
             assert c is not None
             class_scores = out[4 : 4 + c]
@@ -121,6 +128,11 @@ class Decoder:
         if options.keep_class_ids is not None and len(found.scores):
             wanted = np.fromiter(options.keep_class_ids, dtype=np.int64)
             found = found.take(np.isin(found.class_ids, wanted))
+        if options.class_thresholds and len(found.scores):
+            cut = np.full(len(found.scores), options.confidence, dtype=np.float32)
+            for class_id, threshold in options.class_thresholds:
+                cut[found.class_ids == class_id] = threshold
+            found = found.take(found.scores > cut)
         return found
 
     def _suppress(self, found: _Candidates, options: DecodeOptions) -> _Candidates:

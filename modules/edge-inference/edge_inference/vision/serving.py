@@ -12,6 +12,9 @@
                             (frames prepared for the old model meet the new one after a swap; the candidate
                             shadow runs on the active model's tensors); a classifier's centre crop cannot be
                             refitted: such a frame runs on the model it was made for
+    decode_options(...)     the thresholds a frame is judged by on a model (its live settings, its camera
+                            profile's laid over them; class names read as that model's ids): the dispatcher and
+                            the candidate shadow judge the same frame alike
     decode(...)             one frame's outputs read by the model that made them (its head and class names):
                             the dispatcher, the rollout's self-test and the candidate shadow read outputs here
 
@@ -32,6 +35,7 @@ import numpy as np
 
 from edge_inference.entities import Letterbox
 from edge_inference.errors import ModelError
+from edge_inference.ops.live_settings import TwinSettings
 from edge_inference.vision import postprocess
 from edge_inference.vision.model import OnnxModel
 from edge_inference.vision.preprocess import InputTransform, letterbox
@@ -178,6 +182,22 @@ def refit(
     out = (padded.transpose(2, 0, 1)[np.newaxis] / 255.0).astype(model.input.dtype)
     geometry = Letterbox(box.scale * inner.scale, inner.pad_x, inner.pad_y, box.width, box.height)
     return np.ascontiguousarray(out), geometry
+
+
+def decode_options(
+    model: OnnxModel, live: TwinSettings, *, agnostic: bool, confidence: float | None = None
+) -> postprocess.DecodeOptions:
+    """How `model` judges a frame under `live` (`confidence`: a /predict request's own, else the live one). Class
+    names the model does not know are left out (a profile checked against another model: never refused here)."""
+    ids = model.class_ids
+    return postprocess.DecodeOptions(
+        confidence=live.confidence_threshold if confidence is None else confidence,
+        iou=live.iou_threshold,
+        max_detections=live.max_detections,
+        agnostic=agnostic,
+        keep_class_ids=frozenset(ids[n] for n in live.classes if n in ids) if live.classes else None,
+        class_thresholds=tuple((ids[n], t) for n, t in live.class_thresholds if n in ids),
+    )
 
 
 def decode(
