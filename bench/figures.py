@@ -7,7 +7,7 @@
 - docs/images/soak.png: the soak on a time axis: RSS, outbox depth (results written, not yet delivered), the
   frames/s, and every fault injected (bench/soak.py draws it at the end of a run, from its CSV and JSON).
 
-    python bench/figures.py                 # both, from the newest bench-*.json and soak-*.csv in bench/results/
+    python bench/figures.py                 # both, from the newest bench-*.json with cases and soak-*.csv
     python bench/figures.py --bench FILE.json --soak FILE.csv --out docs/images
 """
 
@@ -36,6 +36,12 @@ def newest(pattern: str) -> Path | None:
     """The newest file of `pattern` in bench/results/ by the time in its name (bench-<yyyymmdd-hhmmss>-...)."""
     found = sorted(RESULTS.glob(pattern), key=lambda p: p.name)
     return found[-1] if found else None
+
+
+def newest_bench() -> Path | None:
+    """The newest bench JSON with model cases to draw (a run of one other case alone has none)."""
+    found = sorted(RESULTS.glob("bench-2*.json"), key=lambda p: p.name, reverse=True)
+    return next((p for p in found if json.loads(p.read_text()).get("cases")), None)
 
 
 def draw_bench(report: dict[str, Any], out: Path) -> Path:
@@ -135,7 +141,7 @@ def read_soak(csv_path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bench", type=Path, default=newest("bench-2*.json"))
+    parser.add_argument("--bench", type=Path, default=newest_bench())
     parser.add_argument("--soak", type=Path, default=newest("soak-*.csv"))
     parser.add_argument("--out", type=Path, default=IMAGES)
     args = parser.parse_args(argv)

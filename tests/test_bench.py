@@ -100,9 +100,9 @@ def test_a_gpu_bench_where_no_gpu_starts_says_so_in_one_line(tmp_path: Path) -> 
 
 def test_the_figures_are_drawn_from_the_committed_results(tmp_path: Path) -> None:
     """bench/figures.py draws bench.png from a bench JSON and soak.png from a soak CSV (with its JSON's faults)."""
-    from bench.figures import RESULTS, draw_bench, draw_soak, newest, read_soak
+    from bench.figures import RESULTS, draw_bench, draw_soak, newest, newest_bench, read_soak
 
-    bench_json, soak_csv = newest("bench-2*.json"), newest("soak-*.csv")
+    bench_json, soak_csv = newest_bench(), newest("soak-*.csv")
     assert bench_json is not None and soak_csv is not None
     report = json.loads(bench_json.read_text())
     bench_png = draw_bench(report, tmp_path / "bench.png")
