@@ -125,7 +125,11 @@ class Settings:
         hi=256,
     )
     inference_threads: int = setting(
-        0, "ONNX Runtime intra-op threads (0 = the CPUs the container may use: affinity and cgroup quota)", lo=0, hi=256
+        0,
+        "ONNX Runtime intra-op threads (0 = the CPUs the container may use: affinity and cgroup quota); on the CPU, 1"
+        " suits a light model on large frames, leaving the cores to decoding (docs/PERFORMANCE.md)",
+        lo=0,
+        hi=256,
     )
     batch_size: int = setting(
         0,
