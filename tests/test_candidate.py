@@ -64,6 +64,8 @@ def test_a_copy_of_the_active_model_agrees_fully_and_nothing_of_it_is_written(tm
         reported = eventually(lambda: (run.take_reported()["candidate"]["value"] or {}).get("stats"))
         assert reported and reported["agreement"] in (None, 1.0)
         # nothing of the candidate in results/: one result per frame, each from the active model
+        # (the shadow compares a frame in the dispatcher, before the finish stage writes its result: wait for them)
+        eventually(lambda: len(run.collector.snapshot()) >= 10 and len(run.results_on_share()) >= 10)
         results = run.collector.snapshot()
         assert len(results) == 10 and len(run.results_on_share()) == 10
         assert {r.model.name for r in results} == {"tiny"}
