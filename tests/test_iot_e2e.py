@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from tests.dtdl import conformance, contents
-from tools.module_process import module_process_env
+from tools.module_process import rig_module_env
 
 pytestmark = pytest.mark.skipif(shutil.which("mosquitto") is None, reason="mosquitto is not installed")
 
@@ -55,21 +55,7 @@ def module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str
     for d in dirs.values():
         d.mkdir()
     with EdgeHubRig(tmp_path / "rig", host=pick_loopback_host(HOSTS)) as rig:
-        env = module_process_env(
-            **rig.env(),
-            MODEL_PATH=str(model),
-            INPUT_DIR=str(dirs["input"]),
-            OUTPUT_DIR=str(dirs["output"]),
-            STATE_DIR=str(dirs["state"]),
-            EXECUTION_PROVIDERS="cpu",
-            HTTP_PORT="0",
-            METRICS_PORT="0",
-            SETTLE_SECONDS="0.1",
-            IOT_TIMEOUT_SECONDS="5",
-            DECODE_WORKERS="1",
-            INFERENCE_THREADS="1",
-            REPLICA_ID="e2e",
-        )
+        env = rig_module_env(rig.env(), model, dirs, "e2e")
         log_path = tmp_path / "module.log"
         with open(log_path, "wb") as log_file:
             proc = subprocess.Popen(

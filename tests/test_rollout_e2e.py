@@ -19,7 +19,7 @@ import pytest
 from tests.dtdl import conformance, contents
 from tests.rollout_support import build_models, drop, eventually, sha, spec
 from tools.model_server import ModelServer
-from tools.module_process import module_process_env
+from tools.module_process import rig_module_env
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("mosquitto") is None, reason="mosquitto is not installed"),
@@ -68,22 +68,7 @@ def rig_module(tmp_path: Path) -> Iterator[dict[str, Any]]:
         ModelServer(tmp_path / "server") as server,
         EdgeHubRig(tmp_path / "rig", host=pick_loopback_host(HOSTS)) as rig,
     ):
-        env = module_process_env(
-            **rig.env(),
-            MODEL_PATH=str(models["A"]),
-            MODEL_CA_FILE=str(server.ca_file),
-            INPUT_DIR=str(dirs["input"]),
-            OUTPUT_DIR=str(dirs["output"]),
-            STATE_DIR=str(dirs["state"]),
-            EXECUTION_PROVIDERS="cpu",
-            HTTP_PORT="0",
-            METRICS_PORT="0",
-            SETTLE_SECONDS="0.1",
-            IOT_TIMEOUT_SECONDS="5",
-            DECODE_WORKERS="1",
-            INFERENCE_THREADS="1",
-            REPLICA_ID="rollout-e2e",
-        )
+        env = rig_module_env(rig.env(), models["A"], dirs, "rollout-e2e", MODEL_CA_FILE=str(server.ca_file))
         process = Process(env, tmp_path / "module.log")
         try:
             yield {"rig": rig, "server": server, "models": models, "process": process, **dirs}

@@ -21,3 +21,26 @@ def module_process_env(**settings: str | int | float) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join([str(MODULE_DIR), str(REPO), *filter(None, [env.get("PYTHONPATH")])])
     env.update({k: str(v) for k, v in settings.items()})
     return env
+
+
+def rig_module_env(
+    rig_env: dict[str, str], model: Path, dirs: dict[str, Path], replica: str, **settings: str | int | float
+) -> dict[str, str]:
+    """A module against the edgeHub rig (`rig.env()`), on the CPU with one decode and one inference thread, fast
+    settling and short IoT timeouts, its folders from `dirs` (input, output, state): the end-to-end tests' module."""
+    return module_process_env(
+        **rig_env,
+        MODEL_PATH=str(model),
+        INPUT_DIR=str(dirs["input"]),
+        OUTPUT_DIR=str(dirs["output"]),
+        STATE_DIR=str(dirs["state"]),
+        EXECUTION_PROVIDERS="cpu",
+        HTTP_PORT="0",
+        METRICS_PORT="0",
+        SETTLE_SECONDS="0.1",
+        IOT_TIMEOUT_SECONDS="5",
+        DECODE_WORKERS="1",
+        INFERENCE_THREADS="1",
+        REPLICA_ID=replica,
+        **settings,
+    )
