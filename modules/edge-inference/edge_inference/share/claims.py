@@ -29,7 +29,7 @@ from pathlib import Path
 
 from edge_inference.names import shown
 from edge_inference.share import output_layout as layout
-from edge_inference.share import share_fs
+from edge_inference.share import share_fs, tempfiles
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,7 @@ class ClaimArea:
         self.own = self.claims_root / replica_id
         self._folders = threading.Lock()  # claim-area folders: made by claims, removed once emptied
         self._warned: set[str] = set()
+        self._swept: set[str] = set()  # silent replicas whose temp files were removed (once each)
 
     @property
     def moves_files(self) -> bool:
@@ -180,7 +181,9 @@ class ClaimArea:
             except FileNotFoundError:
                 beat = st.st_mtime
             if time.time() - beat < self.stale_seconds:
+                self._swept.discard(name)  # alive (again): sweep once more if it falls silent later
                 return 0
+            self._sweep_temps_of(name)
             for rel, fst, dfd, fname in _regular_files(other, self._warn_once):
                 if fst.st_dev != device:
                     continue
@@ -195,6 +198,15 @@ class ClaimArea:
         if adopted:
             log.warning("adopted %d claimed frames of silent replica %s", adopted, shown(name))
         return adopted
+
+    def _sweep_temps_of(self, name: str) -> None:
+        """A silent replica was killed mid-write: its temp files in the output share go with its claims."""
+        if name in self._swept:
+            return
+        self._swept.add(name)
+        removed = tempfiles.remove_replicas(self.output_dir, name)
+        if removed:
+            log.warning("removed %d temp files of silent replica %s from the output share", removed, shown(name))
 
     def unclaim(self, rel_path: str) -> None:
         """Put a claimed frame back where it was (shutting down before it was processed); a newer frame of the

@@ -12,8 +12,10 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -73,17 +75,34 @@ def _remove(tmp: Path) -> bool:
 def remove_stale(root: Path, tag: str, stale_seconds: float = 3600.0) -> int:
     """Temp files a kill -9 left in the output share: this replica's (`.<name>.<tag>.<pid>.<tid>.tmp`), and any
     replica's older than `stale_seconds` - never a live replica's file in the middle of its write."""
+    mine, now = _tagged(tag), time.time()
+    return _remove_temps(root, lambda name, st: bool(mine.search(name)) or now - st.st_mtime > stale_seconds)
+
+
+def remove_replicas(root: Path, tag: str) -> int:
+    """The temp files of replica `tag` only: called once that replica is known dead (its claims were taken over
+    after CLAIM_STALE_SECONDS of silence), since the pod started in its place has a new name and would leave them
+    for an hour. One walk of the output share per dead replica."""
+    theirs = _tagged(tag)
+    return _remove_temps(root, lambda name, _st: bool(theirs.search(name)))
+
+
+def _tagged(tag: str) -> re.Pattern[str]:
+    """A temp name of replica `tag` (`temp_name`): the tag then the pid and thread numbers before `.tmp`."""
+    return re.compile(rf"\.{re.escape(tag[:40])}\.\d+\.\d+\.tmp$")
+
+
+def _remove_temps(root: Path, doomed: Callable[[str, os.stat_result], bool]) -> int:
     removed = 0
     if not root.is_dir():
         return 0
-    mine, now = f".{tag[:40]}.", time.time()
     for _dirpath, _dirs, files, folder in os.fwalk(root):  # folder fds, symlinks never followed
         for name in files:
             if not (name.startswith(".") and name.endswith((".tmp", ".part"))):
                 continue
             with contextlib.suppress(OSError):
                 st = os.stat(name, dir_fd=folder, follow_symlinks=False)
-                if mine in name or now - st.st_mtime > stale_seconds:
+                if doomed(name, st):
                     os.unlink(name, dir_fd=folder)
                     removed += 1
     return removed
