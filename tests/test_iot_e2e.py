@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from tests.dtdl import conformance, contents
-from tools.module_process import rig_module_env
+from tools.module_process import fast_module_env
 
 pytestmark = pytest.mark.skipif(shutil.which("mosquitto") is None, reason="mosquitto is not installed")
 
@@ -55,7 +55,7 @@ def module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str
     for d in dirs.values():
         d.mkdir()
     with EdgeHubRig(tmp_path / "rig", host=pick_loopback_host(HOSTS)) as rig:
-        env = rig_module_env(rig.env(), model, dirs, "e2e")
+        env = fast_module_env(rig.env(), model, dirs, "e2e")
         log_path = tmp_path / "module.log"
         with open(log_path, "wb") as log_file:
             proc = subprocess.Popen(

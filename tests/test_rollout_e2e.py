@@ -19,7 +19,7 @@ import pytest
 from tests.dtdl import conformance, contents
 from tests.rollout_support import build_models, drop, eventually, sha, spec
 from tools.model_server import ModelServer
-from tools.module_process import rig_module_env
+from tools.module_process import fast_module_env
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("mosquitto") is None, reason="mosquitto is not installed"),
@@ -68,7 +68,7 @@ def rig_module(tmp_path: Path) -> Iterator[dict[str, Any]]:
         ModelServer(tmp_path / "server") as server,
         EdgeHubRig(tmp_path / "rig", host=pick_loopback_host(HOSTS)) as rig,
     ):
-        env = rig_module_env(rig.env(), models["A"], dirs, "rollout-e2e", MODEL_CA_FILE=str(server.ca_file))
+        env = fast_module_env(rig.env(), models["A"], dirs, "rollout-e2e", MODEL_CA_FILE=str(server.ca_file))
         process = Process(env, tmp_path / "module.log")
         try:
             yield {"rig": rig, "server": server, "models": models, "process": process, **dirs}

@@ -23,11 +23,12 @@ def module_process_env(**settings: str | int | float) -> dict[str, str]:
     return env
 
 
-def rig_module_env(
+def fast_module_env(
     rig_env: dict[str, str], model: Path, dirs: dict[str, Path], replica: str, **settings: str | int | float
 ) -> dict[str, str]:
-    """A module against the edgeHub rig (`rig.env()`), on the CPU with one decode and one inference thread, fast
-    settling and short IoT timeouts, its folders from `dirs` (input, output, state): the end-to-end tests' module."""
+    """The tests' module process: on the CPU with one decode and one inference thread, fast settling and short IoT
+    timeouts, its folders from `dirs` (input, output, state), against the edgeHub rig when `rig_env` is
+    `rig.env()` (local mode when empty); `settings` add to these."""
     return module_process_env(
         **rig_env,
         MODEL_PATH=str(model),

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from tools.module_process import module_process_env
+from tools.module_process import fast_module_env
 
 REPO = Path(__file__).resolve().parents[2]
 MODULE_DIR = REPO / "modules" / "edge-inference"
@@ -195,23 +195,14 @@ class Shares:
 def module_env(
     model: Path, shares: Shares, rig: Any = None, replica: str = "fault", **overrides: str | int | float
 ) -> dict[str, str]:
-    return module_process_env(
-        **(rig.env() if rig is not None else {}),
-        MODEL_PATH=str(model),
-        INPUT_DIR=str(shares.input),
-        OUTPUT_DIR=str(shares.output),
-        STATE_DIR=str(shares.state),
-        EXECUTION_PROVIDERS="cpu",
-        HTTP_PORT="0",
-        METRICS_PORT="0",
-        SETTLE_SECONDS="0.1",
+    return fast_module_env(
+        rig.env() if rig is not None else {},
+        model,
+        {"input": shares.input, "output": shares.output, "state": shares.state},
+        replica,
         RESCAN_INTERVAL_SECONDS="1",
-        IOT_TIMEOUT_SECONDS="5",
-        DECODE_WORKERS="1",
-        INFERENCE_THREADS="1",
         MIN_FREE_MB="1",
         SHUTDOWN_TIMEOUT_SECONDS="15",
-        REPLICA_ID=replica,
         LOCAL_TELEMETRY="false",
     ) | {k: str(v) for k, v in overrides.items()}
 
